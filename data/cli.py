@@ -1,0 +1,39 @@
+"""Shared CLI plumbing: subcommand dispatch, one-line user errors, --debug for tracebacks."""
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+from data.errors import SpotMAEError
+
+
+def dispatch(stage: str, commands: dict[str, tuple[str, str]], argv: list[str] | None = None) -> int:
+    """Run `python -m STAGE COMMAND ...`; `commands` maps a name to (module, one-line help)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    if debug:
+        argv.remove("--debug")
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
+        lines = [f"usage: python -m {stage} COMMAND [options] [--debug]", "", "commands:"]
+        lines += [f"  {name:10s} {text}" for name, (_, text) in commands.items()]
+        print("\n".join(lines), file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    module = importlib.import_module(commands[argv[0]][0])
+    return run_main(module.main, argv[1:], debug)
+
+
+def run_main(main, argv: list[str], debug: bool = False) -> int:
+    """Call main(argv); a SpotMAEError becomes one line on stderr and exit 2 (traceback with --debug)."""
+    try:
+        return int(main(argv) or 0)
+    except SpotMAEError as e:
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

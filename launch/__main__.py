@@ -1,0 +1,10 @@
+import sys
+
+from data.cli import dispatch
+
+COMMANDS = {
+    "demo": ("launch.demo", "synthesize a small set, spot, evaluate, print a table, write a timeline PNG"),
+}
+
+if __name__ == "__main__":
+    sys.exit(dispatch("launch", COMMANDS))
