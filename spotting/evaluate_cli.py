@@ -1,0 +1,72 @@
+"""`python -m spotting evaluate --gt GT --pred PRED.csv [--variant NAME] [--json]`.
+
+GT is an interval table CSV or any annotation file data.adapters reads (format guessed from
+the name, or --gt-format). PRED is a prediction table (data.tables); its `score` column may
+be left out: the metric never uses scores (threshold before evaluating), so a missing
+score column is read as score 1.0 rather than rejected.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from data.adapters import FORMATS, load_annotations
+from data.tables import INTERVAL_COLUMNS, PREDICTION_COLUMNS, read_predictions, validate_intervals, write_table
+from spotting.metric import VARIANTS, evaluate, format_table, per_video
+
+log = logging.getLogger(__name__)
+
+
+def read_prediction_file(path) -> pd.DataFrame:
+    """Read predictions: the prediction table, or any CSV data.adapters.load_csv accepts (then a
+    missing `score` column means score 1.0 for every row)."""
+    path = Path(path)
+    header = _header(path) if path.is_file() else PREDICTION_COLUMNS
+    if all(c in header for c in PREDICTION_COLUMNS):
+        return read_predictions(path)
+    df = load_annotations(path, format="csv")
+    df["score"] = 1.0
+    if "score" in header:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+        kept = raw.apply(lambda r: any(v.strip() for v in r), axis=1)  # load_csv skips all-blank rows
+        df["score"] = raw.loc[kept, "score"].to_numpy()
+    return validate_intervals(df, str(path), with_score=True)
+
+
+def _header(path: Path) -> list[str]:
+    try:
+        return list(pd.read_csv(path, nrows=0).columns)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        return []  # let the full reader raise its own error naming the file
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m spotting evaluate",
+                                description="Score predicted intervals against ground truth (DESIGN.md §5).")
+    p.add_argument("--gt", required=True, help="ground truth: interval table CSV or an annotation file")
+    p.add_argument("--gt-format", choices=FORMATS, default=None, help="annotation format (default: from the name)")
+    p.add_argument("--pred", required=True, help="prediction table CSV (score column optional)")
+    p.add_argument("--variant", choices=VARIANTS, default="megc", help="matching protocol (default megc)")
+    p.add_argument("--json", action="store_true", help="print exactly one JSON object instead of a table")
+    p.add_argument("--per-video", metavar="CSV", default=None, help="also write per-video counts to CSV")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    gt = load_annotations(args.gt, format=args.gt_format)
+    pred = read_prediction_file(args.pred)
+    result = evaluate(gt[INTERVAL_COLUMNS], pred, variant=args.variant)
+    if args.per_video:
+        table = per_video(gt, pred, variant=args.variant)
+        write_table(table, args.per_video, list(table.columns))
+        log.info("wrote per-video counts to %s", args.per_video)
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        print(format_table(result, title=f"variant: {args.variant}  gt: {args.gt}  pred: {args.pred}"))
+    return 0
