@@ -12,8 +12,11 @@ from data.errors import DataError
 
 
 def encode_mp4(frames: np.ndarray, fps: float, crf: int = 18, codec: str = "libx264",
-               gop: int | None = None) -> bytes:
-    """Encode RGB uint8 frames [T, H, W, 3] to mp4 bytes (H.264 yuv420p; even H and W required)."""
+               gop: int | None = None, options: dict | None = None) -> bytes:
+    """Encode RGB uint8 frames [T, H, W, 3] to mp4 bytes (H.264 yuv420p; even H and W required).
+
+    options: extra encoder options, e.g. {"tune": "fastdecode", "bf": "0"} (cheaper to decode, a bit larger).
+    """
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}")
@@ -26,10 +29,11 @@ def encode_mp4(frames: np.ndarray, fps: float, crf: int = 18, codec: str = "libx
     with av.open(buf, mode="w", format="mp4") as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        options = {"crf": str(crf), "preset": "veryfast"} if codec == "libx264" else {}
+        opts = {"crf": str(crf), "preset": "veryfast"} if codec == "libx264" else {}
+        opts.update({k: str(v) for k, v in (options or {}).items()})
         if gop:
             stream.codec_context.gop_size = gop
-        stream.options = options
+        stream.options = opts
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
