@@ -1,0 +1,193 @@
+"""LGI-Former encoder: tubelet embedding, fixed sinusoidal positions, one region token per region, LGI blocks.
+
+Tokens are handled region by region as [B, R, V, D] (R regions, V tokens kept per region). Because masks keep
+the same number of visible tokens in every region, the visible tokens are gathered with fixed-size index
+tensors (argsort of the mask), never with boolean indexing, so a training step has static shapes and no
+host-device sync.
+
+One LGI block (pre-LN, residual around each step):
+  1. self-attention inside each region over [region token, its tokens]
+  2. self-attention among the R region tokens of a clip
+  3. cross-attention from every local token (query) to the clip's region tokens (keys/values)
+  4. one MLP over all tokens (region tokens included)
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from data.errors import DataError
+from data.masking import check_mask, region_order
+from pretrain.model_config import ModelConfig
+
+
+def sinusoid_positions(n: int, dim: int) -> torch.Tensor:
+    """Fixed 1-D sinusoidal table [n, dim] over the raster token index (as in VideoMAE)."""
+    pos = torch.arange(n, dtype=torch.float64)[:, None]
+    rate = torch.pow(10000.0, -2.0 * (torch.arange(dim) // 2).double() / dim)
+    angle = pos * rate[None, :]
+    table = torch.where(torch.arange(dim) % 2 == 0, torch.sin(angle), torch.cos(angle))
+    return table.float()
+
+
+class Attention(nn.Module):
+    """Multi-head attention with VideoMAE's bias style: q and v biases, no k bias.
+
+    Self-attention uses the fused qkv weight; cross-attention takes q from the queries and k, v from the
+    context with the same weights, so both kinds have the same parameters.
+    """
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(dim))
+        self.v_bias = nn.Parameter(torch.zeros(dim))
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        *lead, n, dim = x.shape
+        bias = torch.cat([self.q_bias, torch.zeros_like(self.v_bias), self.v_bias])
+        if context is None:
+            q, k, v = F.linear(x, self.qkv.weight, bias).chunk(3, dim=-1)
+        else:
+            q = F.linear(x, self.qkv.weight[:dim], self.q_bias)
+            k, v = F.linear(context, self.qkv.weight[dim:], bias[dim:]).chunk(2, dim=-1)
+        q, k, v = (self._split_heads(t) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(out.transpose(-3, -2).reshape(*lead, n, dim))
+
+    def _split_heads(self, t: torch.Tensor) -> torch.Tensor:
+        *lead, n, dim = t.shape
+        return t.reshape(*lead, n, self.heads, dim // self.heads).transpose(-3, -2)
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, ratio: float):
+        super().__init__()
+        hidden = int(dim * ratio)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class LGIBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        self.norm_local = nn.LayerNorm(dim)
+        self.local_attn = Attention(dim, heads)
+        self.norm_region = nn.LayerNorm(dim)
+        self.region_attn = Attention(dim, heads)
+        self.norm_query = nn.LayerNorm(dim)
+        self.norm_context = nn.LayerNorm(dim)
+        self.cross_attn = Attention(dim, heads)
+        self.norm_mlp = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, mlp_ratio)
+
+    def forward(self, local: torch.Tensor, regions: torch.Tensor):
+        """local [B, R, V, D], regions [B, R, D] -> the same shapes."""
+        b, r, v, d = local.shape
+        seq = torch.cat([regions[:, :, None], local], dim=2)
+        seq = seq + self.local_attn(self.norm_local(seq))
+        regions, local = seq[:, :, 0], seq[:, :, 1:].reshape(b, r * v, d)
+        regions = regions + self.region_attn(self.norm_region(regions))
+        local = local + self.cross_attn(self.norm_query(local), self.norm_context(regions))
+        tokens = torch.cat([regions, local], dim=1)
+        tokens = tokens + self.mlp(self.norm_mlp(tokens))
+        return tokens[:, r:].reshape(b, r, v, d), tokens[:, :r]
+
+
+class LGIEncoder(nn.Module):
+    """Video [B, C, T, H, W] -> token features; visible-only (MAE) or all tokens (fine-tuning)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.patch_embed = nn.Conv3d(cfg.in_chans, cfg.dim, kernel_size=(cfg.tubelet, cfg.patch, cfg.patch),
+                                     stride=(cfg.tubelet, cfg.patch, cfg.patch))
+        self.region_tokens = nn.Parameter(torch.zeros(cfg.num_regions, cfg.dim))
+        self.blocks = nn.ModuleList(LGIBlock(cfg.dim, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(cfg.dim)
+        # fixed tables are rebuilt from the config, so they stay out of checkpoints
+        self.register_buffer("pos", sinusoid_positions(cfg.num_tokens, cfg.dim), persistent=False)
+        order = torch.from_numpy(region_order(cfg.token_grid, cfg.region))
+        self.register_buffer("region_order", order.view(cfg.num_regions, cfg.tokens_per_region), persistent=False)
+        self.register_buffer("raster_from_region", torch.argsort(order), persistent=False)
+        nn.init.trunc_normal_(self.region_tokens, std=0.02)
+        self.apply(init_linear)
+
+    def embed(self, video: torch.Tensor) -> torch.Tensor:
+        """[B, C, T, H, W] -> tokens with positions [B, N, D] in raster order (t, h, w)."""
+        cfg = self.cfg
+        expected = (cfg.in_chans, cfg.frames, cfg.img_size, cfg.img_size)
+        if video.dim() != 5 or tuple(video.shape[1:]) != expected:
+            raise DataError(f"video must be [B, {', '.join(map(str, expected))}], got {list(video.shape)}",
+                            field="video", fix="resize/crop clips to the model config's frames and img_size")
+        tokens = self.patch_embed(video).flatten(2).transpose(1, 2)
+        # no cast: under autocast the fp32 table keeps the residual stream in fp32 (as timm/VideoMAE do);
+        # a model converted to bf16 (DeepSpeed bf16) has a bf16 table and stays bf16
+        return tokens + self.pos
+
+    def split_mask(self, mask: torch.Tensor, validate: bool = False):
+        """mask bool [B, N] (True = masked) -> (visible raster index [B, R, V], masked raster index [B, M]).
+
+        Shapes depend only on the config. The per-region count is checked on the device without a host sync
+        (torch._assert_async); `validate=True` checks on the host with a readable error (debug path).
+        """
+        cfg = self.cfg
+        if mask.dtype != torch.bool or mask.dim() != 2 or mask.shape[1] != cfg.num_tokens:
+            raise DataError(f"mask must be bool [B, {cfg.num_tokens}], got {mask.dtype} {list(mask.shape)}",
+                            field="mask", fix="build masks with data.masking.RegionMaskGenerator")
+        by_region = mask[:, self.region_order]  # [B, R, P]
+        if validate:
+            check_mask(mask.cpu().numpy(), cfg.token_grid, cfg.region, cfg.visible_per_region)
+        kept = cfg.tokens_per_region - by_region.sum(-1)
+        torch._assert_async((kept == cfg.visible_per_region).all(),
+                            "every region must keep visible_per_region visible tokens")
+        # stable sort puts visible (0) before masked (1) and keeps raster order within each group
+        local = torch.argsort(by_region.to(torch.uint8), dim=-1, stable=True)[..., :cfg.visible_per_region]
+        visible = self.region_order.expand(mask.shape[0], -1, -1).gather(2, local)
+        masked = torch.argsort((~mask).to(torch.uint8), dim=-1, stable=True)[:, :cfg.num_masked]
+        return visible, masked
+
+    def forward(self, video: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+        """Encode only the visible tokens: visible raster index [B, R, V] -> features [B, R, V, D]."""
+        tokens = self.embed(video)
+        b, r, v = visible.shape
+        local = tokens.gather(1, visible.reshape(b, r * v, 1).expand(-1, -1, tokens.shape[-1]))
+        return self._run(local.view(b, r, v, -1))
+
+    def forward_all(self, video: torch.Tensor) -> torch.Tensor:
+        """Encode every token (no mask) -> features [B, T', H', W', D] in time/raster order."""
+        tokens = self.embed(video)
+        b, d = tokens.shape[0], tokens.shape[-1]
+        local = self._run(tokens[:, self.region_order])  # [B, R, P, D] region order
+        raster = local.reshape(b, -1, d)[:, self.raster_from_region]
+        return raster.view(b, *self.cfg.token_grid, d)
+
+    def _run(self, local: torch.Tensor) -> torch.Tensor:
+        regions = self.region_tokens.to(local.dtype).expand(local.shape[0], -1, -1)
+        for block in self.blocks:
+            local, regions = block(local, regions)
+        return self.norm(local)
+
+
+def init_linear(module: nn.Module) -> None:
+    """VideoMAE's init: xavier-uniform linear weights, zero biases, unit LayerNorm."""
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+__all__ = ["LGIEncoder", "LGIBlock", "Attention", "Mlp", "sinusoid_positions", "init_linear", "count_params"]

@@ -1,0 +1,88 @@
+"""VideoMAE with the LGI-Former encoder: encode visible tokens, decode, predict masked tokens, MSE loss.
+
+    model = VideoMAE(named_config("lgi_tiny"))
+    out = model(video, mask)   # video [B, 3, T, H, W] ImageNet-normalised; mask bool [B, N], True = masked
+    out["loss"]                # scalar float32: MSE over masked tokens
+    out["pred"]                # [B, M, patch_values], masked tokens in raster order
+    out["masked_index"]        # [B, M] raster index of each predicted token
+
+The decoder input is [encoded visible tokens, mask tokens]; every token gets the decoder position of its own
+raster index (the encoder returns visible tokens region by region, so raster positions by sequence slot
+would be wrong for half of them).
+
+Parameter accounting (seed config), following VideoMAE's module split:
+  encoder  = patch embed + region tokens + 16 LGI blocks + final norm      = 84,874,752 (84.9 M)
+  decoder  = 4 ViT blocks + norm + head (384 -> 1536)                     =  7,688,448 (7.7 M)
+             without the head                                             =  7,097,088 (7.1 M)
+  wrapper  = encoder_to_decoder (512 -> 384, no bias) + mask token        =    196,992
+An LGI block holds three attentions (qkv weight, q and v biases, output projection: 4 d^2 + 3 d each),
+an MLP with ratio 4 and five LayerNorms.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pretrain.lgi_former import Attention, LGIEncoder, Mlp, init_linear, sinusoid_positions
+from pretrain.model_config import ModelConfig
+from pretrain.targets import make_target
+
+
+class ViTBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, mlp_ratio)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class MAEDecoder(nn.Module):
+    """Plain ViT blocks over all tokens; predicts pixel values for the last `num_masked` tokens only."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.blocks = nn.ModuleList(ViTBlock(cfg.decoder_dim, cfg.decoder_heads, cfg.mlp_ratio)
+                                    for _ in range(cfg.decoder_depth))
+        self.norm = nn.LayerNorm(cfg.decoder_dim)
+        self.head = nn.Linear(cfg.decoder_dim, cfg.patch_values)
+
+    def forward(self, x: torch.Tensor, num_masked: int) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x[:, -num_masked:]))
+
+
+class VideoMAE(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = LGIEncoder(cfg)
+        self.encoder_to_decoder = nn.Linear(cfg.dim, cfg.decoder_dim, bias=False)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, cfg.decoder_dim))
+        self.decoder = MAEDecoder(cfg)
+        self.register_buffer("decoder_pos", sinusoid_positions(cfg.num_tokens, cfg.decoder_dim), persistent=False)
+        self.encoder_to_decoder.apply(init_linear)
+        self.decoder.apply(init_linear)
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+
+    def forward(self, video: torch.Tensor, mask: torch.Tensor, validate: bool = False) -> dict:
+        """`validate=True` checks the mask on the host with a readable error (slow; debug only)."""
+        visible, masked = self.encoder.split_mask(mask, validate=validate)
+        encoded = self.encoder(video, visible)  # [B, R, V, D], region order
+        pred = self.decode(encoded, visible.flatten(1), masked)
+        target = make_target(video, self.cfg.target, self.cfg.tubelet, self.cfg.patch)
+        target = target.gather(1, masked[..., None].expand(-1, -1, target.shape[-1]))
+        loss = F.mse_loss(pred.float(), target)
+        return {"loss": loss, "pred": pred, "masked_index": masked}
+
+    def decode(self, encoded: torch.Tensor, visible: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+        """encoded [B, R, V, D] with raster index visible [B, R*V]; masked [B, M] -> predictions [B, M, values]."""
+        x_vis = self.encoder_to_decoder(encoded.flatten(1, 2)) + self.decoder_pos[visible]
+        x_mask = (self.mask_token + self.decoder_pos[masked]).to(x_vis.dtype)
+        return self.decoder(torch.cat([x_vis, x_mask], dim=1), masked.shape[1])
