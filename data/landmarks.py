@@ -115,3 +115,33 @@ def region_boxes(landmarks: np.ndarray, size: tuple[int, int] | None = None) -> 
 def eye_polygons(landmarks: np.ndarray) -> list[np.ndarray]:
     """The two eye outlines (int32 [6, 2]) used to mask blinks out of flow."""
     return [np.round(landmarks[idx]).astype(np.int32) for idx in (RIGHT_EYE, LEFT_EYE)]
+
+
+def rigid_anchor_points(landmarks: np.ndarray) -> np.ndarray:
+    """Like anchor_points, but each eye is the midpoint of its two corners, which a blink does not move
+    (the 6-point eye centre drops by a few pixels when the upper lid closes)."""
+    right = (landmarks[36] + landmarks[39]) / 2
+    left = (landmarks[42] + landmarks[45]) / 2
+    return np.stack([right, left, landmarks[NOSE_TIP]]).astype(np.float32)
+
+
+def fit_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares 2x3 similarity taking src [N, 2] onto dst [N, 2] using all points.
+
+    cv2.estimateAffinePartial2D with LMEDS fits the best 2-point subset exactly; on 3 anchors the chosen subset
+    changes from frame to frame, which shows up as jitter in aligned video.
+    """
+    src = np.asarray(src, np.float64)
+    dst = np.asarray(dst, np.float64)
+    rows = np.zeros((2 * len(src), 4))
+    rows[0::2] = np.column_stack([src[:, 0], -src[:, 1], np.ones(len(src)), np.zeros(len(src))])
+    rows[1::2] = np.column_stack([src[:, 1], src[:, 0], np.zeros(len(src)), np.ones(len(src))])
+    (a, b, tx, ty), *_ = np.linalg.lstsq(rows, dst.reshape(-1), rcond=None)
+    if not np.isfinite([a, b, tx, ty]).all() or a * a + b * b < 1e-12:
+        raise ValueError("degenerate landmarks: cannot estimate a similarity transform")
+    return np.array([[a, -b, tx], [b, a, ty]], dtype=np.float32)
+
+
+def rigid_similarity_to_canonical(landmarks: np.ndarray, size: int = CANONICAL_SIZE) -> np.ndarray:
+    """Similarity onto the canonical points from blink-stable anchors, least squares over all three."""
+    return fit_similarity(rigid_anchor_points(landmarks), canonical_points(size))
