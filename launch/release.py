@@ -1,0 +1,386 @@
+"""`python -m launch release --checkpoint SRC --out DIR [--push REPO_ID]`: an encoder release in transformers form.
+
+SRC is a pretraining run (Ray run folder, checkpoint_* folder, DeepSpeed folder), an encoder folder or
+safetensors file (finetune.encoder), a trained spotter folder (finetune.store: encoder + heads), or with --peer
+a MAE-DFER pretraining checkpoint (launch.peer_import). DIR receives:
+
+  config.json          SpotMAEConfig, every architecture value explicit, auto_map -> modeling_spotmae.py
+  model.safetensors    weights (SpotMAEModel: encoder.*; SpotMAEForSpotting: encoder.* + heads.*)
+  modeling_spotmae.py  the modelling code (torch + transformers only: loads without this project installed)
+  README.md            model card (launch.model_card)
+  release.json         provenance + sha256 of the weights; written last, it marks the export finished
+
+The folder is built beside DIR, loaded back with AutoModel(trust_remote_code=True) and checked to compute what
+the training model computes (max |diff| <= 1e-6 on a probe clip), then renamed into place: DIR is either the
+old release or the new, checked one. A finished
+DIR is kept (the push is retried) unless --force.
+
+The push (huggingface_hub create_repo + upload_folder) reads the token from HF_TOKEN; the token is never
+printed or written. A failed push is one error line and exit 2, with the export left complete in DIR.
+
+Results JSON (--results, or SRC/results.json), every key optional:
+  {"metrics": {"step": 40, "loss": 0.61},                 # what `python -m pretrain` prints
+   "pretraining": {"steps": 40, "final_loss": 0.61, "data": {"clips": 1000}},
+   "ablation": {"pretrained, frozen": METRICS, ...},     # METRICS: a spotting metrics.json ({variant: {macro,
+   "variant": "megc", "description": "..."}               #   micro, overall}}) or one variant's dict
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from data.atomic import write_bytes, write_json, write_text
+from data.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+MODELING_FILE = Path(__file__).with_name("hf") / "modeling_spotmae.py"
+MANIFEST = "release.json"
+AUTO_MAP = {"encoder": {"AutoConfig": "modeling_spotmae.SpotMAEConfig", "AutoModel": "modeling_spotmae.SpotMAEModel"},
+            "spotter": {"AutoConfig": "modeling_spotmae.SpotMAESpottingConfig",
+                        "AutoModel": "modeling_spotmae.SpotMAEForSpotting"}}
+
+
+@dataclasses.dataclass
+class Source:
+    """What a checkpoint holds: the training-side model (weights loaded) and how to describe it."""
+    kind: str                       # "encoder" or "spotter"
+    reference: torch.nn.Module      # pretrain LGIEncoder, or finetune Spotter
+    path: str
+    head: dict = dataclasses.field(default_factory=dict)
+    run: dict = dataclasses.field(default_factory=dict)  # step / loss / epoch recorded by the training run
+
+    @property
+    def encoder(self):
+        return self.reference.encoder if self.kind == "spotter" else self.reference
+
+
+# ---------------------------------------------------------------- reading the source
+
+
+def read_source(checkpoint, model_name: str | None, pretrain_cfg, peer: bool, peer_heads: int | None) -> Source:
+    path = Path(checkpoint)
+    if not path.exists():
+        raise DataError("checkpoint not found", path=path, field="--checkpoint",
+                        fix="pass a pretraining run folder, an encoder folder, a spotter folder or a .pth (--peer)")
+    if peer:
+        from launch.peer_import import load_peer_encoder
+
+        return Source("encoder", load_peer_encoder(path, heads=peer_heads), str(path))
+    if (path / "spotter.json").is_file():
+        return _spotter_source(path)
+    from finetune.encoder import read_state
+    from pretrain.lgi_former import LGIEncoder
+    from pretrain.model_config import named_config
+
+    state, cfg = read_state(path)
+    if cfg is None:  # DeepSpeed checkpoints hold weights only
+        cfg = pretrain_cfg.model if pretrain_cfg is not None else named_config(model_name or "lgi_base")
+    with torch.random.fork_rng():
+        encoder = LGIEncoder(cfg)
+    _load_strict(encoder, state, path)
+    return Source("encoder", encoder.eval(), str(path), run=checkpoint_metrics(path))
+
+
+def _spotter_source(path: Path) -> Source:
+    from finetune.store import load_spotter
+
+    spotter, grans = load_spotter(path)
+    meta = json.loads((path / "spotter.json").read_text())
+    model = meta.get("model", {})
+    head = {"granularities": [g.name for g in grans], "head_rows": model.get("pool_rows", 2),
+            "head_hidden": model.get("head_hidden", 64), "head_kernel": model.get("head_kernel", 3)}
+    return Source("spotter", spotter.eval(), str(path), head=head)
+
+
+def _load_strict(module: torch.nn.Module, state: dict, path) -> None:
+    try:
+        missing, unexpected = module.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatch
+        raise ConfigError(f"weights do not fit the model config: {str(e).splitlines()[-1].strip()[:200]}",
+                          path=path, field="model", fix="pass --pretrain-config or --model matching the run") from None
+    if missing or unexpected:
+        raise ConfigError(f"weights do not fit the model config: missing {missing[:3]}, unexpected {unexpected[:3]}",
+                          path=path, field="model", fix="pass --pretrain-config or --model matching the run")
+
+
+def checkpoint_metrics(path: Path) -> dict:
+    """What Ray Train recorded for the released DeepSpeed checkpoint: {"step", "loss", "epoch", ...}.
+
+    Ray keeps the reported metrics of every checkpoint in <run>/checkpoint_manager_snapshot.json. That file is
+    Ray-internal, so anything unexpected just means "not known" ({}, or the step from the tag folder name).
+    """
+    if not path.is_dir() or (path / "model.safetensors").is_file():
+        return {}
+    from finetune.encoder import find_checkpoint_states
+
+    try:
+        states = find_checkpoint_states(path)
+    except DataError:
+        return {}
+    found = re.fullmatch(r"step_(\d+)", states.parent.name)
+    run = {"step": int(found.group(1))} if found else {}
+    checkpoint = states.parent.parent
+    try:
+        snapshot = json.loads((checkpoint.parent / "checkpoint_manager_snapshot.json").read_text())
+        for result in snapshot.get("checkpoint_results", []):
+            if result.get("checkpoint_dir_name") == checkpoint.name and isinstance(result.get("metrics"), dict):
+                run.update(result["metrics"])
+    except (OSError, ValueError, AttributeError) as e:
+        log.debug("no Ray metrics for %s (%s)", checkpoint, e)
+    return run
+
+
+# ---------------------------------------------------------------- building the transformers model
+
+
+def layer_norm_eps(module: torch.nn.Module) -> float:
+    """The one LayerNorm eps a model uses (written to config.json, so the release computes the same)."""
+    eps = {m.eps for m in module.modules() if isinstance(m, torch.nn.LayerNorm)}
+    if len(eps) != 1:
+        raise DataError(f"the model mixes LayerNorm eps values {sorted(eps)}", field="layer_norm_eps")
+    return eps.pop()
+
+
+def hf_config(source: Source):
+    from launch.hf.modeling_spotmae import SpotMAEConfig, SpotMAESpottingConfig
+
+    cfg = source.encoder.cfg
+    values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    kind = SpotMAESpottingConfig if source.kind == "spotter" else SpotMAEConfig
+    config = kind(**values, layer_norm_eps=layer_norm_eps(source.reference), **source.head)
+    config.auto_map = AUTO_MAP[source.kind]
+    return config
+
+
+def hf_model(source: Source):
+    """The transformers model with the source's weights; strict (the names are the same on both sides)."""
+    from launch.hf.modeling_spotmae import SpotMAEForSpotting, SpotMAEModel
+
+    config = hf_config(source)
+    if source.kind == "spotter":
+        model, state = SpotMAEForSpotting(config), source.reference.state_dict()
+    else:
+        model = SpotMAEModel(config)
+        state = {f"encoder.{k}": v for k, v in source.reference.state_dict().items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise DataError(f"release model and training model disagree: missing {missing[:3]}, unexpected "
+                        f"{unexpected[:3]}", path=source.path, field="state_dict",
+                        fix="launch/hf/modeling_spotmae.py is out of step with pretrain/lgi_former.py")
+    return model.eval()
+
+
+def probe_input(config, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(1, config.in_chans, config.frames, config.img_size, config.img_size, generator=gen)
+
+
+def reference_outputs(source: Source, video: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Encoder features and, for a spotter, every head's logits (the encoder runs once)."""
+    with torch.no_grad():
+        features = source.encoder.forward_all(video)
+        out = {"features": features.flatten(1, 3)}
+        if source.kind == "spotter":
+            out.update({g: source.reference.heads[g](features) for g in source.head["granularities"]})
+        return out
+
+
+def release_outputs(model, kind: str, video: torch.Tensor) -> dict[str, torch.Tensor]:
+    with torch.no_grad():
+        if kind != "spotter":
+            return {"features": model(video).last_hidden_state}
+        first, *rest = model.config.granularities
+        out = model(video, granularity=first)
+        heads = {first: out.logits, **{g: model.heads[g](out.features) for g in rest}}
+        return {"features": out.features.flatten(1, 3), **heads}
+
+
+def check_same(expected: dict, got: dict, what: str, path, atol: float = 1e-6) -> float:
+    """Largest absolute difference; DataError when any output differs by more than atol."""
+    worst = 0.0
+    for key, want in expected.items():
+        if key not in got or got[key].shape != want.shape:
+            raise DataError(f"{what}: output {key!r} missing or misshapen", path=path, field=key)
+        worst = max(worst, (got[key] - want).abs().max().item())
+    if worst > atol:
+        raise DataError(f"{what}: outputs differ by {worst:.3g} (> {atol})", path=path, field="outputs",
+                        fix="launch/hf/modeling_spotmae.py is out of step with the training model")
+    return worst
+
+
+# ---------------------------------------------------------------- writing the folder
+
+
+def sha256_file(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def is_complete(folder) -> bool:
+    """True when release.json exists and the weights still have the recorded checksum."""
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        return sha256_file(folder / "model.safetensors") == manifest["sha256"]
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def export(source: Source, out, facts: dict) -> Path:
+    """Write beside `out`, load back as users will and compare with the training model, then rename onto `out`."""
+    from launch import model_card
+
+    out = Path(out).resolve()
+    model = hf_model(source)
+    video = probe_input(model.config)
+    expected = reference_outputs(source, video)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # a plain name: transformers turns the folder name into a Python module name when loading the code
+    tmp = Path(tempfile.mkdtemp(prefix="release_partial_", dir=out.parent))
+    try:
+        model.save_pretrained(tmp)
+        write_bytes(tmp / MODELING_FILE.name, MODELING_FILE.read_bytes())
+        facts = {**facts, "kind": source.kind, "config": json.loads((tmp / "config.json").read_text())}
+        write_text(tmp / "README.md", model_card.render(facts))
+        reloaded = load_release(tmp)
+        diff = check_same(expected, release_outputs(reloaded, source.kind, video), "exported folder vs training model",
+                          tmp)
+        write_json(tmp / MANIFEST, {"kind": source.kind, "source": source.path,
+                                    "sha256": sha256_file(tmp / "model.safetensors"),
+                                    "max_abs_diff_vs_training_model": diff,
+                                    "transformers_class": type(model).__name__})
+        _make_readable(tmp)
+        _replace_folder(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("exported %s release to %s (max |diff| vs training model %.3g)", source.kind, out, diff)
+    return out
+
+
+def load_release(folder):
+    """AutoModel.from_pretrained(folder, trust_remote_code=True), offline: the way users will load it."""
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(str(folder), trust_remote_code=True, local_files_only=True).eval()
+
+
+def _make_readable(folder: Path) -> None:
+    """Temp files are created owner-only; a release is meant to be shared: use the umask's usual modes."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder, 0o777 & ~umask)
+    for path in folder.iterdir():
+        os.chmod(path, 0o666 & ~umask)
+
+
+def _replace_folder(new: Path, out: Path) -> None:
+    if not out.exists():
+        os.replace(new, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix="release_old_", dir=out.parent))
+    os.replace(out, old / "previous")
+    os.replace(new, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- model card facts
+
+
+def gather_facts(source: Source, args, pretrain_cfg) -> dict:
+    from launch import model_card
+
+    results_path = Path(args.results) if args.results else Path(source.path) / "results.json"
+    results = model_card.read_results(results_path) if (args.results or results_path.is_file()) else {}
+    pre = dict(results.get("pretraining", {}))
+    metrics = results.get("metrics", {})
+    pre.setdefault("steps", metrics.get("step", source.run.get("step", "unknown")))
+    pre.setdefault("final_loss", metrics.get("loss", source.run.get("loss", "unknown")))
+    pre.setdefault("source", source.path)
+    if pretrain_cfg is not None:
+        pre.setdefault("data", model_card.data_summary(pretrain_cfg))
+        pre.setdefault("recipe", {"global batch": pretrain_cfg.global_batch(), "peak lr": pretrain_cfg.peak_lr(),
+                                  "total steps": pretrain_cfg.schedule.total_steps,
+                                  "precision": pretrain_cfg.deepspeed.precision,
+                                  "visible tokens per region": pretrain_cfg.model.visible_per_region,
+                                  "target": pretrain_cfg.model.target})
+    return {"source": source.path, "repo_id": args.push, "pretraining": pre, "results": results}
+
+
+# ---------------------------------------------------------------- push
+
+
+def push_folder(folder, repo_id: str, endpoint: str | None = None, private: bool = False) -> str:
+    """create_repo + upload_folder with HF_TOKEN; any failure is one DataError line, the folder untouched."""
+    token = os.environ.get("HF_TOKEN")
+    if not token:
+        raise ConfigError("HF_TOKEN is not set", field="HF_TOKEN",
+                          fix=f"export HF_TOKEN=<a write token>; the export in {folder} is complete, re-run to push")
+    from huggingface_hub import HfApi
+
+    endpoint = endpoint or os.environ.get("HF_ENDPOINT") or None
+    api = HfApi(endpoint=endpoint, token=token)
+    try:
+        api.create_repo(repo_id, repo_type="model", exist_ok=True, private=private)
+        info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type="model",
+                                 commit_message="SpotMAE release", ignore_patterns=[".*"])
+    except Exception as e:  # network boundary: whatever failed, say it in one line and keep the export
+        reason = f"{type(e).__name__}: {e}".replace(token, "***").splitlines()[0][:300]
+        raise DataError(f"push to {repo_id} at {endpoint or 'https://huggingface.co'} failed ({reason})",
+                        path=folder, field="--push",
+                        fix="the export is complete and unchanged; check the network and HF_TOKEN, then re-run "
+                            "the same command to retry the push") from e
+    url = getattr(info, "commit_url", None) or str(info)
+    log.info("pushed %s to %s", folder, url)
+    return url
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m launch release", description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, help="pretraining run / encoder / spotter folder, or .pth")
+    parser.add_argument("--out", required=True, help="release folder to write")
+    parser.add_argument("--push", metavar="REPO_ID", help="upload to this Hub repo (token from HF_TOKEN)")
+    parser.add_argument("--endpoint", help="Hub URL (default: HF_ENDPOINT or huggingface.co)")
+    parser.add_argument("--private", action="store_true", help="create the Hub repo private")
+    parser.add_argument("--pretrain-config", help="the run's pretraining YAML: model config + data summary")
+    parser.add_argument("--model", help="named model config for weights-only checkpoints (default lgi_base)")
+    parser.add_argument("--results", help="results JSON for the model card (default: CHECKPOINT/results.json)")
+    parser.add_argument("--peer", action="store_true", help="CHECKPOINT is a MAE-DFER pretraining .pth")
+    parser.add_argument("--peer-heads", type=int, help="attention heads of the peer model (default dim // 64)")
+    parser.add_argument("--force", action="store_true", help="re-export even if OUT is a finished release")
+    args = parser.parse_args(argv)
+
+    pretrain_cfg = None
+    if args.pretrain_config:
+        from pretrain.config import load_pretrain_config
+
+        pretrain_cfg = load_pretrain_config(args.pretrain_config)
+    out = Path(args.out)
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise DataError(f"exists and is not a release folder (no {MANIFEST}); replacing it would delete it",
+                        path=out, field="--out", fix="choose a new or empty --out folder")
+    if is_complete(out) and not args.force:
+        log.info("%s is a finished release (use --force to re-export)", out)
+    else:
+        source = read_source(args.checkpoint, args.model, pretrain_cfg, args.peer, args.peer_heads)
+        export(source, out, gather_facts(source, args, pretrain_cfg))
+    pushed = push_folder(out, args.push, args.endpoint, args.private) if args.push else None
+    print(json.dumps({"release": str(out), "pushed": pushed}))
+    return 0
