@@ -1,0 +1,258 @@
+"""The body every Ray Train worker runs: VideoMAE inside a DeepSpeed engine, fed by the shard loader.
+
+`train_loop_per_worker({"config": raw_config_dict})` builds the model and engine (ZeRO 1/2, bf16, clipping,
+AdamW + warmup/cosine), resumes from Ray's latest checkpoint when there is one, and trains until
+schedule.total_steps (or checkpoint.stop_after_steps). Rank 0 writes TensorBoard events; every rank reports
+metrics and its checkpoint shard to Ray Train, which merges the shards into one checkpoint folder.
+
+Resume is exact: model, optimizer and schedule come back through DeepSpeed, the data stream restarts at the
+saved sample position, and the torch RNG is re-seeded from (seed, step, rank) before every micro-step so that
+random ops inside the model draw the same numbers in a resumed run as in an uninterrupted one.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pretrain.config import PretrainConfig, config_from_raw
+
+log = logging.getLogger(__name__)
+
+STATE_KEY = "spotmae"   # our entry in DeepSpeed's client_state
+
+
+class WarmupCosine:
+    """LambdaLR factor: linear warmup over `warmup` steps, then cosine from 1 to `min_ratio` at `total`.
+
+    A class rather than a lambda so the scheduler's state_dict pickles into DeepSpeed checkpoints.
+    """
+
+    def __init__(self, warmup: int, total: int, min_ratio: float):
+        self.warmup, self.total, self.min_ratio = int(warmup), int(total), float(min_ratio)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases, norms and learned tokens (the usual MAE/VideoMAE rule)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") or "token" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def deepspeed_config(cfg: PretrainConfig, world_size: int) -> dict:
+    ds = cfg.deepspeed
+    return {
+        "train_micro_batch_size_per_gpu": cfg.data.batch_size,
+        "gradient_accumulation_steps": ds.grad_accum,
+        "train_batch_size": cfg.data.batch_size * ds.grad_accum * world_size,
+        "gradient_clipping": ds.grad_clip,
+        "bf16": {"enabled": ds.precision == "bf16"},
+        "torch_autocast": {"enabled": ds.precision == "autocast_bf16", "dtype": "bfloat16"},
+        # DeepSpeed casts only parameters unless told; fixed tables (position buffers) must follow them to bf16
+        "data_types": {"buffer_dtype": "bf16" if ds.precision == "bf16" else "fp32"},
+        "zero_optimization": {"stage": ds.zero_stage},
+        # we hand DeepSpeed a torch AdamW: its fused Adam JIT-compiles for ~40 s and does not exist on CPU
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 2**31 - 1,
+    }
+
+
+def build_engine(cfg: PretrainConfig, world_size: int):
+    """Model + AdamW + warmup/cosine schedule wrapped in a DeepSpeed engine (uses Ray's process group)."""
+    import deepspeed
+    from pretrain.mae import VideoMAE
+
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    model = VideoMAE(cfg.model)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.peak_lr(),
+                                  betas=cfg.optim.betas, eps=cfg.optim.eps, fused=torch.cuda.is_available())
+    min_ratio = min(1.0, cfg.optim.min_lr / cfg.peak_lr())
+    factor = WarmupCosine(cfg.schedule.warmup_steps, cfg.schedule.total_steps, min_ratio)
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, optimizer=optimizer, config=deepspeed_config(cfg, world_size),
+        lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, factor))
+    return engine
+
+
+def model_input(video: torch.Tensor, device, dtype) -> torch.Tensor:
+    """Loader video (float normalised, or uint8 with data.output=uint8) -> normalised `dtype` on `device`."""
+    from data.augment import normalise
+
+    video = video.to(device, non_blocking=True)
+    if video.dtype == torch.uint8:  # 4x less to copy to the device; normalise there
+        video = normalise(video)
+    return video.to(dtype)
+
+
+def reseed(seed: int, step: int, micro: int, rank: int) -> None:
+    state = np.random.SeedSequence([seed, step, micro, rank]).generate_state(2, dtype=np.uint32)
+    torch.manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def _default_extensions_dir() -> None:
+    # DeepSpeed JIT-builds its shared-memory comm op on first init (~60 s); cache it inside the venv, as the
+    # Makefile does, when the worker's environment does not say where.
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
+
+
+def restore(engine) -> dict:
+    """Load Ray's latest checkpoint into the engine; return our saved state ({} for a fresh run)."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return {}
+    with checkpoint.as_directory() as folder:
+        path, client_state = engine.load_checkpoint(folder)
+    if path is None or STATE_KEY not in (client_state or {}):
+        from data.errors import DataError
+
+        raise DataError(f"no DeepSpeed checkpoint with {STATE_KEY!r} state in it", path=checkpoint.path,
+                        field="checkpoint", fix="use a new checkpoint.name or a run written by python -m pretrain")
+    state = client_state[STATE_KEY]
+    log.info("resumed from %s at step %d", checkpoint.path, state["step"])
+    return state
+
+
+def report(engine, metrics: dict, state: dict | None) -> None:
+    """ray.train.report from every rank; with `state`, each rank also ships its DeepSpeed checkpoint shard.
+
+    DeepSpeed writes into a fresh temp folder per rank; Ray uploads and merges the folders and registers the
+    checkpoint only once all of it is stored, so a crash never leaves a half-written checkpoint behind.
+    """
+    import ray.train
+
+    if state is None:
+        ray.train.report(metrics)
+        return
+    tag = f"step_{state['step']:08d}"
+    with tempfile.TemporaryDirectory(prefix="spotmae_ckpt_") as tmp:
+        engine.save_checkpoint(tmp, tag=tag, client_state={STATE_KEY: state})
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                         checkpoint_dir_name=f"checkpoint_{tag}")
+
+
+def batch_stream(cfg: PretrainConfig, rank: int, world_size: int, epoch: int, skip: int):
+    """Yield (batch, epoch, resume position) forever, starting `skip` batches into `epoch`.
+
+    The resume position (epoch, batches to skip) is where a run restarted after this batch picks up; one batch
+    of look-ahead lets the last batch of an epoch point at the next epoch's start. The loader's order depends
+    only on (seed, epoch, rank, worker), so re-reading and discarding `skip` batches reproduces the stream
+    exactly (use data.resampled with a short epoch_samples to bound that re-reading on large corpora).
+    """
+    from data.errors import DataError
+    from data.loader import make_loader
+
+    loader = make_loader(cfg.data, rank=rank, world_size=world_size, epoch=epoch)
+    while True:
+        done, pending = 0, None
+        for batch in loader:
+            done += 1
+            if done <= skip:
+                continue
+            if pending is not None:
+                yield pending, epoch, (epoch, done - 1)
+            pending = batch
+        if pending is None:
+            raise DataError(f"rank {rank} of {world_size} got no batch of {cfg.data.batch_size} clips in epoch "
+                            f"{epoch} (after skipping {skip})", path=cfg.data.shards, field="data.batch_size",
+                            fix="pack more clips/shards, lower data.batch_size or scaling.num_workers")
+        yield pending, epoch, (epoch + 1, 0)
+        epoch, skip = epoch + 1, 0
+
+
+def tensorboard_writer(cfg: PretrainConfig, start_step: int):
+    """Rank 0's TensorBoard writer under <storage>/<name>/tensorboard; a resumed run drops events past its step."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    storage = cfg.checkpoint.storage_path
+    folder = f"{storage}/{cfg.checkpoint.name}/tensorboard"
+    if "://" in storage:  # remote storage: keep events on the local disk of rank 0
+        folder = str(Path(tempfile.gettempdir()) / "spotmae_tensorboard" / cfg.checkpoint.name)
+    return SummaryWriter(log_dir=folder, purge_step=start_step + 1 if start_step else None)
+
+
+FRESH_STATE = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "corrupt": 0}
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    """Ray Train entry: loop_config = {"config": config_to_raw(PretrainConfig)}."""
+    import ray.train
+
+    _default_extensions_dir()
+    logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+    cfg = config_from_raw(loop_config["config"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    engine = build_engine(cfg, world)
+    state = restore(engine) or dict(FRESH_STATE)
+    stream = batch_stream(cfg, rank, world, state["epoch"], state["batches_in_epoch"])
+    writer = tensorboard_writer(cfg, state["step"]) if rank == 0 else None
+    try:
+        run_steps(cfg, engine, stream, state, rank, writer)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def optimizer_step(cfg: PretrainConfig, engine, stream, step: int, rank: int, meter: Meter, tally):
+    """grad_accum micro-batches and one optimizer step; returns (epoch, resume position, lr used)."""
+    dtype = torch.bfloat16 if cfg.deepspeed.precision == "bf16" else torch.float32
+    for micro in range(cfg.deepspeed.grad_accum):
+        batch, epoch, resume_at = next(stream)
+        reseed(cfg.seed, step, micro, rank)
+        video = model_input(batch["video"], engine.device, dtype)
+        loss = engine(video, batch["mask"].to(engine.device, non_blocking=True))["loss"]
+        engine.backward(loss)
+        lr = engine.get_lr()[0]  # the rate this step uses; engine.step() moves the schedule on
+        engine.step()
+        meter.add(loss, len(batch["key"]))
+        tally.update(batch)
+    return epoch, resume_at, float(lr)
+
+
+def run_steps(cfg: PretrainConfig, engine, stream, state: dict, rank: int, writer) -> None:
+    """Train from state["step"] to the stop step; report every log_every steps, checkpoint every every_steps."""
+    from tqdm import tqdm
+
+    from data.loader import CorruptTally
+
+    ck = cfg.checkpoint
+    stop = min(cfg.schedule.total_steps, ck.stop_after_steps or cfg.schedule.total_steps)
+    step, corrupt_before = state["step"], state["corrupt"]
+    tally, meter = CorruptTally(), Meter(engine.device)
+    with tqdm(total=stop, initial=step, desc="pretrain", unit="step", disable=rank != 0) as bar:
+        while step < stop:
+            epoch, resume_at, lr = optimizer_step(cfg, engine, stream, step, rank, meter, tally)
+            step += 1
+            bar.update(1)
+            save = step % ck.every_steps == 0 or step == stop
+            if not (save or step % ck.log_every == 0):
+                continue
+            metrics = meter.global_metrics(tally.total)
+            metrics.update(step=step, epoch=epoch, lr=lr, corrupt=metrics["corrupt"] + corrupt_before)
+            if writer is not None:
+                for name in ("loss", "lr", "clips_per_s", "corrupt"):
+                    writer.add_scalar(f"pretrain/{name}", metrics[name], step)
+                writer.flush()
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}", clips_s=f"{metrics['clips_per_s']:.1f}")
+            state = {"step": step, "epoch": resume_at[0], "batches_in_epoch": resume_at[1],
+                     "corrupt": metrics["corrupt"]}
+            report(engine, metrics, state if save else None)
+            meter.reset()

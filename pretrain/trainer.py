@@ -1,0 +1,53 @@
+"""Build the Ray Train TorchTrainer that runs pretrain.train_loop on every worker.
+
+The run lives at checkpoint.storage_path / checkpoint.name: running the same config again (same storage path and
+name) makes Ray hand the latest checkpoint to the workers, so an interrupted or preempted job continues.
+"""
+from __future__ import annotations
+
+import logging
+
+from pretrain.config import PretrainConfig, config_to_raw
+from pretrain.train_loop import train_loop_per_worker
+
+log = logging.getLogger(__name__)
+
+def build_trainer(cfg: PretrainConfig):
+    """A TorchTrainer for `cfg`: ScalingConfig (workers, GPUs), RunConfig (storage, name, checkpoints, retries)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    scaling = cfg.scaling
+    resources = {"CPU": scaling.cpus_per_worker}
+    if scaling.use_gpu:
+        resources["GPU"] = 1
+    run = RunConfig(
+        name=cfg.checkpoint.name,
+        storage_path=cfg.checkpoint.storage_path,
+        checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.num_to_keep),
+        failure_config=FailureConfig(max_failures=cfg.checkpoint.max_failures),
+    )
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"config": config_to_raw(cfg)},
+        torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
+                                     resources_per_worker=resources),
+        run_config=run,
+    )
+
+
+def check_inputs(cfg: PretrainConfig) -> None:
+    """Fail on the driver, with the folder named, before any worker starts: the shard set must be complete."""
+    from data.shards import shard_urls
+
+    if "://" not in cfg.data.shards:
+        shard_urls(cfg.data.shards)
+
+
+def fit(cfg: PretrainConfig):
+    """Run (or resume) the pretraining job; return Ray's Result (metrics of the last report, checkpoint)."""
+    log.info("pretraining %s: %d workers x batch %d x accum %d = %d clips/step, peak lr %.3g, run %s/%s",
+             cfg.model.name, cfg.scaling.num_workers, cfg.data.batch_size, cfg.deepspeed.grad_accum,
+             cfg.global_batch(), cfg.peak_lr(), cfg.checkpoint.storage_path, cfg.checkpoint.name)
+    return build_trainer(cfg).fit()
