@@ -1,0 +1,182 @@
+"""`python -m data flow VIDEO_OR_DIR --out DIR`: per-video region motion curves (.npz), cached.
+
+Each video gets DIR/<video stem>.npz holding, for every frame gap k, `k{K}` = float32 [F, T, R] (feature x frame
+x region; features data.flow.FEATURES, regions data.flow.REGIONS) plus the parameters that produced it. A rerun
+skips videos whose .npz was made with the same parameters, and computes only the gaps k it lacks.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from data import flow as fl
+from data.atomic import atomic_path
+from data.errors import DataError
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
+# Mean expression durations (s) behind the published k: CAS(ME)^2 micro k=6 and macro k=18 at 30 fps.
+DEFAULT_DURATIONS = {"micro": 0.37, "macro": 1.2}
+LANDMARK_SOURCES = ("auto", "canonical", "first-frame")
+
+
+def default_ks(fps: float) -> list[int]:
+    return sorted({fl.k_from_duration(fps, s) for s in DEFAULT_DURATIONS.values()})
+
+
+def video_landmarks(first_frame: np.ndarray, rgb_size: tuple[int, int], source: str, path) -> np.ndarray:
+    """Landmarks at full resolution: the canonical face (aligned square crops) or dlib on the first frame."""
+    from data import landmarks as lmk
+
+    w, h = rgb_size
+    if source == "canonical" or (source == "auto" and w == h):
+        if w != h:
+            raise DataError(f"canonical landmarks need a square aligned face video, got {w}x{h}", path=path,
+                            field="landmarks", fix="align faces first (python -m data faces) or use first-frame")
+        return fl.canonical_landmarks(w)
+    found = lmk.face_landmarks(first_frame, upsample=2 if min(w, h) < 300 else 1)
+    if found is None:
+        raise DataError("no face found in the first frame", path=path, field="landmarks",
+                        fix="align faces first (python -m data faces) or pass --landmarks canonical")
+    return found
+
+
+def _landmark_key(landmarks) -> str:
+    if isinstance(landmarks, str):
+        if landmarks not in LANDMARK_SOURCES:
+            raise DataError(f"unknown landmark source {landmarks!r}", field="landmarks",
+                            fix=f"use one of {list(LANDMARK_SOURCES)} or pass an array")
+        return landmarks
+    data = np.ascontiguousarray(landmarks, dtype=np.float32)
+    return "array:" + hashlib.sha1(data.tobytes() + str(data.shape).encode()).hexdigest()[:16]
+
+
+def _geometry(path, landmarks, grey: np.ndarray, scale: float):
+    """Region masks at the flow's resolution: from a landmark source name, one [68, 2] set, or [T, 68, 2]."""
+    from data.video_io import read_frames
+
+    size = (grey.shape[2], grey.shape[1])
+    if isinstance(landmarks, str):
+        first = read_frames(path, [0])[0]  # landmarks are found at full resolution, then scaled
+        points = video_landmarks(first, (first.shape[1], first.shape[0]), landmarks, path)
+        return fl.RegionGeometry.from_landmarks(points, size, scale)
+    points = np.asarray(landmarks, dtype=np.float32)
+    if points.shape == (68, 2):
+        return fl.RegionGeometry.from_landmarks(points, size, scale)
+    if points.ndim == 3 and points.shape[1:] == (68, 2) and len(points) == len(grey):
+        return [fl.RegionGeometry.from_landmarks(p, size, scale) for p in points]
+    raise DataError(f"landmarks of shape {points.shape} do not fit {len(grey)} frames", path=path,
+                    field="landmarks", fix="pass [68, 2] or [num_frames, 68, 2]")
+
+
+def _params(method: str, scale: float, landmarks: str, head_model: str) -> dict:
+    return {"method": method, "scale": float(scale), "landmarks": landmarks, "head_model": head_model,
+            "features": list(fl.FEATURES)}
+
+
+def load_curves(npz_path, params: dict | None = None) -> dict | None:
+    """The cached curves as a dict (curves: k -> [F, T, R] array, fps, num_frames, params), or None when
+    absent or made with other parameters (any k: a cache holds whichever gaps were asked for so far)."""
+    path = Path(npz_path)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            stored = json.loads(str(z["params"]))
+            if params is not None and stored != params:
+                return None
+            curves = {int(k): z[f"k{k}"] for k in z["ks"]}
+            return {"curves": curves, "fps": float(z["fps"]), "num_frames": int(z["num_frames"]),
+                    "params": stored}
+    except (OSError, ValueError, KeyError) as e:
+        log.warning("recomputing %s: unreadable cache (%s)", path, e)
+        return None
+
+
+def save_curves(npz_path, curves: dict[int, np.ndarray], fps: float, num_frames: int, params: dict) -> None:
+    with atomic_path(npz_path, suffix=".npz") as tmp:
+        np.savez_compressed(tmp, params=json.dumps(params), fps=fps, num_frames=num_frames,
+                            ks=np.array(sorted(curves), dtype=np.int64),
+                            regions=np.array(fl.REGIONS), **{f"k{k}": v for k, v in curves.items()})
+
+
+def video_curves(path, npz_path, ks=None, method: str = "dis", scale: float = 1.0, landmarks="auto",
+                 bar: tqdm | None = None, head_model: str = "affine") -> dict:
+    """Compute (or load from `npz_path`) the region curves of one video; `ks=None` derives k from its fps.
+
+    `landmarks`: a LANDMARK_SOURCES name, or an array at full resolution: [68, 2] fixed or [T, 68, 2] tracked.
+    """
+    fl.check_method(method)
+    fl.check_scale(scale)
+    if ks is None:
+        from data.video_io import video_info
+
+        ks = default_ks(video_info(path)["fps"])
+    if head_model not in fl.HEAD_MODELS:
+        raise DataError(f"unknown head motion model {head_model!r}", field="head_model",
+                        fix=f"use one of {list(fl.HEAD_MODELS)}")
+    params = _params(method, scale, _landmark_key(landmarks), head_model)
+    cached = load_curves(npz_path, params) or {"curves": {}}
+    missing = sorted(set(int(k) for k in ks) - set(cached["curves"]))
+    if not missing:
+        return cached
+    grey, fps = fl.read_grey(path, scale)
+    geometry = _geometry(path, landmarks, grey, scale)
+    flow_fn = fl.make_flow(method)
+    progress = bar.update if bar is not None else None
+    curves = dict(cached["curves"])
+    curves.update({k: fl.region_curves(grey, k, geometry, flow_fn, progress, head_model) for k in missing})
+    save_curves(npz_path, curves, fps, len(grey), params)
+    return {"curves": curves, "fps": fps, "num_frames": len(grey), "params": params}
+
+
+def find_videos(source) -> list[Path]:
+    source = Path(source)
+    if source.is_file():
+        return [source]
+    if not source.is_dir():
+        raise DataError("no such file or folder", path=source, fix="pass a video file or a folder of videos")
+    videos = sorted(p for p in source.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
+    if not videos:
+        raise DataError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) in folder", path=source)
+    return videos
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m data flow", description=__doc__.splitlines()[0])
+    ap.add_argument("source", help="a video file or a folder searched recursively for videos")
+    ap.add_argument("--out", required=True, help="folder for the per-video .npz files")
+    ap.add_argument("--k", type=int, nargs="+", help="frame gaps (default: micro and macro k from each video's fps)")
+    ap.add_argument("--method", default="dis", choices=fl.METHODS)
+    ap.add_argument("--scale", type=float, default=1.0, help="resize frames by this factor before flow")
+    ap.add_argument("--landmarks", default="auto", choices=LANDMARK_SOURCES,
+                    help="region boxes from the canonical aligned face, or dlib on the first frame")
+    ap.add_argument("--head-model", default="affine", choices=fl.HEAD_MODELS,
+                    help="head motion removed as an affine field fitted on nose + forehead, or the nose mean")
+    args = ap.parse_args(argv)
+    if args.k and min(args.k) < 1:
+        raise DataError(f"--k must be >= 1, got {args.k}", field="k")
+    videos = find_videos(args.source)
+    out = Path(args.out)
+    done = frames = 0
+    start = time.perf_counter()
+    with tqdm(desc="flow pairs", unit="pair") as bar:
+        for video in videos:
+            npz = out / f"{video.stem}.npz"
+            before = bar.n
+            result = video_curves(video, npz, args.k, args.method, args.scale, args.landmarks, bar,
+                                  args.head_model)
+            done += bar.n > before
+            frames += result["num_frames"] if bar.n > before else 0
+    seconds = time.perf_counter() - start
+    log.info("%d video(s), %d computed, %d cached; %d frames in %.1f s -> %s", len(videos), done,
+             len(videos) - done, frames, seconds, out)
+    return 0

@@ -1,0 +1,213 @@
+"""The flow-only baseline spotter (SOFTNet/MEGC-style cues, no learning): the reference later stages must beat.
+
+Per video and per type (macro, micro), with k derived from the fps and the type's mean duration:
+region curves m[i] = motion from frame i to i+k (data.flow) -> one score per frame. The "apex" score at frame i
+is min(m[i-k], m[i]): motion into frame i AND back out of it, so transient expressions peak at their apex while
+lasting changes (a head turn that stays, illumination drift) excite only one side. Apexes within k frames
+of either end of the video cannot be spotted this way. Then spotting.intervals does
+smoothing, the SOFTNet threshold, peaks k apart, intervals around the peaks, NMS, and drops micro inside macro.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from data import flow as fl
+from data.errors import ConfigError, DataError
+from data.flow_cli import video_curves
+from data.tables import TYPES, empty_intervals, read_videos
+from spotting import intervals as iv
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class TypeConfig:
+    """How one expression type is spotted."""
+
+    mean_duration_s: float  # sets k = int((mean duration in frames + 1) / 2)
+    p: float  # SOFTNet threshold: mean + p * (max - mean) of the video's score curve
+    regions: list[str] = dataclasses.field(default_factory=lambda: list(fl.REGIONS))
+    combine: Literal["max", "sum", "mean"] = "max"
+    smooth_s: float = 0.0  # moving-average window before peak picking, seconds (0 = none)
+    extent: Literal["fixed", "half_max"] = "fixed"  # interval = [peak-k, peak+k], or the curve's half-max width
+    max_duration_s: float = 4.0  # "half_max" never reaches further than half this from the peak
+    hops: int = 3  # monotonicity check over this many k/hops-frame hops (1 = off), see `monotonicity`
+
+
+@dataclasses.dataclass
+class BaselineConfig:
+    # Defaults = configs/spotting/baseline.yaml.
+    macro: TypeConfig = dataclasses.field(default_factory=lambda: TypeConfig(1.2, 0.6, smooth_s=0.4))
+    micro: TypeConfig = dataclasses.field(default_factory=lambda: TypeConfig(
+        0.37, 0.35, regions=["brows", "mouth"], smooth_s=0.1, max_duration_s=0.5))
+    method: Literal["dis", "dis_fast", "farneback", "tvl1"] = "dis"
+    scale: float = 1.0  # resize frames before flow
+    feature: Literal["flow", "strain", "flow_top", "strain_top"] = "flow"  # data.flow.FEATURES
+    score: Literal["apex", "forward"] = "apex"  # see module doc; "forward" = m[i - k//2] (pair centred on i)
+    landmarks: str = "auto"  # region boxes: data.flow_cli.LANDMARK_SOURCES
+    head_model: Literal["affine", "mean"] = "affine"  # data.flow.remove_head_motion
+    nms_iou: float = 0.5
+    micro_inside_macro: float = 0.5  # drop a micro interval when more than this fraction of it lies in a macro
+    workers: int = 2  # processes computing flow, one video each
+
+    def __post_init__(self):
+        fl.check_scale(self.scale)
+        if self.workers < 1:
+            raise ConfigError(f"must be >= 1, got {self.workers}", field="workers")
+        for kind in TYPES:
+            tc: TypeConfig = getattr(self, kind)
+            bad = sorted(set(tc.regions) - set(fl.REGIONS))
+            if bad or not tc.regions:
+                raise ConfigError(f"regions {bad or '[]'} not allowed", field=f"{kind}.regions",
+                                  fix=f"choose from {list(fl.REGIONS)}")
+            if tc.mean_duration_s <= 0:
+                raise ConfigError("must be > 0", field=f"{kind}.mean_duration_s")
+            if not 0 <= tc.p <= 1:
+                raise ConfigError(f"must be within [0, 1], got {tc.p}", field=f"{kind}.p")
+            if tc.hops < 1:
+                raise ConfigError(f"must be >= 1, got {tc.hops}", field=f"{kind}.hops", fix="1 turns it off")
+
+
+def type_k(cfg: BaselineConfig, kind: str, fps: float) -> int:
+    return fl.k_from_duration(fps, getattr(cfg, kind).mean_duration_s)
+
+
+def hop_k(k: int, hops: int) -> int:
+    return max(1, k // hops)
+
+
+def needed_ks(cfg: BaselineConfig, fps: float) -> list[int]:
+    """Every frame gap the spotter reads: each type's k and, with the monotonicity check, its hop."""
+    ks = set()
+    for kind in TYPES:
+        k, hops = type_k(cfg, kind, fps), getattr(cfg, kind).hops
+        ks |= {k, hop_k(k, hops)} if hops > 1 else {k}
+    return sorted(ks)
+
+
+def region_matrix(curves: np.ndarray, cfg: BaselineConfig, tc: TypeConfig) -> np.ndarray:
+    """[T, R] pair motion of the chosen feature and regions, each region's noise floor removed."""
+    values = curves[fl.FEATURES.index(cfg.feature)][:, [fl.REGIONS.index(r) for r in tc.regions]]
+    # The median is the flow noise floor of that region (texture, compression); without removing it the
+    # region with the most texture would dominate `max`.
+    return np.clip(values - np.median(values, axis=0), 0, None)
+
+
+def monotonicity(m_k: np.ndarray, m_hop: np.ndarray, hop: int, hops: int) -> np.ndarray:
+    """Net motion over k frames / the path length walked in `hops` hops of `hop` frames, in [0, 1].
+
+    An expression ramps one way (net ~ path, ratio ~1); talking goes back and forth many times within k
+    frames (net << path), so its ratio is small even though both move the mouth a lot.
+    """
+    path = np.zeros_like(m_hop)
+    for j in range(hops):
+        path[:len(path) - j * hop] += m_hop[j * hop:]
+    return np.clip(m_k / np.maximum(path, m_k + 1e-6), 0.0, 1.0)
+
+
+def region_score(curves: dict, k: int, cfg: BaselineConfig, tc: TypeConfig) -> np.ndarray:
+    """m[i]: the chosen regions' pair motion (frame i -> i+k), weighted by monotonicity, then combined."""
+    m = region_matrix(curves[k], cfg, tc)
+    if tc.hops > 1:
+        hop = hop_k(k, tc.hops)
+        m = m * monotonicity(m, region_matrix(curves[hop], cfg, tc), hop, tc.hops)
+    return {"max": np.max, "sum": np.sum, "mean": np.mean}[tc.combine](m, axis=1)
+
+
+def frame_score(m: np.ndarray, k: int, num_frames: int, how: str) -> np.ndarray:
+    """Per-frame score from pair motion m[i] (frame i -> i+k; valid for i < num_frames - k)."""
+    valid = np.zeros(num_frames)
+    n = max(0, num_frames - k)
+    valid[:n] = m[:n]
+    score = np.zeros(num_frames)
+    if how == "apex":
+        # Within k frames of either end one side is missing; the other alone cannot tell an expression from
+        # a lasting change (it fires on a macro's offset phase near the end), so those frames score 0.
+        if n > k:
+            score[k:n] = np.minimum(valid[:n - k], valid[k:n])
+    elif how == "forward":
+        score[k // 2:k // 2 + n] = valid[:n]
+    else:
+        raise ConfigError(f"unknown score {how!r}", field="score", fix="use 'apex' or 'forward'")
+    return score
+
+
+def spot_type(curves: dict, cfg: BaselineConfig, kind: str, fps: float, num_frames: int) -> list[iv.Interval]:
+    tc: TypeConfig = getattr(cfg, kind)
+    k = type_k(cfg, kind, fps)
+    score = frame_score(region_score(curves, k, cfg, tc), k, num_frames, cfg.score)
+    window = max(1, round(tc.smooth_s * fps))
+    return iv.spot_curve(score, k, tc.p, kind, window, distance=k, extent=tc.extent, nms_iou=cfg.nms_iou,
+                         max_half=max(k, round(tc.max_duration_s * fps / 2)))
+
+
+def spot_curves(curves: dict, cfg: BaselineConfig, fps: float, num_frames: int) -> list[iv.Interval]:
+    """Typed intervals of one video from its cached region curves (k -> [F, T, R])."""
+    found = {kind: spot_type(curves, cfg, kind, fps, num_frames) for kind in TYPES}
+    return iv.resolve_types(found["macro"], found["micro"], cfg.micro_inside_macro)
+
+
+def spot_video(path, cfg: BaselineConfig, cache_path, landmarks=None) -> list[iv.Interval]:
+    """Spot one video. `landmarks` overrides cfg.landmarks: a [68, 2] fixed set or [T, 68, 2] tracked set."""
+    from data.video_io import video_info
+
+    fps = video_info(path)["fps"]
+    result = video_curves(path, cache_path, needed_ks(cfg, fps), cfg.method, cfg.scale,
+                          cfg.landmarks if landmarks is None else landmarks, head_model=cfg.head_model)
+    return spot_curves(result["curves"], cfg, result["fps"], result["num_frames"])
+
+
+def _spot_one(args) -> list[iv.Interval]:
+    path, cfg, cache, threads = args
+    if threads:
+        import cv2
+
+        cv2.setNumThreads(threads)  # one OpenCV thread per worker process: the workers are the parallelism
+    return spot_video(path, cfg, cache)
+
+
+def run_baseline(cfg: BaselineConfig, data_dir, out_dir) -> Path:
+    """Spot every video of a dataset folder (videos.csv) -> OUT/predictions.csv; curves cached in OUT/curves.
+
+    Videos run in `cfg.workers` processes (flow is per-video work; the pool only pays off above one video).
+    """
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    table = data_dir / "videos.csv"
+    if not table.is_file():
+        raise DataError("dataset folder has no videos.csv", path=data_dir,
+                        fix="point --data at a folder made by `python -m data synth` or an adapter")
+    videos = read_videos(table)
+    workers = min(cfg.workers, len(videos))
+    jobs = [(row.path, cfg, out_dir / "curves" / f"{row.video}.npz", 1 if workers > 1 else 0)
+            for row in videos.itertuples(index=False)]
+    bar = tqdm(total=len(jobs), desc="baseline", unit="video")
+    if workers > 1:
+        import concurrent.futures as cf
+        import multiprocessing
+
+        # spawn, not fork: the parent may hold OpenCV/decord threads, which fork does not copy safely.
+        with cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_spot_one, job) for job in jobs]
+            for future in cf.as_completed(futures):
+                bar.update(1)
+            found = [f.result() for f in futures]
+    else:
+        found = []
+        for job in jobs:
+            found.append(_spot_one(job))
+            bar.update(1)
+    bar.close()
+    frames = [iv.to_frame(f, str(row.subject), str(row.video)) for f, row in zip(found, videos.itertuples())]
+    predictions = pd.concat(frames, ignore_index=True) if frames else empty_intervals(with_score=True)
+    from data.tables import write_predictions
+
+    path = write_predictions(predictions, out_dir / "predictions.csv")
+    log.info("%d predictions for %d videos -> %s", len(predictions), len(videos), path)
+    return path

@@ -1,0 +1,78 @@
+"""Timeline plot: one row per video, ground truth above predictions, macro and micro in their own colours,
+predictions that count as true positives (same type, IoU >= 0.5, one-to-one as in spotting.metric) filled,
+false positives faded and hatched red."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from data.atomic import atomic_path
+
+COLOURS = {"macro": "#1f77b4", "micro": "#ff7f0e"}
+FP_EDGE = "#d62728"
+
+
+def true_positive_rows(gt: pd.DataFrame, pred: pd.DataFrame) -> set[int]:
+    """Row labels of `pred` matched one-to-one to ground truth (the MEGC matching of spotting.metric)."""
+    from spotting.metric import match_max
+
+    hits: set[int] = set()
+    for (video, kind), p in pred.groupby(["video", "type"], sort=False):
+        g = gt[(gt["video"] == video) & (gt["type"] == kind)]
+        pairs = match_max(g[["onset", "offset"]].to_numpy(np.int64), p[["onset", "offset"]].to_numpy(np.int64))
+        hits.update(int(p.index[q]) for _, q in pairs)
+    return hits
+
+
+def _draw_row(ax, y: float, rows: pd.DataFrame, fps: float, tp: set[int] | None) -> None:
+    from matplotlib.colors import to_rgba
+
+    for label, r in rows.iterrows():
+        start, width = r["onset"] / fps, (r["offset"] - r["onset"] + 1) / fps
+        colour = COLOURS[r["type"]]
+        hit = tp is None or label in tp
+        # A false positive keeps its type's colour (faded) under a red hatch, so its type stays readable.
+        ax.broken_barh([(start, width)], (y, 0.38), facecolors=colour if hit else to_rgba(colour, 0.35),
+                       edgecolors=colour if hit else FP_EDGE, hatch=None if hit else "///", linewidth=1.0)
+
+
+def plot_timeline(gt: pd.DataFrame, pred: pd.DataFrame, videos: pd.DataFrame, path, max_videos: int = 40,
+                  title: str | None = None) -> Path:
+    """Write a PNG: per video (up to `max_videos`), ground truth on the upper half-row, predictions below."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    videos = videos.head(max_videos).reset_index(drop=True)
+    pred = pred.reset_index(drop=True)
+    tp = true_positive_rows(gt, pred)
+    n = max(1, len(videos))
+    fig, ax = plt.subplots(figsize=(12, 0.55 * n + 1.6))
+    longest = 1.0
+    for i, v in videos.iterrows():
+        y = n - 1 - i
+        fps = float(v["fps"])
+        longest = max(longest, v["num_frames"] / fps)
+        ax.axhspan(y - 0.02, y + 0.98, color="0.96" if i % 2 else "white", zorder=0)
+        _draw_row(ax, y + 0.5, gt[gt["video"] == v["video"]], fps, None)
+        _draw_row(ax, y + 0.05, pred[pred["video"] == v["video"]], fps, tp)
+    ax.set_yticks([n - 1 - i + 0.5 for i in range(len(videos))])
+    ax.set_yticklabels([f"{v} (gt / pred)" for v in videos["video"]], fontsize=8)
+    ax.set_ylim(-0.1, n)
+    ax.set_xlim(0, longest)
+    ax.set_xlabel("time (s)")
+    ax.set_title(title or "ground truth (upper) vs predictions (lower)")
+    legend = [Patch(facecolor=COLOURS["macro"], label="macro"), Patch(facecolor=COLOURS["micro"], label="micro"),
+              Patch(facecolor="0.85", edgecolor=FP_EDGE, hatch="///", label="false positive")]
+    ax.legend(handles=legend, loc="upper right", bbox_to_anchor=(1.0, 1.0 + 1.2 / (0.55 * n + 1.6)), ncol=3,
+              fontsize=8, frameon=False)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
