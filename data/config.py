@@ -64,6 +64,10 @@ def build(cls, raw: dict, source: str = "<dict>", prefix: str = ""):
         kwargs[name] = _coerce(hints[name], value, source, prefix + name)
     try:
         return cls(**kwargs)
+    except ConfigError as e:
+        if e.path is None:  # raised by a __post_init__ check that does not know the file
+            raise ConfigError(str(e), path=source) from None
+        raise
     except (TypeError, ValueError) as e:
         raise ConfigError(str(e), path=source, field=prefix.rstrip(".") or None) from None
 

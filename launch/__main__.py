@@ -4,6 +4,7 @@ from data.cli import dispatch
 
 COMMANDS = {
     "demo": ("launch.demo", "synthesize a small set, spot, evaluate, print a table, write a timeline PNG"),
+    "release": ("launch.release", "export an encoder/spotter as a transformers folder (+ model card), optionally push"),
 }
 
 if __name__ == "__main__":
