@@ -1,0 +1,162 @@
+"""Loading the pretrained LGI-Former encoder for fine-tuning, and saving spotter weights.
+
+An encoder source is one of:
+  - None: a freshly initialised encoder (the "from scratch" ablation);
+  - a safetensors file, or a folder holding model.safetensors (+ config.json with ModelConfig fields);
+  - a pretraining checkpoint folder written by pretrain/train_loop.py: a Ray run folder (checkpoint_* inside), one
+    Ray checkpoint_* folder, or a DeepSpeed folder (`latest` + <tag>/mp_rank_00_model_states.pt). The module
+    weights come from mp_rank_00_model_states.pt (ZeRO 1/2 keep them whole there; bf16 engines store them in
+    bf16 and they are cast to fp32), read with torch.load(weights_only=True) plus numpy scalar types only: no
+    arbitrary unpickling. (The fp32 masters live in the optimizer shards, which pickle DeepSpeed objects.)
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from data.atomic import atomic_path, write_json
+from data.errors import ConfigError, DataError
+from pretrain.lgi_former import LGIEncoder
+from pretrain.model_config import ModelConfig, named_config
+
+log = logging.getLogger(__name__)
+
+PREFIXES = ("module.", "_orig_mod.", "encoder.")
+
+
+def encoder_features(encoder: LGIEncoder, video: torch.Tensor) -> torch.Tensor:
+    """Normalised video [B, 3, T, H, W] -> time-ordered features [B, T', H', W', D]."""
+    return encoder.forward_all(video)
+
+
+def model_config_from_json(path) -> ModelConfig:
+    raw = json.loads(Path(path).read_text())
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    known = {k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.items() if k in fields}
+    try:
+        return ModelConfig(**known)
+    except TypeError as e:
+        raise ConfigError(f"not a model config: {e}", path=path, fix="write config.json from ModelConfig") from None
+
+
+def encoder_state(state: dict, source) -> dict[str, torch.Tensor]:
+    """Keep the encoder's tensors, with wrapper prefixes (DeepSpeed, compile, VideoMAE) stripped."""
+    has_encoder = any(k.split(".", 2)[:2] == ["module", "encoder"] or k.startswith("encoder.") for k in state)
+    out = {}
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        name = key
+        for prefix in PREFIXES:
+            if name.startswith(prefix) and (prefix != "encoder." or has_encoder):
+                name = name[len(prefix):]
+        inside = key.startswith(("encoder.", "module.encoder.", "_orig_mod.encoder."))
+        if has_encoder and not inside:
+            continue  # the MAE decoder and its projection are not part of the encoder
+        out[name] = value.float()
+    if not out:
+        raise DataError("no encoder weights found", path=source, fix="pass a VideoMAE/encoder checkpoint")
+    return out
+
+
+def _deepspeed_states_file(folder: Path) -> Path | None:
+    """mp_rank_00_model_states.pt of the newest tag in a DeepSpeed checkpoint folder (None if not one)."""
+    latest = folder / "latest"
+    if latest.is_file():
+        candidate = folder / latest.read_text().strip() / "mp_rank_00_model_states.pt"
+        if candidate.is_file():
+            return candidate
+    found = sorted(folder.glob("*/mp_rank_00_model_states.pt"))
+    return found[-1] if found else None
+
+
+def find_checkpoint_states(folder: Path) -> Path:
+    """The module-states file of the newest checkpoint below a run / Ray checkpoint / DeepSpeed folder."""
+    direct = _deepspeed_states_file(folder)
+    if direct is not None:
+        return direct
+    checkpoints = sorted(p for p in folder.glob("checkpoint_*") if p.is_dir())
+    for ckpt in reversed(checkpoints):
+        found = _deepspeed_states_file(ckpt)
+        if found is not None:
+            return found
+    raise DataError("no pretraining checkpoint found (no mp_rank_00_model_states.pt, no checkpoint_* folder)",
+                    path=folder, field="model.encoder",
+                    fix="pass the Ray run folder, a checkpoint_* folder, a safetensors file, or null")
+
+
+def numpy_data_types() -> list:
+    """Plain numpy scalars/dtypes that DeepSpeed client state may hold; data only, safe to allow."""
+    import numpy as np
+
+    dtypes = [type(np.dtype(t)) for t in ("bool", "uint8", "int32", "int64", "float16", "float32", "float64")]
+    return [np._core.multiarray.scalar, np.dtype, *dtypes]
+
+
+def read_state(source) -> tuple[dict[str, torch.Tensor], ModelConfig | None]:
+    """Encoder tensors and, when stored beside them, the model config."""
+    path = Path(source)
+    if not path.exists():
+        raise DataError("encoder weights not found", path=path, field="model.encoder",
+                        fix="pass an existing checkpoint folder or safetensors file, or null for scratch")
+    if path.is_dir() and (path / "model.safetensors").is_file():
+        path = path / "model.safetensors"
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        config_json = path.parent / "config.json"
+        cfg = model_config_from_json(config_json) if config_json.is_file() else None
+        return encoder_state(load_file(str(path)), path), cfg
+    states = find_checkpoint_states(path) if path.is_dir() else path
+    try:
+        with torch.serialization.safe_globals(numpy_data_types()):
+            raw = torch.load(states, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle errors come in many types; say which file and why
+        raise DataError(f"cannot read checkpoint safely ({type(e).__name__}: {str(e)[:200]})", path=states,
+                        field="model.encoder", fix="export the encoder to safetensors") from None
+    state = raw.get("module", raw) if isinstance(raw, dict) else None
+    if not isinstance(state, dict):
+        raise DataError("checkpoint holds no state dict", path=states, field="model.encoder")
+    log.info("encoder weights from %s", states)
+    return encoder_state(state, states), None
+
+
+def load_encoder(source, model_name: str = "lgi_tiny", seed: int = 0) -> LGIEncoder:
+    """An LGIEncoder with weights from `source` (see module doc); None = fresh init seeded by `seed`."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        if source is None:
+            return LGIEncoder(named_config(model_name))
+        state, cfg = read_state(source)
+        encoder = LGIEncoder(cfg or named_config(model_name))
+    try:
+        missing, unexpected = encoder.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        missing, unexpected = [str(e).splitlines()[-1].strip()[:160]], []
+    if missing or unexpected:
+        raise ConfigError(f"weights do not fit model {encoder.cfg.name!r}: missing {missing[:3]}, "
+                          f"unexpected {unexpected[:3]}", path=source, field="model.name",
+                          fix="set model.name to the config the encoder was pretrained with")
+    return encoder
+
+
+def save_safetensors(module: torch.nn.Module, path, metadata: dict | None = None) -> Path:
+    """Write a module's tensors as safetensors, atomically."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+    return Path(path)
+
+
+def save_encoder(encoder: LGIEncoder, folder) -> Path:
+    """folder/model.safetensors + folder/config.json (the ModelConfig), loadable by load_encoder."""
+    folder = Path(folder)
+    save_safetensors(encoder, folder / "model.safetensors")
+    write_json(folder / "config.json", dataclasses.asdict(encoder.cfg))
+    return folder

@@ -1,0 +1,90 @@
+"""Frozen-encoder window features, computed once per (encoder, granularity, video) and cached on disk.
+
+With a frozen encoder every LOSO fold and every ablation trains only heads, so the expensive part (decoding and
+encoding every window) happens once. Cache files are safetensors under
+<cache>/<encoder digest + pooling>/<granularity>/<video>.safetensors; a rerun skips files already there.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from data.atomic import atomic_path
+from data.errors import DataError
+from finetune.config import FinetuneConfig
+from finetune.encoder import encoder_features
+from finetune.predict import load_frames, pooled_features
+from finetune.windows import Window, video_windows
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class FeatureSet:
+    """Windows and pooled features by granularity and video."""
+    windows: dict[str, dict[str, list[Window]]]
+    pooled: dict[str, dict[str, torch.Tensor]]
+
+
+def encoder_digest(encoder: torch.nn.Module) -> str:
+    """A short hash of the encoder's weights and config: cached features are valid only for these weights."""
+    h = hashlib.sha1(repr(encoder.cfg).encode())
+    for name, tensor in sorted(encoder.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def plan_windows(videos: pd.DataFrame, cfg: FinetuneConfig, frames: int) -> dict[str, dict[str, list[Window]]]:
+    return {g.name: {str(r.video): video_windows(str(r.video), int(r.num_frames), float(r.fps), g.span_seconds,
+                                                 g.hop_seconds, frames)
+                     for r in videos.itertuples(index=False)}
+            for g in cfg.granularities}
+
+
+def _cache_file(root: Path, gran, video: str) -> Path:
+    tag = f"{gran.name}_s{gran.span_seconds:g}_h{gran.hop_seconds:g}"
+    return root / tag / f"{video}.safetensors"
+
+
+def compute_features(encoder, videos: pd.DataFrame, cfg: FinetuneConfig, cache_dir,
+                     batch_size: int = 16) -> FeatureSet:
+    """Pooled features for every window of every video in the video table, from cache where present."""
+    from safetensors.torch import load_file, save_file
+
+    model_cfg = encoder.cfg
+    root = Path(cache_dir) / f"{encoder_digest(encoder)}_rows{cfg.model.pool_rows}"
+    windows = plan_windows(videos, cfg, model_cfg.frames)
+    todo = [(g, r) for g in cfg.granularities for r in videos.itertuples(index=False)
+            if not _cache_file(root, g, str(r.video)).is_file()]
+    total = sum(len(windows[g.name][str(r.video)]) for g, r in todo)
+    if todo:
+        log.info("encoding %d windows of %d video/granularity pairs -> %s", total, len(todo), root)
+    pooled: dict[str, dict[str, torch.Tensor]] = {g.name: {} for g in cfg.granularities}
+    frames_cache: dict[str, np.ndarray] = {}
+    with tqdm(total=total, desc="encode windows", unit="window", disable=not todo) as bar:
+        for g, r in todo:
+            video = str(r.video)
+            if video not in frames_cache:
+                frames_cache.clear()  # hold one video's frames at a time
+                frames_cache[video] = load_frames(r.path, model_cfg.img_size)
+            feats = pooled_features(encoder, encoder_features, frames_cache[video], windows[g.name][video],
+                                    cfg.model.pool_rows, batch_size, bar)
+            with atomic_path(_cache_file(root, g, video)) as tmp:
+                save_file({"pooled": feats.contiguous()}, str(tmp))
+    for g in cfg.granularities:
+        for r in videos.itertuples(index=False):
+            video = str(r.video)
+            feats = load_file(str(_cache_file(root, g, video)))["pooled"]
+            if len(feats) != len(windows[g.name][video]):
+                raise DataError(f"cached features of {video} have {len(feats)} windows, expected "
+                                f"{len(windows[g.name][video])}", path=root, fix="delete the cache folder")
+            pooled[g.name][video] = feats
+    return FeatureSet(windows, pooled)

@@ -1,0 +1,111 @@
+"""Cutting long videos into model windows, per-frame labels, and putting window scores back on the frame axis.
+
+A window is `frames` source-frame indices spread evenly over `span_seconds`: at 30 fps a 0.5 s window is 16
+consecutive frames (step ~1), at 200 fps the same 0.5 s is every ~6th frame. This is the per-dataset temporal
+resampling: the model always sees the same stretch of time, whatever the camera's frame rate.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+
+from data.errors import DataError
+
+# Label / score channels, in this order everywhere (heads, curves, fusion).
+CHANNELS = ("macro_present", "micro_present", "macro_apex", "micro_apex")
+TYPES = ("macro", "micro")
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+    video: str
+    indices: np.ndarray  # [frames] source-frame indices, non-decreasing
+    bounds: np.ndarray  # [frames + 1]: sampled frame i stands for source frames bounds[i] .. bounds[i+1]-1
+
+
+def sample_step(fps: float, span_seconds: float, frames: int) -> float:
+    """Source frames between two sampled frames; never below 1 (we do not invent frames)."""
+    if fps <= 0:
+        raise DataError(f"fps must be > 0, got {fps}", field="fps", fix="fix the video table")
+    return max(1.0, span_seconds * fps / frames)
+
+
+def window_starts(num_frames: int, step: float, frames: int, hop: int) -> list[int]:
+    """Start frames of sliding windows covering the whole video; the last window ends at the last frame."""
+    length = int(round(step * frames))
+    last = max(0, num_frames - length)
+    starts = list(range(0, last + 1, max(1, hop)))
+    if starts[-1] != last:
+        starts.append(last)
+    return starts
+
+
+def make_window(video: str, start: int, step: float, frames: int, num_frames: int) -> Window:
+    bounds = np.round(start + np.arange(frames + 1) * step).astype(np.int64)
+    bounds = np.minimum(bounds, num_frames)
+    indices = np.minimum(bounds[:-1], num_frames - 1)
+    # A video shorter than the window repeats its last frame; each repeat stands for no source frame.
+    return Window(video, indices, bounds)
+
+
+def video_windows(video: str, num_frames: int, fps: float, span_seconds: float, hop_seconds: float,
+                  frames: int) -> list[Window]:
+    """All sliding windows of one video for one granularity."""
+    if num_frames < 1:
+        raise DataError(f"video {video!r} has no frames", field="num_frames", fix="fix the video table")
+    step = sample_step(fps, span_seconds, frames)
+    hop = max(1, int(round(hop_seconds * fps)))
+    return [make_window(video, s, step, frames, num_frames) for s in window_starts(num_frames, step, frames, hop)]
+
+
+def frame_labels(intervals: pd.DataFrame, num_frames: int) -> np.ndarray:
+    """Per-frame targets [num_frames, 4] in CHANNELS order for one video's interval rows.
+
+    present: 1 inside [onset, offset]. apex: a Gaussian bump at the apex whose width follows the interval
+    (sigma = a quarter of its length, at least one frame), so the head learns where the peak of an event is.
+    """
+    labels = np.zeros((num_frames, len(CHANNELS)), dtype=np.float32)
+    frames = np.arange(num_frames)
+    for row in intervals.itertuples(index=False):
+        t = TYPES.index(row.type)
+        on, off = max(0, int(row.onset)), min(num_frames - 1, int(row.offset))
+        if on > off:
+            continue
+        labels[on:off + 1, t] = 1.0
+        sigma = max(1.0, (int(row.offset) - int(row.onset) + 1) / 4.0)
+        bump = np.exp(-0.5 * ((frames - int(row.apex)) / sigma) ** 2)
+        labels[:, 2 + t] = np.maximum(labels[:, 2 + t], bump.astype(np.float32))
+    return labels
+
+
+def window_labels(labels: np.ndarray, window: Window) -> np.ndarray:
+    """Targets of the window's sampled frames [frames, 4]: the mean over the source frames each one stands for.
+
+    With a step above 1 a short micro event may fall between sampled frames; averaging over the covered span keeps
+    it visible as a fractional target instead of dropping it.
+    """
+    out = np.empty((len(window.indices), labels.shape[1]), dtype=np.float32)
+    for i, (a, b) in enumerate(zip(window.bounds[:-1], window.bounds[1:])):
+        out[i] = labels[a:b].mean(0) if b > a else labels[window.indices[i]]
+    return out
+
+
+class CurveAccumulator:
+    """Averages the scores of overlapping windows onto the source frame axis."""
+
+    def __init__(self, num_frames: int, channels: int):
+        self.total = np.zeros((num_frames, channels), dtype=np.float64)
+        self.count = np.zeros(num_frames, dtype=np.float64)
+
+    def add(self, window: Window, scores: np.ndarray) -> None:
+        """scores: [frames, channels] for the window's sampled frames."""
+        for i, (a, b) in enumerate(zip(window.bounds[:-1], window.bounds[1:])):
+            if b > a:
+                self.total[a:b] += scores[i]
+                self.count[a:b] += 1
+
+    def curve(self) -> np.ndarray:
+        """[num_frames, channels]; frames no window covered (none, by construction) would read 0."""
+        return (self.total / np.maximum(self.count, 1)[:, None]).astype(np.float32)

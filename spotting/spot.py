@@ -1,0 +1,155 @@
+"""`python -m spotting spot VIDEO --model DIR [--out DIR]`: spot macro/micro expressions in one video.
+
+faces (dlib track + align to the canonical 160 crop) -> flow region cues -> the spotter's per-frame scores at
+each granularity -> fusion (DIR/fusion.json, or the heads' presence scores alone) -> peaks -> typed intervals.
+Writes OUT/<video>.csv (predictions table), OUT/<video>.json (intervals + run facts), OUT/<video>_timeline.png,
+OUT/<video>_curves.npz (the per-frame curves) and OUT/<video>_aligned.mp4 (the face crops the model saw).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from data.atomic import atomic_path, write_json
+from data.errors import DataError
+from data.tables import TYPES, write_predictions
+from spotting import fusion as fu
+
+log = logging.getLogger(__name__)
+STAGES = ("faces", "flow cues", "model", "intervals")
+
+
+def default_fusion(granularities: list[str]) -> fu.Fusion:
+    """Fusion without fitted weights: sigmoid(8 * (mean presence probability - 0.5)) per type, threshold 0.5."""
+    names = {k: [f"{g}.{k}_present" for g in granularities] for k in TYPES}
+    cfg = fu.FusionConfig(use_cues=False)
+    return fu.Fusion(cfg, names, {k: [0.0] * len(n) for k, n in names.items()},
+                     {k: [1.0] * len(n) for k, n in names.items()},
+                     {k: [8.0 / len(n)] * len(n) for k, n in names.items()}, {k: -4.0 for k in TYPES})
+
+
+def load_baseline_config(model_dir: Path):
+    from data.config import build
+    from spotting.baseline import BaselineConfig
+
+    path = model_dir / "cues.json"
+    if not path.is_file():
+        return BaselineConfig()
+    return build(BaselineConfig, json.loads(path.read_text()), str(path))
+
+
+def align_faces(video: Path, size: int, out: Path, fps: float) -> tuple[Path, np.ndarray, dict]:
+    """Track + align the main face; returns (aligned mp4 path, median aligned landmarks, track summary)."""
+    from data.align import align_video
+    from data.faces import track_faces
+    from data.video_io import write_mp4
+
+    track = track_faces(video, progress=True)
+    if track.face_fraction == 0:
+        raise DataError("no face found in any frame", path=video, fix="pass a video showing a face")
+    crops, landmarks, _ = align_video(video, track, size=size, reference="first")
+    aligned = write_mp4(out / f"{video.stem}_aligned.mp4", crops, fps)
+    median = np.nanmedian(landmarks[track.found], axis=0).astype(np.float32)
+    return aligned, median, track.summary()
+
+
+class StageClock:
+    """Seconds per pipeline stage, shown as a progress bar over STAGES."""
+
+    def __init__(self, desc: str):
+        self.t0 = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+        self.bar = tqdm(STAGES, desc=desc, unit="stage")
+
+    def done(self, name: str) -> None:
+        self.seconds[name] = round(time.perf_counter() - self.t0 - sum(self.seconds.values()), 3)
+        if name in STAGES:
+            self.bar.update(1)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+def write_outputs(out: Path, item: fu.VideoItem, pred: pd.DataFrame, fused: dict, summary: dict) -> None:
+    """CSV, curves .npz, timeline PNG and the JSON summary (written last)."""
+    from spotting.plots import plot_timeline
+
+    stem = item.video
+    write_predictions(pred, out / f"{stem}.csv")
+    with atomic_path(out / f"{stem}_curves.npz") as tmp:
+        np.savez_compressed(tmp, **{k.replace(".", "__"): v for k, v in item.curves.items()},
+                            **{f"fused__{k}": v for k, v in fused.items()})
+    videos = pd.DataFrame([{"subject": "", "video": stem, "path": summary["video"], "fps": item.fps,
+                            "num_frames": item.num_frames}])
+    # no ground truth: every interval is drawn as unconfirmed
+    plot_timeline(pred.iloc[0:0].drop(columns="score"), pred, videos, out / f"{stem}_timeline.png",
+                  title=f"{Path(summary['video']).name} (no labels)")
+    write_json(out / f"{stem}.json", summary)
+
+
+def spot(video, model_dir, out_dir, already_aligned: bool = False) -> dict:
+    """Run the whole chain on one video; returns the JSON summary written beside the CSV."""
+    from data.video_io import video_info
+    from finetune.predict import load_frames, named_curves, video_curves
+    from finetune.store import load_spotter
+    from spotting.intervals import to_frame
+
+    video, model_dir, out = Path(video), Path(model_dir), Path(out_dir)
+    info = video_info(video)
+    clock = StageClock(f"spot {video.name}")
+    spotter, grans = load_spotter(model_dir)
+    size = spotter.encoder.cfg.img_size
+    fitted = (model_dir / "fusion.json").is_file()
+    fusion = fu.Fusion.load(model_dir / "fusion.json") if fitted else default_fusion([g.name for g in grans])
+    clock.done("load model")
+    if already_aligned:
+        aligned, landmarks, track = video, None, {"face_fraction": None, "note": "input taken as aligned"}
+    else:
+        aligned, landmarks, track = align_faces(video, size, out, info["fps"])
+    clock.done("faces")
+    curves: dict[str, np.ndarray] = {}
+    if fusion.config.use_cues:
+        cues, _, _ = fu.cue_curves(aligned, load_baseline_config(model_dir), out / f"{video.stem}_flow.npz",
+                                   landmarks=landmarks)
+        curves.update(cues)
+    clock.done("flow cues")
+    frames = load_frames(aligned, size)
+    with tqdm(desc="model windows", unit="window", leave=False) as bar:
+        curves.update(named_curves(video_curves(spotter, frames, info["fps"], grans, progress=bar)))
+    clock.done("model")
+    item = fu.VideoItem("", video.stem, info["fps"], len(frames), curves)
+    pred = to_frame(fu.spot_item(fusion, item), "", video.stem)
+    clock.done("intervals")
+    clock.bar.close()
+    elapsed = clock.elapsed()
+    summary = {"video": str(video), "model": str(model_dir), "fps": info["fps"], "num_frames": len(frames),
+               "seconds": round(elapsed, 3), "frames_per_second": round(len(frames) / elapsed, 2),
+               "stage_seconds": clock.seconds, "fusion": "fitted" if fitted else "default (heads only)",
+               "face_track": track, "intervals": pred.drop(columns=["subject", "emotion"]).to_dict("records")}
+    write_outputs(out, item, pred, {k: fu.fused_curve(fusion, item, k) for k in TYPES}, summary)
+    log.info("%d intervals in %s (%.1f frames/s end to end) -> %s", len(pred), video.name,
+             summary["frames_per_second"], out)
+    return summary
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m spotting spot", description=__doc__.splitlines()[0])
+    parser.add_argument("video", help="a video file (any size; the face is found and aligned)")
+    parser.add_argument("--model", required=True, help="spotter folder (python -m finetune / spotting loso)")
+    parser.add_argument("--out", default=None, help="output folder (default runs/spot/<video name>)")
+    parser.add_argument("--aligned", action="store_true", help="the video is already a face-aligned crop")
+    args = parser.parse_args(argv)
+    video = Path(args.video)
+    if not video.is_file():
+        raise DataError("video not found", path=video, fix="pass an existing video file")
+    out = Path(args.out) if args.out else Path("runs/spot") / video.stem
+    summary = spot(video, args.model, out, args.aligned)
+    print(f"{len(summary['intervals'])} intervals, {summary['frames_per_second']} frames/s -> {out}")
+    return 0

@@ -1,0 +1,123 @@
+"""LOSO evaluation and fusion: weights from training subjects only, per-fold files, pooled metrics, resume."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from data.config import load_config
+from data.tables import read_predictions
+from spotting import fusion as fu
+from spotting import loso
+
+
+@pytest.fixture(scope="module")
+def loso_cfg(tiny_spotting_set, tiny_finetune_overrides, tiny_loso_run):
+    out = tiny_loso_run[1]  # reuse its cached flow cues and encoder features
+    return load_config("configs/spotting/loso.yaml", loso.LosoConfig, [
+        f"finetune.data.root={tiny_spotting_set}", "finetune.data.synthetic_config=null", f"out={out}",
+        "parallel=false", *[f"finetune.{o}" for o in tiny_finetune_overrides]])
+
+
+@pytest.fixture(scope="module")
+def shared(loso_cfg):
+    from pathlib import Path
+
+    return loso.prepare(loso_cfg, Path(loso_cfg.out))
+
+
+def _with_changed_labels(shared: loso.Shared, subject: str) -> loso.Shared:
+    """A copy whose `subject` has different ground truth (events moved, one dropped)."""
+    from finetune.train import video_labels
+
+    gt = shared.gt.copy()
+    rows = gt.index[gt["subject"] == subject]
+    gt = gt.drop(rows[:1])
+    later = gt["subject"] == subject
+    gt.loc[later, ["onset", "apex", "offset"]] = (gt.loc[later, ["onset", "apex", "offset"]] // 2).to_numpy()
+    return loso.Shared(shared.videos, gt, shared.cues, shared.features, video_labels(shared.videos, gt),
+                       shared.dim, shared.tubelet)
+
+
+def test_fusion_weights_depend_only_on_training_subjects(loso_cfg, shared):
+    first, _ = loso.fit_fold_fusion(loso_cfg, shared, ["s01", "s02"])
+    same, _ = loso.fit_fold_fusion(loso_cfg, _with_changed_labels(shared, "s03"), ["s01", "s02"])
+    assert json.dumps(first.to_dict(), sort_keys=True) == json.dumps(same.to_dict(), sort_keys=True)
+    # the check has teeth: changing a training subject's labels does change the weights
+    other, _ = loso.fit_fold_fusion(loso_cfg, _with_changed_labels(shared, "s02"), ["s01", "s02"])
+    assert other.weights != first.weights
+    assert set(first.names["micro"]) >= {"cue.micro.all", "micro.micro_present", "macro.micro_present"}
+
+
+def test_test_subject_labels_do_not_change_its_predictions(loso_cfg, shared):
+    pred, info = loso.run_fold(loso_cfg, shared, "s03")
+    pred2, info2 = loso.run_fold(loso_cfg, _with_changed_labels(shared, "s03"), "s03")
+    pd.testing.assert_frame_equal(pred, pred2)
+    assert info["fusion"] == info2["fusion"] and info["inner"] == "cross" and "s03" not in info["train_subjects"]
+
+
+def test_logistic_fit_finds_the_informative_feature():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4000, 3))
+    y = (x[:, 1] + 0.3 * rng.normal(size=4000) > 1.5).astype(float)  # rare positives, feature 1 decides
+    w, b = fu.fit_logistic(x, y, l2=1.0)
+    assert abs(w[1]) > 5 * max(abs(w[0]), abs(w[2])) and w[1] > 0
+
+
+def test_fusion_round_trips_through_json(loso_cfg, shared, tmp_path):
+    fusion, _ = loso.fit_fold_fusion(loso_cfg, shared, ["s01", "s02"])
+    loaded = fu.Fusion.load(fusion.save(tmp_path / "fusion.json"))
+    item = loso.items_for(shared, ["s01_v01"], None)[0]
+    item.curves.update({k: np.random.default_rng(0).random(item.num_frames) for k in fusion.names["micro"]
+                        if not k.startswith("cue.")})
+    assert np.allclose(fu.fused_curve(loaded, item, "micro"), fu.fused_curve(fusion, item, "micro"))
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(fu.DataError, match="bad.json"):
+        fu.Fusion.load(tmp_path / "bad.json")
+
+
+def test_loso_cli_writes_folds_pooled_metrics_and_resumes(tiny_loso_run, tiny_spotting_set):
+    run, out = tiny_loso_run
+    assert run.returncode == 0, run.stderr[-3000:]
+    for subject in ("s01", "s02", "s03"):
+        fold = out / "folds" / subject
+        info = json.loads((fold / "fold.json").read_text())
+        assert info["test_subject"] == subject and subject not in info["train_subjects"]
+        preds = read_predictions(fold / "predictions.csv")
+        assert set(preds["subject"]) <= {subject}
+        assert (fold / "fusion.json").is_file()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {"megc", "softnet", "strs"}
+    for variant in metrics.values():
+        for kind in ("macro", "micro", "overall"):
+            assert set(variant[kind]) == {"tp", "fp", "fn", "precision", "recall", "f1"}
+            assert 0.0 <= variant[kind]["f1"] <= 1.0
+    gt = pd.read_csv(tiny_spotting_set / "intervals.csv")
+    assert metrics["megc"]["overall"]["tp"] + metrics["megc"]["overall"]["fn"] == len(gt)
+    text = (out / "metrics.txt").read_text()
+    assert "(megc)" in text and "(softnet)" in text and "(strs)" in text and "baseline" in text
+    assert (out / "model" / "spotter.json").is_file() and (out / "model" / "fusion.json").is_file()
+    assert (out / "timeline.png").read_bytes()[:4] == b"\x89PNG"
+    stamps = {s: (out / "folds" / s / "fold.json").stat().st_mtime_ns for s in ("s01", "s02", "s03")}
+    again = subprocess.run(run.args, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "3 of 3 folds already finished" in again.stderr
+    assert stamps == {s: (out / "folds" / s / "fold.json").stat().st_mtime_ns for s in ("s01", "s02", "s03")}
+
+
+def test_loso_rejects_a_config_without_inputs(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "spotting", "loso", "--config", "configs/spotting/loso.yaml",
+                          "fusion.use_model=false", "fusion.use_cues=false", f"out={tmp_path}"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "fusion.use_model" in run.stderr
+
+
+def test_loso_refuses_modes_it_would_silently_ignore():
+    from data.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="finetune.train.mode"):
+        load_config("configs/spotting/loso.yaml", loso.LosoConfig, ["finetune.train.mode=partial"])
