@@ -18,7 +18,7 @@ def dispatch(stage: str, commands: dict[str, tuple[str, str]], argv: list[str] |
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         lines = [f"usage: python -m {stage} COMMAND [options] [--debug]", "", "commands:"]
-        lines += [f"  {name:10s} {text}" for name, (_, text) in commands.items()]
+        lines += [f"  {name:12s} {text}" for name, (_, text) in commands.items()]
         print("\n".join(lines), file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     module = importlib.import_module(commands[argv[0]][0])
@@ -32,8 +32,17 @@ def run_main(main, argv: list[str], debug: bool = False) -> int:
     except SpotMAEError as e:
         if debug:
             raise
+        _end_progress_bars()
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _end_progress_bars() -> None:
+    """Close tqdm bars the failing command left open: else the error line is glued to the bar's line."""
+    tqdm = sys.modules.get("tqdm")
+    if tqdm is not None:
+        for bar in list(getattr(tqdm.tqdm, "_instances", ())):
+            bar.close()
