@@ -17,22 +17,30 @@ from data.errors import ConfigError
 
 def load_config(path, cls, overrides: list[str] | tuple[str, ...] = ()):
     """Read YAML `path` (or start from defaults when None), apply overrides, build `cls`."""
-    raw: dict = {}
-    source = "<defaults>"
-    if path is not None:
-        source = str(path)
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError("config file not found", path=p, fix="pass an existing YAML file to --config")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"not valid YAML: {e}", path=p) from None
-        if not isinstance(raw, dict):
-            raise ConfigError("top level must be a mapping of keys to values", path=p)
+    raw = {} if path is None else read_yaml(path)
+    apply_overrides(raw, overrides)
+    return build(cls, raw, "<defaults>" if path is None else str(path))
+
+
+def read_yaml(path) -> dict:
+    """The top-level mapping of a YAML file, with errors that name the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("config file not found", path=p, fix="pass an existing YAML file to --config")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"not valid YAML: {e}", path=p) from None
+    if not isinstance(raw, dict):
+        raise ConfigError("top level must be a mapping of keys to values", path=p)
+    return raw
+
+
+def apply_overrides(raw: dict, overrides) -> dict:
+    """Apply dotted `key=value` overrides (YAML values) to `raw` in place."""
     for item in overrides:
         _apply_override(raw, item)
-    return build(cls, raw, source)
+    return raw
 
 
 def _apply_override(raw: dict, item: str) -> None:

@@ -7,12 +7,9 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Literal
 
-import yaml
-
-from data.config import build
+from data.config import apply_overrides, build, read_yaml
 from data.errors import ConfigError
 from data.masking import check_geometry
 
@@ -122,26 +119,8 @@ def load_model_config(path=None, name: str = "lgi_base", overrides=()) -> ModelC
     if path is None:
         raw, source = dataclasses.asdict(named_config(name)), f"<named config {name}>"
     else:
-        source = str(path)
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError("config file not found", path=p, fix="pass an existing YAML file to --config")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"not valid YAML: {e}", path=p) from None
-        if isinstance(raw, dict) and isinstance(raw.get("model"), dict):
+        raw, source = read_yaml(path), str(path)
+        if isinstance(raw.get("model"), dict):
             raw = raw["model"]
-    raw = dict(raw)
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"override {item!r} is not key=value", path=source, fix="write overrides as dim=256")
-        raw[key.strip()] = yaml.safe_load(value)
-    try:
-        return build(ModelConfig, raw, source)
-    except ConfigError as e:
-        if e.path is not None:
-            raise
-        # geometry errors from __post_init__ do not know the file: add it
-        raise ConfigError(str(e), path=source) from None
+    raw = apply_overrides(dict(raw), overrides)
+    return build(ModelConfig, raw, source)
