@@ -3,6 +3,8 @@
 Each video gets DIR/<video stem>.npz holding, for every frame gap k, `k{K}` = float32 [F, T, R] (feature x frame
 x region; features data.flow.FEATURES, regions data.flow.REGIONS) plus the parameters that produced it. A rerun
 skips videos whose .npz was made with the same parameters, and computes only the gaps k it lacks.
+With `--landmarks tracked` / `tracked-frame` the face is tracked through each video (data.faces) and the track
+cached in DIR/faces/<video stem>.npz, so computing more gaps later does not track again.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +28,10 @@ log = logging.getLogger(__name__)
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
 # Mean expression durations (s) behind the published k: CAS(ME)^2 micro k=6 and macro k=18 at 30 fps.
 DEFAULT_DURATIONS = {"micro": 0.37, "macro": 1.2}
-LANDMARK_SOURCES = ("auto", "canonical", "first-frame")
+LANDMARK_SOURCES = ("auto", "canonical", "first-frame", "tracked", "tracked-frame")
+# Sources that track the face through the whole video (data.faces): "tracked" = the per-video median of the
+# tracked landmarks (stable boxes on this face), "tracked-frame" = each frame's own landmarks (boxes follow the head).
+TRACKED_SOURCES = ("tracked", "tracked-frame")
 
 
 def default_ks(fps: float) -> list[int]:
@@ -49,6 +55,48 @@ def video_landmarks(first_frame: np.ndarray, rgb_size: tuple[int, int], source: 
     return found
 
 
+def track_cache_path(npz_path) -> Path:
+    """Where the face track behind a tracked source is cached: a `faces` folder beside the curves folder
+    (OUT/curves/<video>.npz -> OUT/faces/<video>.npz), so listing the curves folder shows only curves."""
+    npz_path = Path(npz_path)
+    return npz_path.parent.parent / "faces" / npz_path.name
+
+
+def video_track(path, track_path):
+    """data.faces.track_faces on the video, loaded from `track_path` when that holds this video's track."""
+    from data import faces
+    from data.video_io import video_info
+
+    track_path = Path(track_path)
+    if track_path.is_file():
+        try:
+            track, _ = faces.load_track(track_path)
+        except DataError as e:
+            log.warning("re-tracking %s: %s", path, e)
+        else:
+            if track.num_frames == video_info(path)["num_frames"]:
+                return track
+            log.warning("re-tracking %s: cached track %s has %d frames", path, track_path, track.num_frames)
+    track = faces.track_faces(path)
+    faces.save_track(track_path, track)
+    return track
+
+
+def tracked_landmarks(path, track_path, source: str = "tracked") -> np.ndarray:
+    """Full-resolution landmarks from the tracked face: [68, 2] median ("tracked") or [T, 68, 2] per frame
+    ("tracked-frame"); frames without a face take the nearest frame's landmarks."""
+    track = video_track(path, track_path)
+    missing = 1.0 - track.face_fraction
+    level = logging.WARNING if missing > 0.5 else logging.INFO
+    log.log(level, "%s: no face in %.1f%% of %d frames (their regions come from the nearest frame with a face)",
+            path, 100 * missing, track.num_frames)
+    filled = track.filled_landmarks()  # raises DataError (naming the video) when no frame has a face
+    if source == "tracked-frame":
+        return filled
+    # The median over frames with a face: one set on this face, unmoved by expressions, blinks and jitter.
+    return np.median(filled[track.found], axis=0).astype(np.float32)
+
+
 def _landmark_key(landmarks) -> str:
     if isinstance(landmarks, str):
         if landmarks not in LANDMARK_SOURCES:
@@ -57,6 +105,19 @@ def _landmark_key(landmarks) -> str:
         return landmarks
     data = np.ascontiguousarray(landmarks, dtype=np.float32)
     return "array:" + hashlib.sha1(data.tobytes() + str(data.shape).encode()).hexdigest()[:16]
+
+
+class _PerFrameGeometry(Sequence):
+    """RegionGeometry per frame, built when asked for: all masks of a long video at once would take GBs."""
+
+    def __init__(self, points: np.ndarray, size: tuple[int, int], scale: float):
+        self.points, self.size, self.scale = points, size, scale
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def __getitem__(self, i: int) -> fl.RegionGeometry:
+        return fl.RegionGeometry.from_landmarks(self.points[i], self.size, self.scale)
 
 
 def _geometry(path, landmarks, grey: np.ndarray, scale: float):
@@ -72,7 +133,7 @@ def _geometry(path, landmarks, grey: np.ndarray, scale: float):
     if points.shape == (68, 2):
         return fl.RegionGeometry.from_landmarks(points, size, scale)
     if points.ndim == 3 and points.shape[1:] == (68, 2) and len(points) == len(grey):
-        return [fl.RegionGeometry.from_landmarks(p, size, scale) for p in points]
+        return _PerFrameGeometry(points, size, scale)
     raise DataError(f"landmarks of shape {points.shape} do not fit {len(grey)} frames", path=path,
                     field="landmarks", fix="pass [68, 2] or [num_frames, 68, 2]")
 
@@ -109,10 +170,11 @@ def save_curves(npz_path, curves: dict[int, np.ndarray], fps: float, num_frames:
 
 
 def video_curves(path, npz_path, ks=None, method: str = "dis", scale: float = 1.0, landmarks="auto",
-                 bar: tqdm | None = None, head_model: str = "affine") -> dict:
+                 bar: tqdm | None = None, head_model: str = "affine", track_path=None) -> dict:
     """Compute (or load from `npz_path`) the region curves of one video; `ks=None` derives k from its fps.
 
     `landmarks`: a LANDMARK_SOURCES name, or an array at full resolution: [68, 2] fixed or [T, 68, 2] tracked.
+    A TRACKED_SOURCES name caches the face track at `track_path` (default track_cache_path(npz_path)).
     """
     fl.check_method(method)
     fl.check_scale(scale)
@@ -129,6 +191,8 @@ def video_curves(path, npz_path, ks=None, method: str = "dis", scale: float = 1.
     if not missing:
         return cached
     grey, fps = fl.read_grey(path, scale)
+    if isinstance(landmarks, str) and landmarks in TRACKED_SOURCES:
+        landmarks = tracked_landmarks(path, track_path or track_cache_path(npz_path), landmarks)
     geometry = _geometry(path, landmarks, grey, scale)
     flow_fn = fl.make_flow(method)
     progress = bar.update if bar is not None else None
@@ -158,7 +222,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--method", default="dis", choices=fl.METHODS)
     ap.add_argument("--scale", type=float, default=1.0, help="resize frames by this factor before flow")
     ap.add_argument("--landmarks", default="auto", choices=LANDMARK_SOURCES,
-                    help="region boxes from the canonical aligned face, or dlib on the first frame")
+                    help="region boxes from the canonical aligned face, dlib on the first frame, or the face "
+                         "tracked through the video (median set, or per frame); tracks go to DIR/faces")
     ap.add_argument("--head-model", default="affine", choices=fl.HEAD_MODELS,
                     help="head motion removed as an affine field fitted on nose + forehead, or the nose mean")
     args = ap.parse_args(argv)
@@ -173,7 +238,7 @@ def main(argv: list[str]) -> int:
             npz = out / f"{video.stem}.npz"
             before = bar.n
             result = video_curves(video, npz, args.k, args.method, args.scale, args.landmarks, bar,
-                                  args.head_model)
+                                  args.head_model, track_path=out / "faces" / f"{video.stem}.npz")
             done += bar.n > before
             frames += result["num_frames"] if bar.n > before else 0
     seconds = time.perf_counter() - start

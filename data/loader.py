@@ -253,8 +253,10 @@ def _worker_rng(cfg: LoaderConfig, rank: int, epoch: int) -> np.random.Generator
 class DecodeViews:
     """Stage: decode each sample once, yield `repeats` views (the decoded frames, a crop box, a mask)."""
 
-    def __init__(self, cfg: LoaderConfig, counter: CorruptCounter, rank: int, epoch: int = 0):
+    def __init__(self, cfg: LoaderConfig, counter: CorruptCounter, rank: int, epoch: int = 0,
+                 clip_size: int | None = None):
         self.cfg, self.counter, self.rank, self.epoch = cfg, counter, rank, epoch
+        self.clip_size = clip_size  # the shard set's packed clip size; None when unknown (no manifest)
 
     def __call__(self, samples):
         cfg, counter = self.cfg, self.counter
@@ -272,6 +274,11 @@ class DecodeViews:
                 counter.skip(key, sample.get("__url__", "?"), f"{type(e).__name__}: {str(e)[:160]}")
                 continue
             _, height, width, _ = frames.shape
+            if self.clip_size is not None and (height, width) != (self.clip_size, self.clip_size):
+                # a stray clip of another size would be silently rescaled by the crop: skip it as corrupt
+                counter.skip(key, sample.get("__url__", "?"), f"clip is {height}x{width}, the shard set's "
+                             f"clips are {self.clip_size}x{self.clip_size}")
+                continue
             for _ in range(cfg.repeats):
                 # the crop itself happens at collation, straight into the batch array
                 box = crop_box(height, width, cfg.size, rng, cfg.scales, cfg.max_distort)
@@ -331,6 +338,7 @@ def make_dataset(cfg: LoaderConfig, urls: list[str] | None = None, rank: int | N
 
     from data.shards import shard_urls
 
+    from_urls = urls is not None
     shard_set = cfg.shards if urls is None else os.path.commonpath(list(urls) or ["."])
     urls = shard_urls(cfg.shards) if urls is None else list(urls)
     if not urls:
@@ -346,12 +354,22 @@ def make_dataset(cfg: LoaderConfig, urls: list[str] | None = None, rank: int | N
               wds.tarfile_to_samples(handler=counter.tar_error)]
     if cfg.shuffle_buffer:
         stages.append(SampleShuffle(cfg.shuffle_buffer, cfg.seed, rank, epoch))
-    stages += [DecodeViews(cfg, counter, rank, epoch), Batches(cfg, counter)]
+    clip_size = packed_size(cfg.shards) if not from_urls else None
+    stages += [DecodeViews(cfg, counter, rank, epoch, clip_size), Batches(cfg, counter)]
     pipeline = wds.DataPipeline(*stages)
     if cfg.resampled:
         workers = max(cfg.num_workers, 1)
         pipeline = pipeline.with_epoch(max(1, cfg.epoch_samples // (cfg.batch_size * workers)))
     return pipeline
+
+
+def packed_size(shard_dir) -> int | None:
+    """The clip size the shard set was packed at (its manifest's config), None for a set without one."""
+    from data.shards import read_manifest
+
+    manifest = read_manifest(shard_dir) if "://" not in str(shard_dir) else None
+    size = (manifest or {}).get("config", {}).get("size")
+    return int(size) if size else None
 
 
 def make_loader(cfg: LoaderConfig, urls: list[str] | None = None, rank: int | None = None,

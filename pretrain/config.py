@@ -22,8 +22,14 @@ class OptimConfig:
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
+    # a step whose loss is NaN/inf on any rank is skipped on every rank (no update) and counted; this many in a
+    # row stop the run with an error (the last checkpoint stays as it was). 0 turns the check off (it costs
+    # one all_reduce and one host sync per micro-batch).
+    max_bad_steps: int = 5
 
     def __post_init__(self):
+        if self.max_bad_steps < 0:
+            raise ValueError(f"optim.max_bad_steps must be >= 0, got {self.max_bad_steps}")
         if self.base_lr <= 0 or self.min_lr < 0 or self.min_lr > self.base_lr:
             raise ValueError("need 0 <= optim.min_lr <= optim.base_lr and optim.base_lr > 0")
         if not all(0.0 <= b < 1.0 for b in self.betas):
@@ -89,6 +95,13 @@ class CheckpointSection:
 
 
 @dataclasses.dataclass
+class DebugSection:
+    """Fault injection for the reliability tests (RELIABILITY.md). Everything is off by default."""
+    nan_at_steps: list[int] = dataclasses.field(default_factory=list)  # rank 0's loss is NaN at these steps
+    status_dir: str | None = None   # each rank writes rank_<r>.json {pid, step, start_step} after every step
+
+
+@dataclasses.dataclass
 class PretrainConfig:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     data: LoaderConfig = dataclasses.field(default_factory=LoaderConfig)
@@ -97,6 +110,7 @@ class PretrainConfig:
     deepspeed: DeepSpeedSection = dataclasses.field(default_factory=DeepSpeedSection)
     scaling: ScalingSection = dataclasses.field(default_factory=ScalingSection)
     checkpoint: CheckpointSection = dataclasses.field(default_factory=CheckpointSection)
+    debug: DebugSection = dataclasses.field(default_factory=DebugSection)
     seed: int = 0
 
     def global_batch(self) -> int:

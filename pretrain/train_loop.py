@@ -27,6 +27,7 @@ from pretrain.config import PretrainConfig, config_from_raw
 log = logging.getLogger(__name__)
 
 STATE_KEY = "spotmae"   # our entry in DeepSpeed's client_state
+FRESH_STATE = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "corrupt": 0, "bad_steps": 0}
 
 
 class WarmupCosine:
@@ -111,39 +112,59 @@ def _default_extensions_dir() -> None:
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
 
 
-def restore(engine) -> dict:
-    """Load Ray's latest checkpoint into the engine; return our saved state ({} for a fresh run)."""
+def restore(cfg: PretrainConfig, engine) -> dict:
+    """Load the newest complete checkpoint of the run into the engine; our saved state ({} for a fresh run).
+
+    Every checkpoint_* folder of the run is a candidate, newest first, and must pass the commit-marker check
+    (pretrain.checkpoint_commit): a partial upload is passed over, and a complete checkpoint that Ray had not
+    yet registered when a worker died is used rather than lost.
+    """
     import ray.train
 
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        return {}
-    with checkpoint.as_directory() as folder:
-        path, client_state = engine.load_checkpoint(folder)
-    if path is None or STATE_KEY not in (client_state or {}):
-        from data.errors import DataError
+    from data.errors import DataError
+    from pretrain.checkpoint_commit import candidates, problems, run_location
 
-        raise DataError(f"no DeepSpeed checkpoint with {STATE_KEY!r} state in it", path=checkpoint.path,
-                        field="checkpoint", fix="use a new checkpoint.name or a run written by python -m pretrain")
-    state = client_state[STATE_KEY]
-    log.info("resumed from %s at step %d", checkpoint.path, state["step"])
-    return state
+    latest = ray.train.get_checkpoint()
+    filesystem, run_dir = run_location(cfg.checkpoint.storage_path, cfg.checkpoint.name)
+    for path in candidates(run_dir, filesystem):
+        with ray.train.Checkpoint(path, filesystem=filesystem).as_directory() as folder:
+            wrong = problems(folder)
+            if wrong:
+                log.warning("checkpoint %s is incomplete (%s); trying an older one", path, "; ".join(wrong[:3]))
+                continue
+            loaded, client_state = engine.load_checkpoint(folder)
+        if loaded is None or STATE_KEY not in (client_state or {}):
+            raise DataError(f"no DeepSpeed checkpoint with {STATE_KEY!r} state in it", path=path,
+                            field="checkpoint", fix="use a new checkpoint.name or a run written by python -m pretrain")
+        state = dict(FRESH_STATE, **client_state[STATE_KEY])
+        log.info("resumed from %s at step %d (Ray's latest registered checkpoint: %s)", path, state["step"],
+                 latest.path if latest is not None else "none")
+        return state
+    if latest is not None:
+        raise DataError("no complete checkpoint to resume from", path=run_dir, field="checkpoint",
+                        fix="use a new checkpoint.name to start over, or restore the checkpoint folders")
+    return {}
 
 
 def report(engine, metrics: dict, state: dict | None) -> None:
     """ray.train.report from every rank; with `state`, each rank also ships its DeepSpeed checkpoint shard.
 
-    DeepSpeed writes into a fresh temp folder per rank; Ray uploads and merges the folders and registers the
-    checkpoint only once all of it is stored, so a crash never leaves a half-written checkpoint behind.
+    DeepSpeed writes into a fresh temp folder per rank, then the rank's commit marker lists its files; Ray
+    uploads and merges the folders and registers the checkpoint only once all of it is stored. restore()
+    checks the markers, so a partial upload on storage is never loaded (see pretrain.checkpoint_commit).
     """
     import ray.train
 
     if state is None:
         ray.train.report(metrics)
         return
+    from pretrain.checkpoint_commit import write_marker
+
     tag = f"step_{state['step']:08d}"
+    ctx = ray.train.get_context()
     with tempfile.TemporaryDirectory(prefix="spotmae_ckpt_") as tmp:
         engine.save_checkpoint(tmp, tag=tag, client_state={STATE_KEY: state})
+        write_marker(tmp, ctx.get_world_rank(), ctx.get_world_size(), state["step"])  # last: the commit
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
                          checkpoint_dir_name=f"checkpoint_{tag}")
 
@@ -188,7 +209,43 @@ def tensorboard_writer(cfg: PretrainConfig, start_step: int):
     return SummaryWriter(log_dir=folder, purge_step=start_step + 1 if start_step else None)
 
 
-FRESH_STATE = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "corrupt": 0}
+class Meter:
+    """Loss, clips and time of the good steps since the last report; summed on the device (no per-step sync)."""
+
+    def __init__(self, device):
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.losses, self.clips, self.start = 0, 0, time.perf_counter()
+
+    def add(self, loss: torch.Tensor, clips: int) -> None:
+        self.loss_sum += loss.detach().double()
+        self.losses += 1
+        self.clips += clips
+
+    def global_metrics(self, corrupt: int) -> dict:
+        """Mean loss over all ranks, clips/s summed over ranks, corrupt samples summed over ranks."""
+        import torch.distributed as dist
+
+        elapsed = time.perf_counter() - self.start
+        counts = torch.tensor([self.losses, self.clips, corrupt], dtype=torch.float64, device=self.device)
+        totals = torch.cat([self.loss_sum.view(1), counts])
+        if dist.is_initialized():
+            dist.all_reduce(totals)
+        loss_sum, losses, clips, corrupt_all = totals.tolist()
+        loss = loss_sum / losses if losses else float("nan")  # nan: every step since the last report was skipped
+        return {"loss": loss, "clips_per_s": clips / max(elapsed, 1e-9), "corrupt": int(corrupt_all)}
+
+
+def write_status(cfg: PretrainConfig, rank: int, step: int, start_step: int) -> None:
+    """debug.status_dir: this rank's pid and progress, for tests that kill a worker mid-run."""
+    from data.atomic import write_json
+
+    if cfg.debug.status_dir:
+        write_json(Path(cfg.debug.status_dir) / f"rank_{rank}.json",
+                   {"pid": os.getpid(), "rank": rank, "step": step, "start_step": start_step})
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
@@ -201,7 +258,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     engine = build_engine(cfg, world)
-    state = restore(engine) or dict(FRESH_STATE)
+    state = restore(cfg, engine) or dict(FRESH_STATE)
+    write_status(cfg, rank, state["step"], state["step"])
     stream = batch_stream(cfg, rank, world, state["epoch"], state["batches_in_epoch"])
     writer = tensorboard_writer(cfg, state["step"]) if rank == 0 else None
     try:
@@ -212,19 +270,36 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
 
 def optimizer_step(cfg: PretrainConfig, engine, stream, step: int, rank: int, meter: Meter, tally):
-    """grad_accum micro-batches and one optimizer step; returns (epoch, resume position, lr used)."""
+    """grad_accum micro-batches and one optimizer step; returns (epoch, resume position, lr used, good).
+
+    With optim.max_bad_steps > 0 every rank checks, before backward, that the loss is finite on all ranks.
+    A bad step is skipped on all ranks together: with grad_accum 1 no backward and no optimizer update (the
+    lr schedule does not move either, as DeepSpeed does on fp16 overflow); with grad_accum > 1 the bad
+    micro-batches contribute a zero gradient (see stability.zero_loss) and the good ones still step.
+    """
+    from pretrain.stability import finite_on_all_ranks, poison, zero_loss
+
     dtype = torch.bfloat16 if cfg.deepspeed.precision == "bf16" else torch.float32
+    check = cfg.optim.max_bad_steps > 0
+    good = True
+    lr = engine.get_lr()[0]  # the rate this step uses; engine.step() moves the schedule on
     for micro in range(cfg.deepspeed.grad_accum):
         batch, epoch, resume_at = next(stream)
+        tally.update(batch)
         reseed(cfg.seed, step, micro, rank)
         video = model_input(batch["video"], engine.device, dtype)
         loss = engine(video, batch["mask"].to(engine.device, non_blocking=True))["loss"]
+        loss = poison(loss, step + 1, rank, cfg.debug.nan_at_steps)
+        if check and not finite_on_all_ranks(loss):
+            good = False
+            if cfg.deepspeed.grad_accum == 1:
+                break
+            loss = zero_loss(engine.module)
+        else:
+            meter.add(loss, len(batch["key"]))
         engine.backward(loss)
-        lr = engine.get_lr()[0]  # the rate this step uses; engine.step() moves the schedule on
         engine.step()
-        meter.add(loss, len(batch["key"]))
-        tally.update(batch)
-    return epoch, resume_at, float(lr)
+    return epoch, resume_at, float(lr), good
 
 
 def run_steps(cfg: PretrainConfig, engine, stream, state: dict, rank: int, writer) -> None:
@@ -232,27 +307,32 @@ def run_steps(cfg: PretrainConfig, engine, stream, state: dict, rank: int, write
     from tqdm import tqdm
 
     from data.loader import CorruptTally
+    from pretrain.stability import BadStepGuard
 
     ck = cfg.checkpoint
     stop = min(cfg.schedule.total_steps, ck.stop_after_steps or cfg.schedule.total_steps)
-    step, corrupt_before = state["step"], state["corrupt"]
+    step, corrupt_before, start_step = state["step"], state["corrupt"], state["step"]
     tally, meter = CorruptTally(), Meter(engine.device)
+    guard = BadStepGuard(cfg.optim.max_bad_steps, state["bad_steps"])
     with tqdm(total=stop, initial=step, desc="pretrain", unit="step", disable=rank != 0) as bar:
         while step < stop:
-            epoch, resume_at, lr = optimizer_step(cfg, engine, stream, step, rank, meter, tally)
+            epoch, resume_at, lr, good = optimizer_step(cfg, engine, stream, step, rank, meter, tally)
             step += 1
             bar.update(1)
+            write_status(cfg, rank, step, start_step)
+            guard.record(step, good)  # raises after optim.max_bad_steps bad steps in a row
             save = step % ck.every_steps == 0 or step == stop
             if not (save or step % ck.log_every == 0):
                 continue
             metrics = meter.global_metrics(tally.total)
-            metrics.update(step=step, epoch=epoch, lr=lr, corrupt=metrics["corrupt"] + corrupt_before)
+            metrics.update(step=step, epoch=epoch, lr=lr, corrupt=metrics["corrupt"] + corrupt_before,
+                           bad_steps=guard.total, start_step=start_step)
             if writer is not None:
-                for name in ("loss", "lr", "clips_per_s", "corrupt"):
+                for name in ("loss", "lr", "clips_per_s", "corrupt", "bad_steps"):
                     writer.add_scalar(f"pretrain/{name}", metrics[name], step)
                 writer.flush()
             bar.set_postfix(loss=f"{metrics['loss']:.4f}", clips_s=f"{metrics['clips_per_s']:.1f}")
             state = {"step": step, "epoch": resume_at[0], "batches_in_epoch": resume_at[1],
-                     "corrupt": metrics["corrupt"]}
+                     "corrupt": metrics["corrupt"], "bad_steps": guard.total}
             report(engine, metrics, state if save else None)
             meter.reset()

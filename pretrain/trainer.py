@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import logging
 
+from data.errors import SpotMAEError
 from pretrain.config import PretrainConfig, config_to_raw
 from pretrain.train_loop import train_loop_per_worker
 
 log = logging.getLogger(__name__)
+
 
 def build_trainer(cfg: PretrainConfig):
     """A TorchTrainer for `cfg`: ScalingConfig (workers, GPUs), RunConfig (storage, name, checkpoints, retries)."""
@@ -50,4 +52,27 @@ def fit(cfg: PretrainConfig):
     log.info("pretraining %s: %d workers x batch %d x accum %d = %d clips/step, peak lr %.3g, run %s/%s",
              cfg.model.name, cfg.scaling.num_workers, cfg.data.batch_size, cfg.deepspeed.grad_accum,
              cfg.global_batch(), cfg.peak_lr(), cfg.checkpoint.storage_path, cfg.checkpoint.name)
-    return build_trainer(cfg).fit()
+    try:
+        return build_trainer(cfg).fit()
+    except Exception as e:
+        user_error = find_user_error(e)
+        if user_error is None:
+            raise
+        # a worker stopped on bad input or an unstable run (after checkpoint.max_failures retries): the CLI
+        # prints this one line instead of Ray's nested traceback
+        raise user_error from e
+
+
+def find_user_error(error: BaseException) -> SpotMAEError | None:
+    """The SpotMAEError a worker raised, found inside Ray's TrainingFailedError (worker_failures, causes)."""
+    todo, seen = [error], set()
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, SpotMAEError) and getattr(e, "cause", None) is None:
+            return e  # (Ray's RayTaskError may subclass the user's class too; its .cause is the clean one)
+        todo += list(getattr(e, "worker_failures", {}).values())
+        todo += [getattr(e, "cause", None), e.__cause__, e.__context__]
+    return None

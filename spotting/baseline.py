@@ -1,7 +1,8 @@
 """The flow-only baseline spotter (SOFTNet/MEGC-style cues, no learning): the reference later stages must beat.
 
 Per video and per type (macro, micro), with k derived from the fps and the type's mean duration:
-region curves m[i] = motion from frame i to i+k (data.flow) -> one score per frame. The "apex" score at frame i
+region curves m[i] = motion from frame i to i+k (data.flow; region boxes from the face tracked through the
+video by default, see `landmarks`) -> one score per frame. The "apex" score at frame i
 is min(m[i-k], m[i]): motion into frame i AND back out of it, so transient expressions peak at their apex while
 lasting changes (a head turn that stays, illumination drift) excite only one side. Apexes within k frames
 of either end of the video cannot be spotted this way. Then spotting.intervals does
@@ -20,7 +21,7 @@ from tqdm import tqdm
 
 from data import flow as fl
 from data.errors import ConfigError, DataError
-from data.flow_cli import video_curves
+from data.flow_cli import LANDMARK_SOURCES, video_curves
 from data.tables import TYPES, empty_intervals, read_videos
 from spotting import intervals as iv
 
@@ -51,7 +52,7 @@ class BaselineConfig:
     scale: float = 1.0  # resize frames before flow
     feature: Literal["flow", "strain", "flow_top", "strain_top"] = "flow"  # data.flow.FEATURES
     score: Literal["apex", "forward"] = "apex"  # see module doc; "forward" = m[i - k//2] (pair centred on i)
-    landmarks: str = "auto"  # region boxes: data.flow_cli.LANDMARK_SOURCES
+    landmarks: str = "tracked-frame"  # where region boxes come from: data.flow_cli.LANDMARK_SOURCES
     head_model: Literal["affine", "mean"] = "affine"  # data.flow.remove_head_motion
     nms_iou: float = 0.5
     micro_inside_macro: float = 0.5  # drop a micro interval when more than this fraction of it lies in a macro
@@ -61,6 +62,9 @@ class BaselineConfig:
         fl.check_scale(self.scale)
         if self.workers < 1:
             raise ConfigError(f"must be >= 1, got {self.workers}", field="workers")
+        if self.landmarks not in LANDMARK_SOURCES:
+            raise ConfigError(f"unknown landmark source {self.landmarks!r}", field="landmarks",
+                              fix=f"use one of {list(LANDMARK_SOURCES)}")
         for kind in TYPES:
             tc: TypeConfig = getattr(self, kind)
             bad = sorted(set(tc.regions) - set(fl.REGIONS))
@@ -165,7 +169,10 @@ def spot_video(path, cfg: BaselineConfig, cache_path, landmarks=None) -> list[iv
 
 
 def _spot_one(args) -> list[iv.Interval]:
-    path, cfg, cache, threads = args
+    path, cfg, cache, threads, log_level = args
+    # A spawned worker starts with logging unconfigured (no-op in-process): keep its INFO lines, e.g. how many
+    # frames had no face, in the same format as data.cli.
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if threads:
         import cv2
 
@@ -185,7 +192,8 @@ def run_baseline(cfg: BaselineConfig, data_dir, out_dir) -> Path:
                         fix="point --data at a folder made by `python -m data synth` or an adapter")
     videos = read_videos(table)
     workers = min(cfg.workers, len(videos))
-    jobs = [(row.path, cfg, out_dir / "curves" / f"{row.video}.npz", 1 if workers > 1 else 0)
+    level = logging.getLogger().getEffectiveLevel()
+    jobs = [(row.path, cfg, out_dir / "curves" / f"{row.video}.npz", 1 if workers > 1 else 0, level)
             for row in videos.itertuples(index=False)]
     bar = tqdm(total=len(jobs), desc="baseline", unit="video")
     if workers > 1:

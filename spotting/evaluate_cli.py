@@ -1,4 +1,4 @@
-"""`python -m spotting evaluate --gt GT --pred PRED.csv [--variant NAME] [--json]`.
+"""`python -m spotting evaluate --gt GT --pred PRED.csv [--videos VIDEOS.csv] [--variant NAME] [--json]`.
 
 GT is an interval table CSV or any annotation file data.adapters reads (format guessed from
 the name, or --gt-format). PRED is a prediction table (data.tables); its `score` column may
@@ -15,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from data.adapters import FORMATS, load_annotations
-from data.tables import INTERVAL_COLUMNS, PREDICTION_COLUMNS, read_predictions, validate_intervals, write_table
+from data.tables import (INTERVAL_COLUMNS, PREDICTION_COLUMNS, read_predictions, read_videos, validate_intervals,
+                         write_table)
 from spotting.metric import VARIANTS, evaluate, format_table, per_video
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pred", required=True, help="prediction table CSV (score column optional)")
     p.add_argument("--variant", choices=VARIANTS, default="megc", help="matching protocol (default megc)")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object instead of a table")
+    p.add_argument("--videos", metavar="CSV", default=None,
+                   help="video table (subject,video,path,fps,num_frames): reject intervals past a video's last frame")
     p.add_argument("--per-video", metavar="CSV", default=None, help="also write per-video counts to CSV")
     return p
 
@@ -60,6 +63,10 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     gt = load_annotations(args.gt, format=args.gt_format)
     pred = read_prediction_file(args.pred)
+    if args.videos:
+        lengths = dict(zip(*read_videos(args.videos)[["video", "num_frames"]].T.to_numpy()))
+        gt = validate_intervals(gt[INTERVAL_COLUMNS], args.gt, num_frames=lengths)
+        pred = validate_intervals(pred, args.pred, with_score=True, num_frames=lengths)
     result = evaluate(gt[INTERVAL_COLUMNS], pred, variant=args.variant)
     if args.per_video:
         table = per_video(gt, pred, variant=args.variant)

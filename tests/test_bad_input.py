@@ -1,0 +1,110 @@
+"""Every command, given bad input, fails with one `error:` line naming the file (and the row/field where there is
+one), a non-zero exit and no traceback; `--debug` shows the traceback."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+INTERVALS = "subject,video,onset,apex,offset,type,emotion\n"
+
+
+@pytest.fixture(scope="module")
+def bad(tmp_path_factory) -> Path:
+    """A folder of bad inputs: empty and non-video 'videos', broken YAML, bad interval rows."""
+    d = tmp_path_factory.mktemp("bad_input")
+    (d / "empty.mp4").write_bytes(b"")
+    (d / "text.mp4").write_text("not a video\n")
+    (d / "broken.yaml").write_text("a: [1\n")
+    (d / "unknown.yaml").write_text("no_such_key: 3\n")
+    (d / "pack_nosource.yaml").write_text(f"source: folder\nsource_path: {d}/nodir\nout_dir: {d}/packed\n")
+    (d / "onset_after_offset.csv").write_text(INTERVALS + "s1,v1,10,12,15,macro,\ns1,v1,30,30,20,micro,\n")
+    (d / "beyond_video.csv").write_text(INTERVALS + "s1,v1,10,12,15,macro,\ns1,v1,30,31,500,micro,\n")
+    (d / "pred.csv").write_text(INTERVALS.strip() + ",score\ns1,v1,10,12,15,macro,,0.9\n")
+    (d / "videos.csv").write_text("subject,video,path,fps,num_frames\ns1,v1,v1.mp4,30,100\n")
+    (d / "notes.xlsx").write_text("not a spreadsheet\n")
+    return d
+
+
+# (id, argv with {d} = the bad-input folder, the file the error must name, more text the error must hold)
+CASES = [
+    ("synth-missing-config", "data synth --config {d}/missing.yaml", "{d}/missing.yaml", "not found"),
+    ("synth-unknown-key", "data synth --config {d}/unknown.yaml --out {d}/o", "{d}/unknown.yaml", "no_such_key"),
+    ("faces-missing-video", "data faces {d}/missing.mp4 --out {d}/o", "{d}/missing.mp4", ""),
+    ("faces-empty-video", "data faces {d}/empty.mp4 --out {d}/o", "{d}/empty.mp4", "not a decodable video"),
+    ("flow-not-a-video", "data flow {d}/text.mp4 --out {d}/o", "{d}/text.mp4", "not a decodable video"),
+    ("pack-broken-yaml", "data pack --config {d}/broken.yaml", "{d}/broken.yaml", "line 1, column 4"),
+    ("pack-missing-source", "data pack --config {d}/pack_nosource.yaml", "{d}/nodir", "source_path"),
+    ("annotations-onset-after-offset", "data annotations {d}/onset_after_offset.csv --out {d}/o.csv",
+     "{d}/onset_after_offset.csv", "row 3.*offset"),
+    ("annotations-unknown-format", "data annotations {d}/notes.xlsx --out {d}/o.csv", "{d}/notes.xlsx", "format"),
+    ("pretrain-unknown-key", "pretrain --config {d}/unknown.yaml", "{d}/unknown.yaml", "no_such_key"),
+    ("pretrain-flops-unknown-key", "pretrain flops --config {d}/unknown.yaml", "{d}/unknown.yaml", "no_such_key"),
+    ("pretrain-missing-shards", "pretrain --config configs/pretrain/lgi_tiny.yaml data.shards={d}/noshards",
+     "{d}/noshards", "manifest"),
+    ("evaluate-onset-after-offset", "spotting evaluate --gt {d}/onset_after_offset.csv --pred {d}/pred.csv",
+     "{d}/onset_after_offset.csv", "row 3.*offset"),
+    ("evaluate-beyond-video", "spotting evaluate --gt {d}/beyond_video.csv --pred {d}/pred.csv "
+     "--videos {d}/videos.csv", "{d}/beyond_video.csv", "offset: row 3.*beyond the last frame"),
+    ("evaluate-pred-not-a-table", "spotting evaluate --gt {d}/pred.csv --pred {d}/text.mp4", "{d}/text.mp4",
+     "missing column"),
+    ("release-missing-checkpoint", "launch release --checkpoint {d}/missing --out {d}/rel", "{d}/missing",
+     "not found"),
+    ("release-not-a-checkpoint", "launch release --checkpoint {d}/text.mp4 --out {d}/rel", "{d}/text.mp4", ""),
+    ("baseline-missing-dataset", "spotting baseline --data {d}/missing --out {d}/o", "{d}/missing", "videos.csv"),
+    ("demo-missing-config", "launch demo --config {d}/missing.yaml", "{d}/missing.yaml", "not found"),
+    ("finetune-unknown-key", "finetune --config {d}/unknown.yaml", "{d}/unknown.yaml", "no_such_key"),
+    ("finetune-missing-dataset", "finetune data.root={d}/missing", "{d}/missing", "videos.csv"),
+    ("loso-missing-config", "spotting loso --config {d}/missing.yaml", "{d}/missing.yaml", "not found"),
+    ("spot-empty-video", "spotting spot {d}/empty.mp4 --model {d}/nomodel", "{d}/empty.mp4",
+     "not a decodable video"),
+    ("spot-missing-model", "spotting spot {carphone} --model {d}/nomodel --out {d}/spot", "{d}/nomodel",
+     "spotter.json"),
+]
+
+
+def run_cli(argv: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *argv], cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def fill(text: str, d: Path) -> str:
+    from data.assets import carphone_video
+
+    return text.format(d=d, carphone=carphone_video())
+
+
+@pytest.mark.parametrize("argv, named, detail", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_gives_one_error_line(bad, argv, named, detail):
+    proc = run_cli(fill(argv, bad).split())
+    errors = [ln for ln in re.split(r"[\r\n]+", proc.stderr) if ln.startswith("error:")]
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert len(errors) == 1, proc.stderr[-2000:]
+    assert fill(named, bad) in errors[0]
+    assert re.search(detail, errors[0]), errors[0]
+
+
+def test_debug_shows_the_traceback(bad):
+    proc = run_cli(["spotting", "evaluate", "--gt", str(bad / "onset_after_offset.csv"),
+                    "--pred", str(bad / "pred.csv"), "--debug"])
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "DataError" in proc.stderr
+
+
+def test_every_stage_command_is_covered():
+    """A command added to a COMMANDS dict later must get a bad-input case here too."""
+    import data.__main__
+    import launch.__main__
+    import pretrain.__main__
+    import spotting.__main__
+
+    covered = {" ".join(c[1].split()[:2]) for c in CASES}
+    stages = {"data": data.__main__, "spotting": spotting.__main__, "launch": launch.__main__,
+              "pretrain": pretrain.__main__}
+    commands = {f"{stage} {name}" for stage, module in stages.items() for name in module.COMMANDS}
+    untested = {"spotting seeds"}  # a seed-method comparison tool, owned elsewhere and still in progress
+    assert commands - covered - untested == set()
