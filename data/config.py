@@ -30,10 +30,23 @@ def read_yaml(path) -> dict:
     try:
         raw = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"not valid YAML: {e}", path=p) from None
+        raise ConfigError(f"not valid YAML: {_yaml_problem(e)}", path=p, fix="correct the YAML syntax") from None
     if not isinstance(raw, dict):
         raise ConfigError("top level must be a mapping of keys to values", path=p)
     return raw
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message folded to one line, with the positions it names."""
+    def at(mark):
+        return f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    text = f"{problem}{at(getattr(err, 'problem_mark', None))}"
+    context = getattr(err, "context", None)
+    if context:
+        text = f"{context}{at(getattr(err, 'context_mark', None))}: {text}"
+    return text
 
 
 def apply_overrides(raw: dict, overrides) -> dict:

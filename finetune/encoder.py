@@ -2,7 +2,8 @@
 
 An encoder source is one of:
   - None: a freshly initialised encoder (the "from scratch" ablation);
-  - a safetensors file, or a folder holding model.safetensors (+ config.json with ModelConfig fields);
+  - a safetensors file, or a folder holding model.safetensors (+ config.json with ModelConfig fields, and
+    optionally `layer_norm_eps`, which a release folder carries: peer-weight releases use 1e-6);
   - a pretraining checkpoint folder written by pretrain/train_loop.py: a Ray run folder (checkpoint_* inside), one
     Ray checkpoint_* folder, or a DeepSpeed folder (`latest` + <tag>/mp_rank_00_model_states.pt). The module
     weights come from mp_rank_00_model_states.pt (ZeRO 1/2 keep them whole there; bf16 engines store them in
@@ -97,6 +98,25 @@ def numpy_data_types() -> list:
     return [np._core.multiarray.scalar, np.dtype, *dtypes]
 
 
+def layer_norm_eps_from_json(path) -> float | None:
+    """`layer_norm_eps` of a release folder's config.json (peer-weight releases use 1e-6), None when absent."""
+    eps = json.loads(Path(path).read_text()).get("layer_norm_eps")
+    if eps is None:
+        return None
+    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not 0 < eps < 1:
+        raise ConfigError(f"layer_norm_eps must be a small positive number, got {eps!r}", path=path,
+                          field="layer_norm_eps", fix="write e.g. 1e-5 (ours) or 1e-6 (peer weights)")
+    return float(eps)
+
+
+def set_layer_norm_eps(module: torch.nn.Module, eps: float) -> torch.nn.Module:
+    """Set every LayerNorm's eps (the encoder builds them with torch's default 1e-5)."""
+    for m in module.modules():
+        if isinstance(m, torch.nn.LayerNorm):
+            m.eps = eps
+    return module
+
+
 def read_state(source) -> tuple[dict[str, torch.Tensor], ModelConfig | None]:
     """Encoder tensors and, when stored beside them, the model config."""
     path = Path(source)
@@ -133,6 +153,9 @@ def load_encoder(source, model_name: str = "lgi_tiny", seed: int = 0) -> LGIEnco
             return LGIEncoder(named_config(model_name))
         state, cfg = read_state(source)
         encoder = LGIEncoder(cfg or named_config(model_name))
+    eps = release_layer_norm_eps(source)
+    if eps is not None:
+        set_layer_norm_eps(encoder, eps)  # weights trained with another eps give other features with ours
     try:
         missing, unexpected = encoder.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatches
@@ -142,6 +165,17 @@ def load_encoder(source, model_name: str = "lgi_tiny", seed: int = 0) -> LGIEnco
                           f"unexpected {unexpected[:3]}", path=source, field="model.name",
                           fix="set model.name to the config the encoder was pretrained with")
     return encoder
+
+
+def release_layer_norm_eps(source) -> float | None:
+    """The eps a safetensors release declares in the config.json beside its weights (None: keep the default).
+    Pretraining checkpoints are built by our own code, so they use our default eps."""
+    path = Path(source)
+    if path.is_dir():
+        config_json = path / "config.json" if (path / "model.safetensors").is_file() else None
+    else:
+        config_json = path.parent / "config.json" if path.suffix == ".safetensors" else None
+    return layer_norm_eps_from_json(config_json) if config_json and config_json.is_file() else None
 
 
 def save_safetensors(module: torch.nn.Module, path, metadata: dict | None = None) -> Path:

@@ -3,7 +3,7 @@ import sys
 from data.cli import dispatch
 
 COMMANDS = {
-    "demo": ("launch.demo", "synthesize a small set, spot, evaluate, print a table, write a timeline PNG"),
+    "demo": ("launch.demo", "synthesize, pack, pretrain, LOSO fine-tune + spot, evaluate: table + timeline PNG"),
     "release": ("launch.release", "export an encoder/spotter as a transformers folder (+ model card), optionally push"),
 }
 

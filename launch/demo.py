@@ -1,21 +1,33 @@
 """`python -m launch demo [--config FILE] [--out DIR] [key=value ...]`: the whole chain on synthetic data.
 
-synthesize (skipped when the data exists) -> spot (the flow baseline today; pretrain/fine-tune slot in as
-further steps) -> evaluate (every metric variant) -> timeline PNG -> print where everything is.
+synthesize -> pack shards from those videos -> pretrain the LGI-Former (Ray Train, 2 CPU workers x DeepSpeed) ->
+fine-tune spotting heads on the frozen encoder, leave-one-subject-out (each held-out subject is spotted by a
+fold that never saw it; folds run as Ray tasks) -> evaluate every metric variant -> results table (flow-only
+baseline vs SpotMAE) + timeline PNG + summary.json; then the final spotter on a real unlabelled video.
+Every stage skips finished work, so a rerun takes seconds: the generator skips finished videos; shards go to
+OUT/shards/<pack config digest> (finished shards are skipped); pretraining runs in OUT/pretrain/<recipe digest>
+(model, data, optimizer: more steps resume that run, another recipe starts a new one) and is skipped when its
+demo_result.json records the same config; LOSO keeps its folds in OUT/loso/<digest of its config + encoder
+checkpoint>. `spotmae=false` runs the flow baseline alone (quick, no Ray).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
+import os
+import shutil
+import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Literal
 
-from data.atomic import write_json
+from data.atomic import write_json, write_text
 from data.config import load_config, to_dict
-from data.errors import ConfigError
+from data.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
@@ -27,9 +39,17 @@ class DemoConfig:
     data_config: str = "configs/data/synthetic_demo.yaml"
     data_overrides: list[str] = dataclasses.field(default_factory=list)
     regenerate_data: bool = False  # rebuild OUT/data even when it exists (needed after changing the data config)
-    spotter: Literal["baseline"] = "baseline"
-    spotter_config: str = "configs/spotting/baseline.yaml"
+    spotmae: bool = True  # pack + pretrain + LOSO fine-tuning; false: the flow baseline alone
+    pretrain: bool = True  # pretrain on the demo's videos; false: the LOSO config's encoder (null = scratch)
+    pack_config: str = "configs/data/pack_synthetic.yaml"
+    pack_overrides: list[str] = dataclasses.field(default_factory=list)
+    pretrain_config: str = "configs/pretrain/lgi_tiny.yaml"
+    pretrain_overrides: list[str] = dataclasses.field(default_factory=list)
+    loso_config: str = "configs/spotting/loso.yaml"
+    loso_overrides: list[str] = dataclasses.field(default_factory=list)
+    spotter_config: str = "configs/spotting/baseline.yaml"  # the flow-only baseline (also LOSO's flow cues)
     spotter_overrides: list[str] = dataclasses.field(default_factory=list)
+    spot_new_video: bool = True  # run the final spotter on the real carphone video (no labels)
     timeline_max_videos: int = 40
 
 
@@ -42,6 +62,12 @@ def resolve(path: str, field: str) -> Path:
                       fix="run from the repository root or give an absolute path")
 
 
+def fingerprint(*parts) -> str:
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+# ---- stages ----------------------------------------------------------------------------------------------
+
 def make_data(cfg: DemoConfig, out: Path) -> Path:
     from data.synthetic import generate
     from data.synthetic_config import load_synthetic_config
@@ -50,71 +76,227 @@ def make_data(cfg: DemoConfig, out: Path) -> Path:
     return Path(generate(synth, out / "data", force=cfg.regenerate_data))
 
 
-def spot(cfg: DemoConfig, data_dir: Path, out: Path) -> Path:
-    from spotting.baseline import BaselineConfig, run_baseline
+def baseline_config(cfg: DemoConfig):
+    from spotting.baseline import BaselineConfig
 
-    spotter = load_config(resolve(cfg.spotter_config, "spotter_config"), BaselineConfig, cfg.spotter_overrides)
+    return load_config(resolve(cfg.spotter_config, "spotter_config"), BaselineConfig, cfg.spotter_overrides)
+
+
+def run_flow_baseline(cfg: DemoConfig, data_dir: Path, out: Path) -> tuple[Path, dict]:
+    """The flow baseline alone (spotmae=false): predictions + metrics in every variant."""
+    from data.tables import read_intervals, read_predictions
+    from spotting.baseline import run_baseline
+    from spotting.loso import pooled_metrics
+
+    spotter = baseline_config(cfg)
     write_json(out / "spotter_config.json", to_dict(spotter))
-    return run_baseline(spotter, data_dir, out)
+    predictions = run_baseline(spotter, data_dir, out / "baseline")
+    return predictions, pooled_metrics(read_intervals(data_dir / "intervals.csv"), read_predictions(predictions))
 
 
-def evaluate(data_dir: Path, predictions: Path, out: Path) -> dict:
-    from spotting.baseline_cli import evaluate_all
+def pack_shards(cfg: DemoConfig, data_dir: Path, out: Path) -> Path:
+    """Pretraining shards cut from the demo's own videos (the video table is the source list)."""
+    from data.pack import PackConfig, check_config, pack
 
-    results = evaluate_all(data_dir / "intervals.csv", predictions)
-    write_json(out / "metrics.json", results)
-    return results
+    fixed = ["source=list", f"source_path={data_dir / 'videos.csv'}"]
+    path = resolve(cfg.pack_config, "pack_config")
+    pack_cfg = load_config(path, PackConfig, fixed + cfg.pack_overrides)
+    check_config(pack_cfg, str(path))
+    # shards are immutable: another pack config gets its own folder instead of an error
+    tag = fingerprint({k: v for k, v in to_dict(pack_cfg).items() if k not in ("workers", "out_dir")})
+    return pack(dataclasses.replace(pack_cfg, out_dir=str(out / "shards" / tag)))
 
 
-def plot(cfg: DemoConfig, data_dir: Path, predictions: Path, out: Path) -> Path:
+@contextlib.contextmanager
+def local_ray():
+    """One local Ray for pretraining and the LOSO folds; shut down only if this call started it."""
+    import ray
+
+    # DeepSpeed JIT-builds its comm op once per environment: workers inherit this and reuse the venv's cache
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
+    started = not ray.is_initialized()
+    if started:
+        # address="local": a new instance even when someone's `ray start` cluster runs on this machine;
+        # a short temp dir keeps Ray's socket paths under the 107-character Unix limit
+        temp_dir = tempfile.mkdtemp(prefix="rd", dir="/tmp")
+        ray.init(address="local", num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False,
+                 configure_logging=False, _temp_dir=temp_dir)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+            shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def pretrain(cfg: DemoConfig, shards: Path, out: Path) -> dict:
+    """Pretrain (or resume, or skip when finished with the same config); returns the run record."""
+    from pretrain.config import check_runnable, load_pretrain_config
+    from pretrain.trainer import check_inputs, fit
+
+    path = resolve(cfg.pretrain_config, "pretrain_config")
+    pre = load_pretrain_config(path, [f"data.shards={shards}"] + cfg.pretrain_overrides)
+    check_runnable(pre, path)
+    # One run folder per model/data/recipe: more steps resume the run (Ray: same storage + name), while
+    # another model or data starts a new one instead of resuming from weights that do not fit.
+    recipe = {k: v for k, v in to_dict(pre).items() if k not in ("schedule", "checkpoint")}
+    pre.checkpoint.storage_path = str(out / "pretrain" / fingerprint(recipe))
+    config = json.loads(json.dumps(to_dict(pre)))
+    run_dir = Path(pre.checkpoint.storage_path) / pre.checkpoint.name
+    record_path = run_dir / "demo_result.json"
+    if record_path.is_file() and json.loads(record_path.read_text()).get("config") == config:
+        log.info("pretraining already finished in %s: keeping it", run_dir)
+        return json.loads(record_path.read_text())
+    check_inputs(pre)
+    result = fit(pre)
+    if result.checkpoint is None:
+        raise DataError("pretraining finished without a checkpoint", path=run_dir, field="checkpoint.every_steps",
+                        fix="make checkpoint.every_steps <= schedule.total_steps")
+    record = {"run": str(run_dir), "checkpoint": str(result.checkpoint.path), "model": pre.model.name,
+              "metrics": result.metrics, "config": config}
+    write_json(record_path, record)
+    return record
+
+
+def loso_settings(cfg: DemoConfig, data_dir: Path, out: Path, encoder: dict | None):
+    """The LOSO config for the demo's data and encoder; its folder is named after everything that shapes it."""
+    from spotting.loso import LosoConfig
+
+    fixed = [f"finetune.data.root={data_dir}", "finetune.data.synthetic_config=null"]
+    if encoder is not None:
+        fixed += [f"finetune.model.encoder={encoder['run']}", f"finetune.model.name={encoder['model']}"]
+    loso = load_config(resolve(cfg.loso_config, "loso_config"), LosoConfig, fixed + cfg.loso_overrides)
+    # The flow cues are the baseline's, so the table's baseline row and the fused cues are the same signal.
+    loso = dataclasses.replace(loso, baseline=baseline_config(cfg), out="")
+    tag = fingerprint(to_dict(loso), encoder and encoder["checkpoint"])
+    return dataclasses.replace(loso, out=str(out / "loso" / tag))
+
+
+def fine_tune_loso(cfg: DemoConfig, data_dir: Path, out: Path, encoder: dict | None) -> Path:
+    """LOSO fine-tuning + spotting of every held-out subject + both spotters' metrics; returns its folder."""
+    from spotting.loso import run_loso
+
+    loso = loso_settings(cfg, data_dir, out, encoder)
+    write_json(out / "loso_config.json", to_dict(loso))
+    run_loso(loso)
+    return Path(loso.out)
+
+
+def spot_new_video(loso_dir: Path) -> dict:
+    """The final spotter (trained on every subject) on a real face video without labels."""
+    from data.assets import carphone_video
+    from spotting.spot import spot
+
+    video = Path(carphone_video())
+    out = loso_dir / "spot"
+    done = out / f"{video.stem}.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    return spot(video, loso_dir / "model", out)
+
+
+def plot(cfg: DemoConfig, data_dir: Path, predictions: Path, out: Path, title: str) -> Path:
     from data.tables import read_intervals, read_predictions, read_videos
     from spotting.plots import plot_timeline
 
     return plot_timeline(read_intervals(data_dir / "intervals.csv"), read_predictions(predictions),
                          read_videos(data_dir / "videos.csv"), out / "timeline.png", cfg.timeline_max_videos,
-                         title=f"{cfg.spotter} on {data_dir}")
+                         title=title)
+
+
+# ---- the chain -------------------------------------------------------------------------------------------
+
+def check_paths(cfg: DemoConfig) -> None:
+    """Fail before minutes of work, not after."""
+    needed = ["data_config", "spotter_config"]
+    if cfg.spotmae:
+        needed += ["loso_config"] + (["pack_config", "pretrain_config"] if cfg.pretrain else [])
+    for field in needed:
+        resolve(getattr(cfg, field), field)
 
 
 def run_demo(cfg: DemoConfig) -> dict:
-    """Run every step; returns (and writes to OUT/summary.json) the paths, metrics and step times."""
-    out = Path(cfg.out_dir)
-    resolve(cfg.data_config, "data_config")  # fail before minutes of work, not after
-    resolve(cfg.spotter_config, "spotter_config")
-    times = {}
+    """Run every stage; returns (and writes to OUT/summary.json) the paths, metrics and stage times."""
+    out = Path(cfg.out_dir).resolve()  # Ray workers run in their own folders: every path they get is absolute
+    check_paths(cfg)
+    times: dict[str, float] = {}
 
     def timed(name, fn, *args):
         start = time.perf_counter()
         result = fn(*args)
         times[name] = round(time.perf_counter() - start, 2)
-        log.info("demo step %s: %.1f s", name, times[name])
+        log.info("demo stage %s: %.1f s", name, times[name])
         return result
 
     data_dir = timed("data", make_data, cfg, out)
-    predictions = timed("spot", spot, cfg, data_dir, out)
-    metrics = timed("evaluate", evaluate, data_dir, predictions, out)
-    timeline = timed("plot", plot, cfg, data_dir, predictions, out)
-    summary = {"data": str(data_dir), "predictions": str(predictions), "metrics": str(out / "metrics.json"),
-               "timeline": str(timeline), "seconds": times, "f1": {k: v["f1"] for k, v in metrics["megc"].items()}}
+    summary: dict = {"data": str(data_dir)}
+    if not cfg.spotmae:
+        predictions, baseline = timed("baseline", run_flow_baseline, cfg, data_dir, out)
+        metrics = {"baseline": baseline}
+        summary["predictions"] = {"baseline": str(predictions)}
+    else:
+        encoder = None
+        with local_ray():
+            if cfg.pretrain:
+                shards = timed("pack", pack_shards, cfg, data_dir, out)
+                encoder = timed("pretrain", pretrain, cfg, shards, out)
+                summary.update(shards=str(shards), pretrain={k: v for k, v in encoder.items() if k != "config"})
+            loso_dir = timed("finetune_loso", fine_tune_loso, cfg, data_dir, out, encoder)
+        metrics = {"baseline": json.loads((loso_dir / "baseline_metrics.json").read_text()),
+                   "spotmae": json.loads((loso_dir / "metrics.json").read_text())}
+        predictions = loso_dir / "predictions.csv"
+        summary.update(loso=str(loso_dir), model=str(loso_dir / "model"),
+                       predictions={"baseline": str(loso_dir / "baseline_predictions.csv"),
+                                    "spotmae": str(predictions)})
+        if cfg.spot_new_video:
+            found = timed("spot_new_video", spot_new_video, loso_dir)
+            summary["new_video"] = {"video": found["video"], "intervals": len(found["intervals"]),
+                                    "timeline": str(loso_dir / "spot" / f"{Path(found['video']).stem}_timeline.png")}
+    write_json(out / "metrics.json", metrics)
+    name = "spotmae" if cfg.spotmae else "baseline"
+    timeline = timed("plot", plot, cfg, data_dir, predictions, out, f"{name} spotter on {data_dir}")
+    table = results_table(metrics)
+    write_text(out / "results.txt", table + "\n")
+    summary.update(metrics=str(out / "metrics.json"), timeline=str(timeline), seconds=times,
+                   f1={s: {k: m["megc"][k]["f1"] for k in ("macro", "micro", "overall")} for s, m in metrics.items()})
     write_json(out / "summary.json", summary)
-    return {**summary, "results": metrics}
+    return {**summary, "results": metrics, "table": table}
+
+
+LABELS = {"baseline": "flow baseline (no learning)", "spotmae": "SpotMAE (pretrained LGI + flow, LOSO)"}
+
+
+def results_table(metrics: dict, variant: str = "megc") -> str:
+    """One row per spotter: F1 per type and overall, plus the overall counts (metric variant named)."""
+    head = f"{'spotter':<38} {'macro F1':>8} {'micro F1':>8} {'overall F1':>10}   overall TP/FP/FN"
+    lines = [f"results, metric variant {variant} (IoU >= 0.5, one-to-one, FPs in every video)", head, "-" * len(head)]
+    for name, result in metrics.items():
+        r = result[variant]
+        o = r["overall"]
+        lines.append(f"{LABELS.get(name, name):<38} {r['macro']['f1']:>8.3f} {r['micro']['f1']:>8.3f} "
+                     f"{o['f1']:>10.3f}   {o['tp']}/{o['fp']}/{o['fn']}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m launch demo", description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(REPO / "configs/launch/demo.yaml"))
     ap.add_argument("--out", help="output folder (default: out_dir from the config)")
-    ap.add_argument("overrides", nargs="*", help="key=value, e.g. 'data_overrides=[subjects=2]'")
+    ap.add_argument("overrides", nargs="*", help="key=value, e.g. 'data_overrides=[subjects=2]' spotmae=false")
     args = ap.parse_args(argv)
     overrides = list(args.overrides) + ([f"out_dir={args.out}"] if args.out else [])
     cfg = load_config(args.config, DemoConfig, overrides)
     start = time.perf_counter()
     summary = run_demo(cfg)
-    from spotting.metric import format_table
-
-    print(format_table(summary["results"]["megc"], title=f"{cfg.spotter} spotter, metric variant megc"))
+    print(summary["table"])
     print(f"data:        {summary['data']}")
-    print(f"predictions: {summary['predictions']}")
-    print(f"metrics:     {summary['metrics']} (variants: {', '.join(summary['results'])})")
+    if "loso" in summary:
+        print(f"fine-tuning: {summary['loso']} (final spotter: {summary['model']})")
+    if "pretrain" in summary:
+        print(f"pretraining: {summary['pretrain']['run']} (loss {summary['pretrain']['metrics'].get('loss')})")
+    print(f"metrics:     {summary['metrics']} (variants: {', '.join(next(iter(summary['results'].values())))})")
     print(f"timeline:    {summary['timeline']}")
-    print(f"steps (s):   {json.dumps(summary['seconds'])}; total {time.perf_counter() - start:.1f} s")
+    if "new_video" in summary:
+        print(f"new video:   {summary['new_video']['intervals']} intervals, {summary['new_video']['timeline']}")
+    print(f"stages (s):  {json.dumps(summary['seconds'])}; total {time.perf_counter() - start:.1f} s")
     return 0

@@ -121,12 +121,16 @@ class PretrainConfig:
 
 
 def load_pretrain_config(path, overrides=()) -> PretrainConfig:
-    """Load a pretraining YAML; a relative local storage_path becomes absolute (Ray needs that)."""
+    """Load a pretraining YAML; relative local paths (storage, shards) become absolute, because Ray workers
+    run in another working directory."""
     cfg = load_config(path, PretrainConfig, list(overrides))
-    storage = cfg.checkpoint.storage_path
-    if "://" not in storage:
-        cfg.checkpoint.storage_path = str(Path(storage).expanduser().resolve())
+    cfg.checkpoint.storage_path = _absolute(cfg.checkpoint.storage_path)
+    cfg.data.shards = _absolute(cfg.data.shards)
     return cfg
+
+
+def _absolute(path: str) -> str:
+    return path if "://" in path else str(Path(path).expanduser().resolve())
 
 
 def config_to_raw(cfg: PretrainConfig) -> dict:

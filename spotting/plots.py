@@ -1,6 +1,7 @@
 """Timeline plot: one row per video, ground truth above predictions, macro and micro in their own colours,
 predictions that count as true positives (same type, IoU >= 0.5, one-to-one as in spotting.metric) filled,
-false positives faded and hatched red."""
+false positives faded and hatched red. With labelled=False (videos without ground truth, e.g. `spotting spot` on
+new footage) there is nothing to match against: every prediction is drawn solid in its type's colour."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -38,9 +39,12 @@ def _draw_row(ax, y: float, rows: pd.DataFrame, fps: float, tp: set[int] | None)
                        edgecolors=colour if hit else FP_EDGE, hatch=None if hit else "///", linewidth=1.0)
 
 
-def plot_timeline(gt: pd.DataFrame, pred: pd.DataFrame, videos: pd.DataFrame, path, max_videos: int = 40,
-                  title: str | None = None) -> Path:
-    """Write a PNG: per video (up to `max_videos`), ground truth on the upper half-row, predictions below."""
+def plot_timeline(gt: pd.DataFrame | None, pred: pd.DataFrame, videos: pd.DataFrame, path, max_videos: int = 40,
+                  title: str | None = None, labelled: bool = True) -> Path:
+    """Write a PNG: per video (up to `max_videos`), ground truth on the upper half-row, predictions below.
+
+    labelled=False: no ground truth exists (gt is ignored, may be None); one row of predictions per video, drawn
+    by type only - an unlabelled interval is not a false positive."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -49,7 +53,7 @@ def plot_timeline(gt: pd.DataFrame, pred: pd.DataFrame, videos: pd.DataFrame, pa
 
     videos = videos.head(max_videos).reset_index(drop=True)
     pred = pred.reset_index(drop=True)
-    tp = true_positive_rows(gt, pred)
+    tp = true_positive_rows(gt, pred) if labelled else None  # None: _draw_row draws every interval as a hit
     n = max(1, len(videos))
     fig, ax = plt.subplots(figsize=(12, 0.55 * n + 1.6))
     longest = 1.0
@@ -58,16 +62,18 @@ def plot_timeline(gt: pd.DataFrame, pred: pd.DataFrame, videos: pd.DataFrame, pa
         fps = float(v["fps"])
         longest = max(longest, v["num_frames"] / fps)
         ax.axhspan(y - 0.02, y + 0.98, color="0.96" if i % 2 else "white", zorder=0)
-        _draw_row(ax, y + 0.5, gt[gt["video"] == v["video"]], fps, None)
-        _draw_row(ax, y + 0.05, pred[pred["video"] == v["video"]], fps, tp)
+        if labelled:
+            _draw_row(ax, y + 0.5, gt[gt["video"] == v["video"]], fps, None)
+        _draw_row(ax, y + 0.05 if labelled else y + 0.3, pred[pred["video"] == v["video"]], fps, tp)
     ax.set_yticks([n - 1 - i + 0.5 for i in range(len(videos))])
-    ax.set_yticklabels([f"{v} (gt / pred)" for v in videos["video"]], fontsize=8)
+    ax.set_yticklabels([f"{v} (gt / pred)" if labelled else f"{v} (pred)" for v in videos["video"]], fontsize=8)
     ax.set_ylim(-0.1, n)
     ax.set_xlim(0, longest)
     ax.set_xlabel("time (s)")
-    ax.set_title(title or "ground truth (upper) vs predictions (lower)")
-    legend = [Patch(facecolor=COLOURS["macro"], label="macro"), Patch(facecolor=COLOURS["micro"], label="micro"),
-              Patch(facecolor="0.85", edgecolor=FP_EDGE, hatch="///", label="false positive")]
+    ax.set_title(title or ("ground truth (upper) vs predictions (lower)" if labelled else "predictions (no labels)"))
+    legend = [Patch(facecolor=COLOURS["macro"], label="macro"), Patch(facecolor=COLOURS["micro"], label="micro")]
+    if labelled:
+        legend.append(Patch(facecolor="0.85", edgecolor=FP_EDGE, hatch="///", label="false positive"))
     ax.legend(handles=legend, loc="upper right", bbox_to_anchor=(1.0, 1.0 + 1.2 / (0.55 * n + 1.6)), ncol=3,
               fontsize=8, frameon=False)
     fig.tight_layout()

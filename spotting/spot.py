@@ -88,9 +88,8 @@ def write_outputs(out: Path, item: fu.VideoItem, pred: pd.DataFrame, fused: dict
                             **{f"fused__{k}": v for k, v in fused.items()})
     videos = pd.DataFrame([{"subject": "", "video": stem, "path": summary["video"], "fps": item.fps,
                             "num_frames": item.num_frames}])
-    # no ground truth: every interval is drawn as unconfirmed
-    plot_timeline(pred.iloc[0:0].drop(columns="score"), pred, videos, out / f"{stem}_timeline.png",
-                  title=f"{Path(summary['video']).name} (no labels)")
+    plot_timeline(None, pred, videos, out / f"{stem}_timeline.png", title=f"{Path(summary['video']).name} (no labels)",
+                  labelled=False)
     write_json(out / f"{stem}.json", summary)
 
 

@@ -117,6 +117,23 @@ def test_encoder_from_safetensors_gives_identical_features(tiny_encoder, tmp_pat
             assert torch.equal(encoder_features(loaded, video), encoder_features(tiny_encoder, video))
 
 
+def test_encoder_from_release_folder_honours_its_layer_norm_eps(tiny_encoder, tmp_path):
+    """A release of peer weights declares layer_norm_eps 1e-6 in config.json: the loaded encoder must use it."""
+    import json
+
+    folder = save_encoder(tiny_encoder, tmp_path / "enc")
+    default = load_encoder(folder, "lgi_tiny")
+    assert {m.eps for m in default.modules() if isinstance(m, torch.nn.LayerNorm)} == {1e-5}
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "layer_norm_eps": 1e-6}))
+    for source in (folder, folder / "model.safetensors"):
+        loaded = load_encoder(source, "lgi_tiny")
+        assert {m.eps for m in loaded.modules() if isinstance(m, torch.nn.LayerNorm)} == {1e-6}
+    (folder / "config.json").write_text(json.dumps({**config, "layer_norm_eps": "tiny"}))
+    with pytest.raises(ConfigError, match="layer_norm_eps"):
+        load_encoder(folder, "lgi_tiny")
+
+
 def test_encoder_from_deepspeed_layout_checkpoint(tiny_encoder, tmp_path):
     """A Ray run folder holding checkpoint_*/<tag>/mp_rank_00_model_states.pt with the VideoMAE under 'module'."""
     from pretrain.mae import VideoMAE
