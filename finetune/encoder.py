@@ -80,10 +80,17 @@ def find_checkpoint_states(folder: Path) -> Path:
     direct = _deepspeed_states_file(folder)
     if direct is not None:
         return direct
-    checkpoints = sorted(p for p in folder.glob("checkpoint_*") if p.is_dir())
-    for ckpt in reversed(checkpoints):
+    from pretrain.checkpoint_commit import problems
+
+    checkpoints = [p for p in sorted(folder.glob("checkpoint_*"), reverse=True) if p.is_dir()]
+    # Prefer the newest checkpoint whose commit markers say it is complete; folders written without markers
+    # (older runs) are used only when no complete one exists.
+    complete = [p for p in checkpoints if not problems(p)]
+    for ckpt in complete + [p for p in checkpoints if p not in complete]:
         found = _deepspeed_states_file(ckpt)
         if found is not None:
+            if ckpt not in complete:
+                log.warning("%s: using a checkpoint without complete commit markers", ckpt)
             return found
     raise DataError("no pretraining checkpoint found (no mp_rank_00_model_states.pt, no checkpoint_* folder)",
                     path=folder, field="model.encoder",

@@ -279,3 +279,18 @@ def test_encoder_from_a_real_deepspeed_zero2_checkpoint(tmp_path):
     loaded = load_encoder(tmp_path, "lgi_tiny").state_dict()
     reference = load_file(str(tmp_path / "reference.safetensors"))
     assert reference and all(torch.equal(loaded[k[len("encoder."):]], v) for k, v in reference.items())
+
+
+def test_encoder_loader_skips_a_checkpoint_without_complete_commit_markers(tmp_path):
+    """A newer checkpoint whose rank markers are incomplete is passed over for the newest complete one."""
+    from finetune.encoder import find_checkpoint_states
+    from pretrain.checkpoint_commit import write_marker
+
+    for step in (2, 4):
+        states = tmp_path / f"checkpoint_step_{step:08d}" / "global_step" / "mp_rank_00_model_states.pt"
+        states.parent.mkdir(parents=True)
+        states.write_bytes(b"weights")
+    write_marker(tmp_path / "checkpoint_step_00000002", rank=0, world_size=1, step=2)
+    assert find_checkpoint_states(tmp_path).parts[-3] == "checkpoint_step_00000002"
+    write_marker(tmp_path / "checkpoint_step_00000004", rank=0, world_size=1, step=4)
+    assert find_checkpoint_states(tmp_path).parts[-3] == "checkpoint_step_00000004"
