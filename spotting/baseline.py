@@ -143,10 +143,20 @@ def frame_score(m: np.ndarray, k: int, num_frames: int, how: str) -> np.ndarray:
     return score
 
 
+def type_score(curves: dict, cfg: BaselineConfig, kind: str, fps: float, num_frames: int,
+               regions: list[str] | None = None) -> np.ndarray:
+    """The per-frame score of one expression type (optionally from a subset of its regions)."""
+    tc: TypeConfig = getattr(cfg, kind)
+    if regions is not None:
+        tc = dataclasses.replace(tc, regions=list(regions))
+    k = type_k(cfg, kind, fps)
+    return frame_score(region_score(curves, k, cfg, tc), k, num_frames, cfg.score)
+
+
 def spot_type(curves: dict, cfg: BaselineConfig, kind: str, fps: float, num_frames: int) -> list[iv.Interval]:
     tc: TypeConfig = getattr(cfg, kind)
     k = type_k(cfg, kind, fps)
-    score = frame_score(region_score(curves, k, cfg, tc), k, num_frames, cfg.score)
+    score = type_score(curves, cfg, kind, fps, num_frames)
     window = max(1, round(tc.smooth_s * fps))
     return iv.spot_curve(score, k, tc.p, kind, window, distance=k, extent=tc.extent, nms_iou=cfg.nms_iou,
                          max_half=max(k, round(tc.max_duration_s * fps / 2)))
@@ -158,13 +168,19 @@ def spot_curves(curves: dict, cfg: BaselineConfig, fps: float, num_frames: int) 
     return iv.resolve_types(found["macro"], found["micro"], cfg.micro_inside_macro)
 
 
-def spot_video(path, cfg: BaselineConfig, cache_path, landmarks=None) -> list[iv.Interval]:
-    """Spot one video. `landmarks` overrides cfg.landmarks: a [68, 2] fixed set or [T, 68, 2] tracked set."""
+def video_region_curves(path, cfg: BaselineConfig, cache_path, landmarks=None) -> dict:
+    """Cached flow region curves of one video for every k the config needs (data.flow_cli.video_curves).
+    `landmarks` overrides cfg.landmarks: a [68, 2] fixed set or [T, 68, 2] tracked set."""
     from data.video_io import video_info
 
     fps = video_info(path)["fps"]
-    result = video_curves(path, cache_path, needed_ks(cfg, fps), cfg.method, cfg.scale,
-                          cfg.landmarks if landmarks is None else landmarks, head_model=cfg.head_model)
+    return video_curves(path, cache_path, needed_ks(cfg, fps), cfg.method, cfg.scale,
+                        cfg.landmarks if landmarks is None else landmarks, head_model=cfg.head_model)
+
+
+def spot_video(path, cfg: BaselineConfig, cache_path, landmarks=None) -> list[iv.Interval]:
+    """Spot one video from its (cached) region curves."""
+    result = video_region_curves(path, cfg, cache_path, landmarks)
     return spot_curves(result["curves"], cfg, result["fps"], result["num_frames"])
 
 

@@ -221,21 +221,13 @@ def cue_curves(path, bcfg, cache_path, landmarks=None) -> tuple[dict[str, np.nda
     Returns (curves by name "cue.<type>.<region|all>", fps, num_frames); flow is cached at `cache_path`.
     """
     from data import flow as fl
-    from data.flow_cli import video_curves
-    from data.video_io import video_info
     from spotting import baseline as bl
 
-    fps = video_info(path)["fps"]
-    result = video_curves(path, cache_path, bl.needed_ks(bcfg, fps), bcfg.method, bcfg.scale,
-                          bcfg.landmarks if landmarks is None else landmarks, head_model=bcfg.head_model)
-    n = result["num_frames"]
+    result = bl.video_region_curves(path, bcfg, cache_path, landmarks)
+    curves, fps, n = result["curves"], result["fps"], result["num_frames"]
     out = {}
     for kind in TYPES:
-        tc = getattr(bcfg, kind)
-        k = bl.type_k(bcfg, kind, result["fps"])
-        curves = result["curves"]
-        out[f"cue.{kind}.all"] = bl.frame_score(bl.region_score(curves, k, bcfg, tc), k, n, bcfg.score)
+        out[f"cue.{kind}.all"] = bl.type_score(curves, bcfg, kind, fps, n)
         for region in fl.REGIONS:
-            one = dataclasses.replace(tc, regions=[region])
-            out[f"cue.{kind}.{region}"] = bl.frame_score(bl.region_score(curves, k, bcfg, one), k, n, bcfg.score)
+            out[f"cue.{kind}.{region}"] = bl.type_score(curves, bcfg, kind, fps, n, regions=[region])
     return out, float(result["fps"]), int(n)
