@@ -25,19 +25,28 @@ from spotting.metric import evaluate
 
 @dataclasses.dataclass
 class TypeRule:
-    """How intervals are formed on one type's fused curve (seconds, converted with the video's fps)."""
+    """How intervals are formed on one type's fused curve (seconds, converted with the video's fps).
+
+    `half_width_grid_s`: half-widths tried on the training subjects along with the thresholds (empty = always
+    `half_width_s`). The width matters as much as the peak: at 30 fps a 13-frame interval (SOFTNet's k = 6) can
+    never reach IoU 0.5 with a 5-frame micro-expression.
+    """
     half_width_s: float
     smooth_s: float
     max_duration_s: float
+    half_width_grid_s: list[float] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
 class FusionConfig:
     use_model: bool = True
     use_cues: bool = True
+    # With both: per type, keep the model curves only where they raise that type's F1 on the training subjects'
+    # out-of-sample scores over the cues alone (an undertrained encoder adds false positives, not events).
+    select_model: bool = True
     l2: float = 1.0  # ridge penalty on the standardised weights
-    macro: TypeRule = dataclasses.field(default_factory=lambda: TypeRule(0.6, 0.2, 4.0))
-    micro: TypeRule = dataclasses.field(default_factory=lambda: TypeRule(0.17, 0.07, 0.5))
+    macro: TypeRule = dataclasses.field(default_factory=lambda: TypeRule(0.6, 0.2, 4.0, [0.4, 0.6, 0.8, 1.0, 1.2]))
+    micro: TypeRule = dataclasses.field(default_factory=lambda: TypeRule(0.17, 0.07, 0.5, [0.07, 0.1, 0.13, 0.17]))
     extent: str = "half_max"
     p_grid: list[float] = dataclasses.field(default_factory=lambda: [0.2, 0.4, 0.6, 0.75, 0.9])
     min_score_grid: list[float] = dataclasses.field(default_factory=lambda: [0.5, 0.7, 0.85, 0.93, 0.97, 0.99])
@@ -66,6 +75,11 @@ class Fusion:
     bias: dict[str, float]
     p: dict[str, float] = dataclasses.field(default_factory=lambda: {t: 0.5 for t in TYPES})
     min_score: dict[str, float] = dataclasses.field(default_factory=lambda: {t: 0.5 for t in TYPES})
+    half_width_s: dict[str, float] = dataclasses.field(default_factory=dict)  # chosen; missing = the rule's
+    inner_f1: dict[str, float] = dataclasses.field(default_factory=dict)  # F1 where the thresholds were chosen
+
+    def width(self, kind: str) -> float:
+        return self.half_width_s.get(kind, getattr(self.config, kind).half_width_s)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -165,8 +179,8 @@ def fused_curve(fusion: Fusion, item: VideoItem, kind: str) -> np.ndarray:
 
 
 def spot_type(curve: np.ndarray, rule: TypeRule, fps: float, kind: str, p: float, min_score: float,
-              cfg: FusionConfig) -> list[iv.Interval]:
-    half = max(1, round(rule.half_width_s * fps))
+              cfg: FusionConfig, half_width_s: float | None = None) -> list[iv.Interval]:
+    half = max(1, round((rule.half_width_s if half_width_s is None else half_width_s) * fps))
     smoothed = iv.smooth(curve, max(1, round(rule.smooth_s * fps)))
     threshold = max(iv.softnet_threshold(smoothed, p), min_score)
     peaks = iv.detect_peaks(smoothed, threshold, half)
@@ -182,7 +196,7 @@ def spot_item(fusion: Fusion, item: VideoItem, curves: dict[str, np.ndarray] | N
     for kind in TYPES:
         curve = curves[kind] if curves else fused_curve(fusion, item, kind)
         found[kind] = spot_type(curve, getattr(cfg, kind), item.fps, kind, fusion.p[kind],
-                                fusion.min_score[kind], cfg)
+                                fusion.min_score[kind], cfg, fusion.width(kind))
     return iv.resolve_types(found["macro"], found["micro"], cfg.micro_inside_macro)
 
 
@@ -194,25 +208,49 @@ def predict(fusion: Fusion, items: list[VideoItem]) -> pd.DataFrame:
 
 
 def choose_thresholds(fusion: Fusion, val: list[VideoItem], gt: pd.DataFrame) -> Fusion:
-    """Pick (p, min_score) per type maximising that type's F1 on `val` videos (fewest FPs breaks ties)."""
+    """Pick (half-width, p, min_score) per type maximising that type's F1 on `val` videos (fewest FPs, then
+    the higher thresholds, break ties). Macro first: micro candidates are scored after the micro-inside-macro
+    rule has removed those within the chosen macro intervals, as they will be at prediction time."""
     cfg = fusion.config
-    videos = {it.video for it in val}
-    gt_val = gt[gt["video"].isin(videos)]
+    gt_val = gt[gt["video"].isin({it.video for it in val})]
     fused = {it.video: {k: fused_curve(fusion, it, k) for k in TYPES} for it in val}
-    chosen_p, chosen_min = dict(fusion.p), dict(fusion.min_score)
-    for kind in TYPES:
-        best = None
-        for p in cfg.p_grid:
-            for m in cfg.min_score_grid:
-                rows = [iv.to_frame(spot_type(fused[it.video][kind], getattr(cfg, kind), it.fps, kind, p, m, cfg),
-                                    it.subject, it.video) for it in val]
-                pred = pd.concat([empty_intervals(with_score=True)] + rows, ignore_index=True)
-                score = evaluate(gt_val, pred)[kind]
-                key = (score["f1"], -score["fp"], m, p)
-                if best is None or key > best[0]:
-                    best = (key, p, m)
-        chosen_p[kind], chosen_min[kind] = best[1], best[2]
-    return dataclasses.replace(fusion, p=chosen_p, min_score=chosen_min)
+    chosen = {"p": dict(fusion.p), "min_score": dict(fusion.min_score), "half_width_s": dict(fusion.half_width_s),
+              "inner_f1": dict(fusion.inner_f1)}
+    macro_found: dict[str, list[iv.Interval]] = {it.video: [] for it in val}
+    for kind in ("macro", "micro"):
+        rule, best = getattr(cfg, kind), None
+        for w in rule.half_width_grid_s or [rule.half_width_s]:
+            for p in cfg.p_grid:
+                for m in cfg.min_score_grid:
+                    found = {it.video: spot_type(fused[it.video][kind], rule, it.fps, kind, p, m, cfg, w)
+                             for it in val}
+                    if kind == "micro":
+                        found = {v: iv.resolve_types(macro_found[v], f, cfg.micro_inside_macro) for v, f in
+                                 found.items()}
+                    rows = [iv.to_frame(found[it.video], it.subject, it.video) for it in val]
+                    pred = pd.concat([empty_intervals(with_score=True)] + rows, ignore_index=True)
+                    score = evaluate(gt_val, pred)[kind]
+                    key = (score["f1"], -score["fp"], m, p, w)
+                    if best is None or key > best[0]:
+                        best = (key, p, m, w, found)
+        key, chosen["p"][kind], chosen["min_score"][kind], chosen["half_width_s"][kind], found = best
+        chosen["inner_f1"][kind] = key[0]
+        if kind == "macro":
+            macro_found = found
+    return dataclasses.replace(fusion, **chosen)
+
+
+def fit_and_choose(items: list[VideoItem], gt: pd.DataFrame, cfg: FusionConfig) -> Fusion:
+    """Fusion weights and thresholds on `items`; with `select_model`, per type the better of with and without
+    the model curves (ties go to the cues alone, the simpler model)."""
+    fusion = choose_thresholds(fit_fusion(items, gt, cfg), items, gt)
+    if not (cfg.select_model and cfg.use_model and cfg.use_cues):
+        return fusion
+    cues = choose_thresholds(fit_fusion(items, gt, dataclasses.replace(cfg, use_model=False)), items, gt)
+    pick = {kind: fusion if fusion.inner_f1[kind] > cues.inner_f1[kind] else cues for kind in TYPES}
+    per_type = {f: {kind: getattr(pick[kind], f)[kind] for kind in TYPES}
+                for f in ("names", "mean", "std", "weights", "bias", "p", "min_score", "half_width_s", "inner_f1")}
+    return dataclasses.replace(fusion, **per_type)
 
 
 def cue_curves(path, bcfg, cache_path, landmarks=None) -> tuple[dict[str, np.ndarray], float, int]:

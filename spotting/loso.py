@@ -146,8 +146,7 @@ def fit_fold_fusion(cfg: LosoConfig, shared: Shared, train_subjects: list[str]) 
     videos, model, split = inner_scores(cfg, shared, train_subjects)
     items = items_for(shared, videos, model)
     gt_train = shared.gt[shared.gt["subject"].astype(str).isin(train_subjects)]
-    fusion = fu.fit_fusion(items, gt_train, cfg.fusion)
-    return fu.choose_thresholds(fusion, items, gt_train), split
+    return fu.fit_and_choose(items, gt_train, cfg.fusion), split
 
 
 def run_fold(cfg: LosoConfig, shared: Shared, test_subject: str) -> tuple[pd.DataFrame, dict]:

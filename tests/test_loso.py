@@ -1,6 +1,7 @@
 """LOSO evaluation and fusion: weights from training subjects only, per-fold files, pooled metrics, resume."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -50,7 +51,51 @@ def test_fusion_weights_depend_only_on_training_subjects(loso_cfg, shared):
     # the check has teeth: changing a training subject's labels does change the weights
     other, _ = loso.fit_fold_fusion(loso_cfg, _with_changed_labels(shared, "s02"), ["s01", "s02"])
     assert other.weights != first.weights
-    assert set(first.names["micro"]) >= {"cue.micro.all", "micro.micro_present", "macro.micro_present"}
+    every = dataclasses.replace(loso_cfg, fusion=dataclasses.replace(loso_cfg.fusion, select_model=False))
+    fused, _ = loso.fit_fold_fusion(every, shared, ["s01", "s02"])
+    assert set(fused.names["micro"]) >= {"cue.micro.all", "micro.micro_present", "macro.micro_present"}
+
+
+def _bump_items(seed: int = 0) -> tuple[list[fu.VideoItem], pd.DataFrame]:
+    """Videos whose cue curves peak exactly on 4-frame micro and 40-frame macro events; the "model" curves
+    are noise. Ground truth: onset/offset of each event (micro: 4 frames, macro: 40)."""
+    rng = np.random.default_rng(seed)
+    items, rows = [], []
+    for v in range(4):
+        n = 600
+        curves = {f"{g}.{c}": rng.random(n) for g in ("micro", "macro") for c in
+                  ("macro_present", "micro_present", "macro_apex", "micro_apex")}
+        for kind in ("micro", "macro"):
+            curves[f"cue.{kind}.all"] = 0.05 * rng.random(n)
+        for onset, length, kind in [(60, 4, "micro"), (200, 40, "macro"), (380, 4, "micro"), (480, 40, "macro")]:
+            shift = int(rng.integers(-10, 10))
+            on, off = onset + shift, onset + shift + length - 1
+            centre = (on + off) / 2
+            curves[f"cue.{kind}.all"] += np.exp(-0.5 * ((np.arange(n) - centre) / (length / 4)) ** 2)
+            rows.append({"subject": f"s{v}", "video": f"s{v}_v1", "onset": on, "apex": round(centre),
+                         "offset": off, "type": kind, "emotion": ""})
+        items.append(fu.VideoItem(f"s{v}", f"s{v}_v1", 30.0, n, curves))
+    return items, pd.DataFrame(rows)
+
+
+def test_thresholds_choose_the_interval_width_that_matches_the_events():
+    items, gt = _bump_items()
+    cfg = fu.FusionConfig(use_model=False)
+    fusion = fu.choose_thresholds(fu.fit_fusion(items, gt, cfg), items, gt)
+    # a 4-frame event needs an interval of at most 8 frames for IoU >= 0.5: half-width <= 0.1 s = 3 frames
+    assert fusion.half_width_s["micro"] == 0.1 and fusion.inner_f1["micro"] == 1.0
+    assert fusion.inner_f1["macro"] == 1.0
+    wide = fu.choose_thresholds(fu.fit_fusion(items, gt, dataclasses.replace(
+        cfg, micro=fu.TypeRule(0.17, 0.07, 0.5))), items, gt)  # no grid: SOFTNet-like fixed width
+    assert wide.half_width_s["micro"] == 0.17 and wide.inner_f1["micro"] == 0.0
+
+
+def test_model_curves_that_add_nothing_are_left_out():
+    items, gt = _bump_items()
+    fusion = fu.fit_and_choose(items, gt, fu.FusionConfig())
+    assert fusion.names == {"macro": ["cue.macro.all"], "micro": ["cue.micro.all"]}
+    every = fu.fit_and_choose(items, gt, fu.FusionConfig(select_model=False))
+    assert "micro.micro_present" in every.names["micro"]
 
 
 def test_test_subject_labels_do_not_change_its_predictions(loso_cfg, shared):

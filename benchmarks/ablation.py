@@ -1,0 +1,122 @@
+"""The spotting ablation: the same LOSO folds with and without pretraining, model scores and flow cues.
+
+    python benchmarks/ablation.py --config configs/spotting/loso.yaml --out runs/ablation \
+        --encoder runs/demo/pretrain/<digest>/lgi_tiny [--variants a,b,...] [key=value ...]
+
+Variants (each one `python -m spotting loso` run in OUT/<variant>, finished folds skipped on a rerun):
+  cues_fusion        learned fusion of the flow cues alone (no encoder)
+  scratch            spotting heads on a randomly initialised encoder, no cues
+  pretrained         spotting heads on the pretrained encoder (--encoder), no cues
+  scratch_fusion     scratch heads + cues
+  pretrained_fusion  pretrained heads + cues: the full system
+The flow-only baseline (no learning) is scored on the same videos by every run. Flow cues are computed once and
+shared through OUT/shared (they hold no labels), encoder features once per encoder in OUT/features.
+Writes OUT/ablation.json and OUT/ablation.md (the README table) over every variant finished in OUT, and prints it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+VARIANTS = {
+    "cues_fusion": ("learned fusion of flow cues only", ["fusion.use_model=false"]),
+    "scratch": ("spotter from scratch", ["finetune.model.encoder=null", "fusion.use_cues=false"]),
+    "pretrained": ("pretrained spotter", ["fusion.use_cues=false"]),
+    "scratch_fusion": ("spotter from scratch + fusion", ["finetune.model.encoder=null"]),
+    "pretrained_fusion": ("pretrained spotter + fusion (full system)", []),
+}
+SHARED = ("cues", "faces")  # label-free caches every run may reuse
+
+
+def share_caches(shared: Path, run: Path) -> None:
+    """Copy the shared flow caches into a run folder (copies, not links: a run may add files)."""
+    for name in SHARED:
+        if (shared / name).is_dir() and not (run / name).exists():
+            shutil.copytree(shared / name, run / name)
+
+
+def keep_caches(run: Path, shared: Path) -> None:
+    for name in SHARED:
+        if (run / name).is_dir() and not (shared / name).exists():
+            shutil.copytree(run / name, shared / name)
+
+
+def run_variant(args, name: str) -> dict:
+    from data.config import load_config
+    from spotting.loso import LosoConfig, run_loso
+
+    out = Path(args.out)
+    run = out / name
+    share_caches(out / "shared", run)
+    extra = [f"finetune.model.encoder={args.encoder}"] if args.encoder else []
+    overrides = [*extra, *args.overrides, *VARIANTS[name][1], f"out={run.resolve()}", "final_model=false",
+                 f"finetune.feature_cache={(out / 'features').resolve()}"]
+    result = run_loso(load_config(args.config, LosoConfig, overrides))
+    keep_caches(run, out / "shared")
+    return result
+
+
+def finished(out: Path) -> dict:
+    """Results of every variant finished in OUT so far (a run may add variants to an earlier one), in table order."""
+    results = {}
+    for name in VARIANTS:
+        run = out / name
+        if (run / "metrics.json").is_file() and (run / "baseline_metrics.json").is_file():
+            results[name] = {"spotter": json.loads((run / "metrics.json").read_text()),
+                             "baseline": json.loads((run / "baseline_metrics.json").read_text()),
+                             "config": json.loads((run / "config.json").read_text())}
+    return results
+
+
+def row(label: str, metrics: dict) -> str:
+    m = metrics["megc"]
+    o = m["overall"]
+    return (f"| {label} | {m['macro']['f1']:.3f} | {m['micro']['f1']:.3f} | {o['f1']:.3f} | "
+            f"{o['tp']}/{o['fp']}/{o['fn']} |")
+
+
+def table(results: dict) -> str:
+    lines = ["| variant | macro F1 | micro F1 | overall F1 | overall TP/FP/FN |", "|---|---|---|---|---|"]
+    first = next(iter(results.values()))
+    lines.append(row("flow-only baseline (no learning)", first["baseline"]))
+    lines += [row(VARIANTS[name][0], r["spotter"]) for name, r in results.items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/spotting/loso.yaml", help="the LOSO config")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--encoder", help="pretrained encoder (Ray run folder, checkpoint or exported folder)")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help=f"comma-separated, from {','.join(VARIANTS)} (default: all)")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides of the LOSO config")
+    args = parser.parse_args(argv)
+    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = sorted(set(args.variants) - set(VARIANTS))
+    if unknown:
+        parser.error(f"unknown variants {unknown}: choose from {list(VARIANTS)}")
+    if any(v.startswith("pretrained") for v in args.variants) and not args.encoder:
+        parser.error("--encoder is needed for the pretrained variants")
+    logging.basicConfig(level=logging.WARNING)
+    from data.atomic import write_json, write_text
+
+    for name in args.variants:
+        run_variant(args, name)
+    out = Path(args.out)
+    results = finished(out)
+    write_json(out / "ablation.json", results)
+    text = table(results)
+    write_text(out / "ablation.md", text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""The analysis helpers of the benchmark scripts (the scripts themselves are run by hand, see README)."""
+from __future__ import annotations
+
+import importlib.util
+import itertools
+from pathlib import Path
+
+import numpy as np
+
+
+def _load(name: str):
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_roc_auc_matches_counting_pairs():
+    probe = _load("encoder_probe")
+    rng = np.random.default_rng(0)
+    score = rng.integers(0, 5, size=60).astype(float)  # many ties
+    label = (rng.random(60) < 0.3).astype(float)
+    pos, neg = score[label > 0.5], score[label < 0.5]
+    pairs = [1.0 if p > n else 0.5 if p == n else 0.0 for p, n in itertools.product(pos, neg)]
+    assert np.isclose(probe.roc_auc(score, label), np.mean(pairs))
+    assert probe.roc_auc(np.arange(10.0), np.arange(10) >= 5) == 1.0
+    assert np.isnan(probe.roc_auc(np.arange(4.0), np.zeros(4)))
+
+
+def test_ablation_table_lists_the_baseline_then_each_variant():
+    ablation = _load("ablation")
+
+    def metrics(f1):
+        part = {"f1": f1, "tp": 3, "fp": 1, "fn": 2}
+        return {"megc": {"macro": part, "micro": part, "overall": part}}
+
+    text = ablation.table({"cues_fusion": {"spotter": metrics(0.5), "baseline": metrics(0.25)},
+                           "pretrained_fusion": {"spotter": metrics(0.75), "baseline": metrics(0.25)}})
+    lines = text.splitlines()
+    assert lines[2].startswith("| flow-only baseline") and "0.250" in lines[2]
+    assert "full system" in lines[4] and "| 0.750 | 0.750 | 0.750 | 3/1/2 |" in lines[4]
