@@ -34,17 +34,11 @@ VARIANTS = {
 SHARED = ("cues", "faces")  # label-free caches every run may reuse
 
 
-def share_caches(shared: Path, run: Path) -> None:
-    """Copy the shared flow caches into a run folder (copies, not links: a run may add files)."""
+def copy_caches(src: Path, dst: Path) -> None:
+    """Copy the flow caches `dst` lacks from `src` (copies, not links: a run may add files)."""
     for name in SHARED:
-        if (shared / name).is_dir() and not (run / name).exists():
-            shutil.copytree(shared / name, run / name)
-
-
-def keep_caches(run: Path, shared: Path) -> None:
-    for name in SHARED:
-        if (run / name).is_dir() and not (shared / name).exists():
-            shutil.copytree(run / name, shared / name)
+        if (src / name).is_dir() and not (dst / name).exists():
+            shutil.copytree(src / name, dst / name)
 
 
 def run_variant(args, name: str) -> dict:
@@ -53,12 +47,12 @@ def run_variant(args, name: str) -> dict:
 
     out = Path(args.out)
     run = out / name
-    share_caches(out / "shared", run)
+    copy_caches(out / "shared", run)
     extra = [f"finetune.model.encoder={args.encoder}"] if args.encoder else []
     overrides = [*extra, *args.overrides, *VARIANTS[name][1], f"out={run.resolve()}", "final_model=false",
                  f"finetune.feature_cache={(out / 'features').resolve()}"]
     result = run_loso(load_config(args.config, LosoConfig, overrides))
-    keep_caches(run, out / "shared")
+    copy_caches(run, out / "shared")
     return result
 
 

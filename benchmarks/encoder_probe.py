@@ -44,28 +44,17 @@ def pooled_auc(curves: dict[str, dict[str, np.ndarray]], labels: dict[str, np.nd
     return roc_auc(score, label)
 
 
-def held_out_curves(cfg, shared) -> dict[str, dict[str, np.ndarray]]:
-    """Head curves of every video, each from heads trained without its subject."""
-    from spotting.loso import _videos_of, model_curves
-
-    subjects = sorted(map(str, shared.videos["subject"].unique()))
-    out = {}
-    for s in subjects:
-        rest = [t for t in subjects if t != s]
-        out.update(model_curves(cfg, shared, _videos_of(shared, rest), _videos_of(shared, [s])))
-    return out
-
-
 def probe(cfg, out: Path, label: str, encoder: str | None) -> dict:
     from finetune.windows import TYPES
-    from spotting.loso import prepare
+    from spotting.loso import inner_scores, prepare
 
-    cfg = dataclasses.replace(cfg, parallel=False, finetune=dataclasses.replace(
-        cfg.finetune, feature_cache=str(out / "features"),
-        model=dataclasses.replace(cfg.finetune.model, encoder=encoder)))
-    cfg = dataclasses.replace(cfg, fusion=dataclasses.replace(cfg.fusion, use_model=True))
+    cfg = dataclasses.replace(
+        cfg, parallel=False, inner="cross", fusion=dataclasses.replace(cfg.fusion, use_model=True),
+        finetune=dataclasses.replace(cfg.finetune, feature_cache=str(out / "features"),
+                                     model=dataclasses.replace(cfg.finetune.model, encoder=encoder)))
     shared = prepare(cfg, out)
-    curves = held_out_curves(cfg, shared)
+    # LOSO's inner cross-fitting over every subject: each video scored by heads trained without its subject
+    _, curves, _ = inner_scores(cfg, shared, sorted(map(str, shared.videos["subject"].unique())))
     row = {"encoder": label, "path": encoder}
     for g in cfg.finetune.granularities:
         for kind in TYPES:

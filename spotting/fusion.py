@@ -9,6 +9,7 @@ fused curve reuses spotting.intervals (smoothing, threshold, peaks, extents, NMS
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from pathlib import Path
 
@@ -178,10 +179,14 @@ def fused_curve(fusion: Fusion, item: VideoItem, kind: str) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
 
 
-def spot_type(curve: np.ndarray, rule: TypeRule, fps: float, kind: str, p: float, min_score: float,
-              cfg: FusionConfig, half_width_s: float | None = None) -> list[iv.Interval]:
-    half = max(1, round((rule.half_width_s if half_width_s is None else half_width_s) * fps))
-    smoothed = iv.smooth(curve, max(1, round(rule.smooth_s * fps)))
+def smoothed_curve(curve: np.ndarray, rule: TypeRule, fps: float) -> np.ndarray:
+    return iv.smooth(curve, max(1, round(rule.smooth_s * fps)))
+
+
+def spot_smoothed(smoothed: np.ndarray, rule: TypeRule, fps: float, kind: str, p: float, min_score: float,
+                  cfg: FusionConfig, half_width_s: float) -> list[iv.Interval]:
+    """Threshold -> peaks -> intervals -> NMS on an already smoothed fused curve."""
+    half = max(1, round(half_width_s * fps))
     threshold = max(iv.softnet_threshold(smoothed, p), min_score)
     peaks = iv.detect_peaks(smoothed, threshold, half)
     max_half = max(half, round(rule.max_duration_s * fps / 2))
@@ -195,8 +200,9 @@ def spot_item(fusion: Fusion, item: VideoItem, curves: dict[str, np.ndarray] | N
     found = {}
     for kind in TYPES:
         curve = curves[kind] if curves else fused_curve(fusion, item, kind)
-        found[kind] = spot_type(curve, getattr(cfg, kind), item.fps, kind, fusion.p[kind],
-                                fusion.min_score[kind], cfg, fusion.width(kind))
+        rule = getattr(cfg, kind)
+        found[kind] = spot_smoothed(smoothed_curve(curve, rule, item.fps), rule, item.fps, kind, fusion.p[kind],
+                                    fusion.min_score[kind], cfg, fusion.width(kind))
     return iv.resolve_types(found["macro"], found["micro"], cfg.micro_inside_macro)
 
 
@@ -207,36 +213,43 @@ def predict(fusion: Fusion, items: list[VideoItem]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def _setting_score(smoothed: dict, val: list[VideoItem], gt_val: pd.DataFrame, kind: str, setting: tuple,
+                   cfg: FusionConfig, macro_found: dict | None) -> tuple[dict, dict]:
+    """(metric of `kind`, intervals by video) for one (half-width, p, min_score) setting on the `val` videos;
+    with `macro_found`, micro intervals inside those macro intervals are dropped first, as at prediction time."""
+    w, p, m = setting
+    rule = getattr(cfg, kind)
+    found = {it.video: spot_smoothed(smoothed[it.video], rule, it.fps, kind, p, m, cfg, w) for it in val}
+    if macro_found is not None:
+        found = {v: iv.resolve_types(macro_found[v], f, cfg.micro_inside_macro) for v, f in found.items()}
+    rows = [iv.to_frame(found[it.video], it.subject, it.video) for it in val]
+    pred = pd.concat([empty_intervals(with_score=True)] + rows, ignore_index=True)
+    return evaluate(gt_val, pred)[kind], found
+
+
 def choose_thresholds(fusion: Fusion, val: list[VideoItem], gt: pd.DataFrame) -> Fusion:
     """Pick (half-width, p, min_score) per type maximising that type's F1 on `val` videos (fewest FPs, then
     the higher thresholds, break ties). Macro first: micro candidates are scored after the micro-inside-macro
     rule has removed those within the chosen macro intervals, as they will be at prediction time."""
     cfg = fusion.config
     gt_val = gt[gt["video"].isin({it.video for it in val})]
-    fused = {it.video: {k: fused_curve(fusion, it, k) for k in TYPES} for it in val}
     chosen = {"p": dict(fusion.p), "min_score": dict(fusion.min_score), "half_width_s": dict(fusion.half_width_s),
               "inner_f1": dict(fusion.inner_f1)}
-    macro_found: dict[str, list[iv.Interval]] = {it.video: [] for it in val}
+    macro_found = None
     for kind in ("macro", "micro"):
         rule, best = getattr(cfg, kind), None
-        for w in rule.half_width_grid_s or [rule.half_width_s]:
-            for p in cfg.p_grid:
-                for m in cfg.min_score_grid:
-                    found = {it.video: spot_type(fused[it.video][kind], rule, it.fps, kind, p, m, cfg, w)
-                             for it in val}
-                    if kind == "micro":
-                        found = {v: iv.resolve_types(macro_found[v], f, cfg.micro_inside_macro) for v, f in
-                                 found.items()}
-                    rows = [iv.to_frame(found[it.video], it.subject, it.video) for it in val]
-                    pred = pd.concat([empty_intervals(with_score=True)] + rows, ignore_index=True)
-                    score = evaluate(gt_val, pred)[kind]
-                    key = (score["f1"], -score["fp"], m, p, w)
-                    if best is None or key > best[0]:
-                        best = (key, p, m, w, found)
-        key, chosen["p"][kind], chosen["min_score"][kind], chosen["half_width_s"][kind], found = best
+        # the curves do not depend on the setting: fuse and smooth once per video
+        smoothed = {it.video: smoothed_curve(fused_curve(fusion, it, kind), rule, it.fps) for it in val}
+        for setting in itertools.product(rule.half_width_grid_s or [rule.half_width_s], cfg.p_grid,
+                                         cfg.min_score_grid):
+            score, found = _setting_score(smoothed, val, gt_val, kind, setting, cfg, macro_found)
+            key = (score["f1"], -score["fp"], setting[2], setting[1], setting[0])
+            if best is None or key > best[0]:
+                best = (key, setting, found)
+        key, (w, p, m), found = best
+        chosen["half_width_s"][kind], chosen["p"][kind], chosen["min_score"][kind] = w, p, m
         chosen["inner_f1"][kind] = key[0]
-        if kind == "macro":
-            macro_found = found
+        macro_found = found
     return dataclasses.replace(fusion, **chosen)
 
 

@@ -99,6 +99,7 @@ def model_curves(cfg: LosoConfig, shared: Shared, train_videos: list[str], video
     ft = cfg.finetune
     torch.set_num_threads(max(1, cfg.cpus_per_fold if cfg.parallel else ft.train.threads))
     out: dict[str, dict[str, np.ndarray]] = {v: {} for v in videos}
+    nframes = dict(zip(shared.videos["video"].astype(str), shared.videos["num_frames"]))
     for g in ft.granularities:
         windows, pooled = shared.features.windows[g.name], shared.features.pooled[g.name]
         with torch.random.fork_rng():
@@ -108,7 +109,6 @@ def model_curves(cfg: LosoConfig, shared: Shared, train_videos: list[str], video
         x = torch.cat([pooled[v] for v in train_videos])
         y = torch.cat([window_targets(shared.labels[v], windows[v]) for v in train_videos])
         train_head(head, x, y, ft.train, desc=f"head {g.name}")
-        nframes = dict(zip(shared.videos["video"].astype(str), shared.videos["num_frames"]))
         for v in videos:
             curve = curves_from_pooled(head, pooled[v], windows[v], int(nframes[v]))
             out[v].update(named_curves({g.name: curve}))
