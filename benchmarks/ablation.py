@@ -23,6 +23,15 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from data.common.atomic import (
+    write_json,  # noqa: E402
+    write_text,  # noqa: E402
+)
+from data.common.config import load_config  # noqa: E402
+from spotting.loso import (
+    LosoConfig,  # noqa: E402
+    run_loso,  # noqa: E402
+)
 
 VARIANTS = {
     "cues_fusion": ("learned fusion of flow cues only", ["fusion.use_model=false"]),
@@ -42,9 +51,6 @@ def copy_caches(src: Path, dst: Path) -> None:
 
 
 def run_variant(args, name: str) -> dict:
-    from data.config import load_config
-    from spotting.loso import LosoConfig, run_loso
-
     out = Path(args.out)
     run = out / name
     copy_caches(out / "shared", run)
@@ -99,7 +105,6 @@ def main(argv=None) -> int:
     if any(v.startswith("pretrained") for v in args.variants) and not args.encoder:
         parser.error("--encoder is needed for the pretrained variants")
     logging.basicConfig(level=logging.WARNING)
-    from data.atomic import write_json, write_text
 
     for name in args.variants:
         run_variant(args, name)

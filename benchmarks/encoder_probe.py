@@ -21,6 +21,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from data.common.config import load_config  # noqa: E402
+from finetune.windows import TYPES  # noqa: E402
+from spotting.loso import (
+    LosoConfig,  # noqa: E402
+    inner_scores,  # noqa: E402
+    prepare,  # noqa: E402
+)
 
 
 def roc_auc(score: np.ndarray, label: np.ndarray) -> float:
@@ -36,8 +43,6 @@ def roc_auc(score: np.ndarray, label: np.ndarray) -> float:
 
 
 def pooled_auc(curves: dict[str, dict[str, np.ndarray]], labels: dict[str, np.ndarray], name: str, kind: str):
-    from finetune.windows import TYPES
-
     videos = sorted(curves)
     score = np.concatenate([curves[v][name] for v in videos])
     label = np.concatenate([labels[v][:, TYPES.index(kind)] for v in videos])
@@ -45,9 +50,6 @@ def pooled_auc(curves: dict[str, dict[str, np.ndarray]], labels: dict[str, np.nd
 
 
 def probe(cfg, out: Path, label: str, encoder: str | None) -> dict:
-    from finetune.windows import TYPES
-    from spotting.loso import inner_scores, prepare
-
     cfg = dataclasses.replace(
         cfg, parallel=False, inner="cross", fusion=dataclasses.replace(cfg.fusion, use_model=True),
         finetune=dataclasses.replace(cfg.finetune, feature_cache=str(out / "features"),
@@ -73,8 +75,6 @@ def main(argv=None) -> int:
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the LOSO config")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    from data.config import load_config
-    from spotting.loso import LosoConfig
 
     cfg = load_config(args.config, LosoConfig, args.overrides)
     out = Path(args.out)

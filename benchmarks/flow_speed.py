@@ -13,9 +13,9 @@ import time
 import cv2
 import numpy as np
 
-from data import flow as fl
-from data.assets import carphone_video
-from data.video_io import read_frames
+from data.common.assets import carphone_video
+from data.common.video_io import read_frames
+from data.flow import regions as fl
 
 
 def face_frames(n: int) -> np.ndarray:

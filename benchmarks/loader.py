@@ -22,6 +22,10 @@ import json
 import time
 from pathlib import Path
 
+from data.common.assets import carphone_video
+from data.shards.loader import LoaderConfig, make_dataset, make_loader
+from data.shards.pack import PackConfig, pack
+
 PEER_HOST_16_CORES = 780  # clips/s: a decord reader per clip, 16 of 64 frames at stride 4, 16-core H100 host
 LAYOUTS = {  # name -> PackConfig overrides
     "clip64_gop64": dict(clip_frames=64, frame_step=1, gop=64, fast_decode=False),
@@ -43,9 +47,6 @@ CONFIGS = [  # (name, layout, LoaderConfig overrides); the first is the peer's w
 
 
 def pack_layouts(out: Path, copies: int) -> dict[str, Path]:
-    from data.assets import carphone_video
-    from data.pack import PackConfig, pack
-
     listing = out / "sources.txt"
     listing.parent.mkdir(parents=True, exist_ok=True)
     listing.write_text("\n".join([str(carphone_video())] * copies) + "\n")
@@ -75,7 +76,6 @@ def run(name: str, layout: str, shards: Path, overrides: dict, args, peer_rate: 
     import cv2
     import torch
 
-    from data.loader import LoaderConfig, make_dataset, make_loader
 
     base = dict(shards=str(shards), batch_size=16, output="uint8", resampled=True, epoch_samples=10**9,
                 shuffle_buffer=16, num_workers=args.workers)

@@ -4,7 +4,7 @@
 
 Prints one JSON line per configuration: frames/s (best and median of --repeats runs; the machine is shared, so
 the best run is the least disturbed one). Input is the real carphone video (120 frames, 176x144); flow runs on
-consecutive pairs of its aligned 160x160 crops. DIS "fast" is not offered by data.flow (too coarse for
+consecutive pairs of its aligned 160x160 crops. DIS "fast" is not offered by data.flow.regions (too coarse for
 micro-expressions) and is timed on cv2 directly for comparison.
 """
 from __future__ import annotations
@@ -20,6 +20,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 import numpy as np  # noqa: E402
+
+from data.common.assets import carphone_video
+from data.common.video_io import read_frames
+from data.faces import landmarks as lmk
+from data.faces.align import align_video
+from data.faces.track import auto_upsample, track_faces
+from data.flow.regions import make_flow
 
 
 def timed(fn, repeats: int) -> list[float]:
@@ -41,9 +48,6 @@ def report(stage: str, config: dict, frames: int, times: list[float], threads: i
 
 
 def bench_faces(frames: np.ndarray, repeats: int, threads: int):
-    from data import landmarks as lmk
-    from data.faces import auto_upsample, track_faces
-
     up = auto_upsample(*frames.shape[1:3])
     size = f"{frames.shape[2]}x{frames.shape[1]}"
     report("detect", {"upsample": up, "input": size}, len(frames),
@@ -59,8 +63,6 @@ def bench_faces(frames: np.ndarray, repeats: int, threads: int):
 
 
 def bench_align(frames: np.ndarray, track, repeats: int, threads: int) -> np.ndarray:
-    from data.align import align_video
-
     for reference in ("first", "frame"):
         report("align", {"reference": reference, "size": 160}, len(frames),
                timed(lambda: align_video(frames, track, size=160, reference=reference), repeats), threads)
@@ -73,18 +75,9 @@ def flow_methods() -> dict:
     methods = {}
     dis_fast = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
     methods["dis_fast (cv2 direct)"] = lambda a, b: dis_fast.calc(a, b, None)
-    try:
-        from data.flow import make_flow
-    except ImportError:  # data.flow not there yet: time cv2 with its default settings instead
-        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-        methods["dis_medium (cv2 direct)"] = lambda a, b: dis.calc(a, b, None)
-        methods["farneback (cv2 direct)"] = lambda a, b: cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 15, 3,
-                                                                                      5, 1.2, 0)
-        methods["tvl1 (cv2 direct)"] = cv2.optflow.DualTVL1OpticalFlow_create().calc
-        return methods
-    methods["dis_medium (data.flow)"] = make_flow("dis")
-    methods["farneback (data.flow)"] = make_flow("farneback")
-    methods["tvl1 (data.flow)"] = make_flow("tvl1")
+    methods["dis_medium (data.flow.regions)"] = make_flow("dis")
+    methods["farneback (data.flow.regions)"] = make_flow("farneback")
+    methods["tvl1 (data.flow.regions)"] = make_flow("tvl1")
     return methods
 
 
@@ -106,8 +99,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import cv2
 
-    from data.assets import carphone_video
-    from data.video_io import read_frames
 
     cv2.setNumThreads(args.threads)
     frames = read_frames(carphone_video())

@@ -20,19 +20,28 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from data.common.assets import carphone_video  # noqa: E402
+from data.common.atomic import write_json  # noqa: E402
+from data.common.config import to_dict  # noqa: E402
+from data.common.video_io import video_info  # noqa: E402
+from data.synthetic.config import load_synthetic_config  # noqa: E402
+from data.synthetic.generate import generate  # noqa: E402
+from finetune.config import FinetuneConfig  # noqa: E402
+from finetune.encoder import load_encoder  # noqa: E402
+from finetune.store import save_spotter  # noqa: E402
+from finetune.train import build_spotter  # noqa: E402
+from spotting.baseline import BaselineConfig  # noqa: E402
+from spotting.fusion import (
+    Fusion,  # noqa: E402
+    FusionConfig,  # noqa: E402
+)
+from spotting.spot import (
+    default_fusion,  # noqa: E402
+    spot,  # noqa: E402
+)
 
 
 def untrained_model(folder: Path, with_cues: bool) -> Path:
-    from data.atomic import write_json
-    from data.config import to_dict
-    from finetune.config import FinetuneConfig
-    from finetune.encoder import load_encoder
-    from finetune.store import save_spotter
-    from finetune.train import build_spotter
-    from spotting.baseline import BaselineConfig
-    from spotting.fusion import Fusion, FusionConfig
-    from spotting.spot import default_fusion
-
     cfg = FinetuneConfig()
     save_spotter(build_spotter(load_encoder(None, cfg.model.name), cfg), cfg, folder)
     grans = [g.name for g in cfg.granularities]
@@ -48,9 +57,6 @@ def untrained_model(folder: Path, with_cues: bool) -> Path:
 
 
 def synthetic_video(folder: Path, seconds: float) -> Path:
-    from data.synthetic import generate
-    from data.synthetic_config import load_synthetic_config
-
     cfg = load_synthetic_config(None, ["subjects=1", "videos_per_subject=1", f"duration_s={seconds}"])
     out = generate(cfg, folder, progress=False)
     return next((out / "videos").glob("*.mp4"))
@@ -59,8 +65,6 @@ def synthetic_video(folder: Path, seconds: float) -> Path:
 def run(name: str, video: Path, model: Path, aligned: bool, threads: int) -> dict:
     import torch
 
-    from data.video_io import video_info
-    from spotting.spot import spot
 
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as out:
@@ -80,7 +84,6 @@ def main(argv=None) -> int:
     parser.add_argument("--synthetic-seconds", type=float, default=16.0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    from data.assets import carphone_video
 
     tmp = Path(tempfile.mkdtemp(prefix="spot_bench_"))
     try:

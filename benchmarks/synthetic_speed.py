@@ -9,9 +9,9 @@ import argparse
 import json
 import time
 
-from data.synthetic import load_synthetic_config, render_video
-from data.synthetic_faces import build_identity
-from data.video_io import encode_mp4
+from data.common.video_io import encode_mp4
+from data.synthetic.faces import build_identity
+from data.synthetic.generate import load_synthetic_config, render_video
 
 
 def _timed(fn):

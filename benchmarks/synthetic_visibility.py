@@ -1,7 +1,7 @@
 """How visible the synthetic events and distractors are: one JSON line per kind (macro, micro, blink, talking).
 
 Generates a dataset (default: configs/data/synthetic_demo.yaml) or reads an existing one, measures region motion
-on the decoded videos (data.synthetic_plot: DIS flow over k = 0.2 s, head motion removed with the nose patch) and
+on the decoded videos (data.synthetic.plot: DIS flow over k = 0.2 s, head motion removed with the nose patch) and
 reports each kind's peak motion in its own most-moved region, in px and as a ratio to that region's median motion.
 Usage: python benchmarks/synthetic_visibility.py [--config FILE] [--out DIR]
 """
@@ -13,8 +13,8 @@ import tempfile
 
 import numpy as np
 
-from data.synthetic import generate, load_synthetic_config, video_ids
-from data.synthetic_plot import video_visibility
+from data.synthetic.generate import generate, load_synthetic_config, video_ids
+from data.synthetic.plot import video_visibility
 
 
 def main() -> None:

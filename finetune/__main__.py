@@ -1,50 +1,11 @@
-"""`python -m finetune --config configs/finetune/synthetic.yaml [key=value ...] [--force] [--debug]`
-
-Trains spotting heads (on a frozen or partly fine-tuned pretrained encoder) on every video of the dataset and
-writes a model folder (finetune.store) to <out>/model. A finished model folder is kept unless --force.
-"""
-from __future__ import annotations
-
-import argparse
-import logging
+"""`python -m finetune COMMAND ...`: spotters on the pretrained encoder (`train`, the default)."""
 import sys
-import time
-from pathlib import Path
 
-from data.cli import run_main
-from data.config import load_config
-from finetune.config import FinetuneConfig
+from data.common.cli import dispatch
 
-log = logging.getLogger("finetune")
-
-
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m finetune", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="YAML config (defaults when omitted)")
-    parser.add_argument("--force", action="store_true", help="retrain even if <out>/model is complete")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=10")
-    args = parser.parse_args(argv)
-    cfg = load_config(args.config, FinetuneConfig, args.overrides)
-
-    from finetune import store
-    from finetune.train import load_dataset, train_spotter
-
-    out = Path(cfg.out) / "model"
-    if store.is_complete(out) and not args.force:
-        log.info("model already trained in %s (use --force to retrain)", out)
-        print(out)
-        return 0
-    t0 = time.perf_counter()
-    videos, gt = load_dataset(cfg.data.root, cfg.data.synthetic_config)
-    spotter = train_spotter(cfg, videos, gt)
-    store.save_spotter(spotter, cfg, out, {"subjects": sorted(map(str, videos["subject"].unique())),
-                                           "encoder_source": cfg.model.encoder})
-    log.info("trained on %d videos in %.1f s -> %s", len(videos), time.perf_counter() - t0, out)
-    print(out)
-    return 0
-
+COMMANDS = {
+    "train": ("finetune.cli", "train spotting heads (frozen / partial / full encoder) on a dataset folder; the default"),
+}
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.DEBUG if "--debug" in sys.argv else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    sys.exit(run_main(main, [a for a in sys.argv[1:] if a != "--debug"], "--debug" in sys.argv))
+    sys.exit(dispatch("finetune", COMMANDS, default="train"))

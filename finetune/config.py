@@ -1,6 +1,6 @@
 """The fine-tuning config: which data, which encoder, which granularities, how to train the heads.
 
-Loaded with data.config.load_config(path, FinetuneConfig, overrides); every section is a dataclass so unknown keys
+Loaded with data.common.config.load_config(path, FinetuneConfig, overrides); every section is a dataclass so unknown keys
 are errors. See configs/finetune/*.yaml.
 """
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from data.errors import ConfigError
+from data.common.errors import ConfigError
 
 
 @dataclasses.dataclass
@@ -26,7 +26,7 @@ class Granularity:
 @dataclasses.dataclass
 class DataSection:
     root: str = "runs/synthetic_ft"  # dataset folder: intervals.csv, videos.csv, videos/*.mp4
-    synthetic_config: str | None = None  # when set and root has no videos.csv, generate the set with data.synthetic
+    synthetic_config: str | None = None  # when set and root has no videos.csv, generate the set with data.synthetic.generate
 
 
 @dataclasses.dataclass

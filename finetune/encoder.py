@@ -19,8 +19,9 @@ from pathlib import Path
 
 import torch
 
-from data.atomic import atomic_path, write_json
-from data.errors import ConfigError, DataError
+from data.common.atomic import atomic_path, write_json
+from data.common.errors import ConfigError, DataError
+from pretrain.checkpoint_commit import problems
 from pretrain.lgi_former import LGIEncoder
 from pretrain.model_config import ModelConfig, named_config
 
@@ -80,7 +81,6 @@ def find_checkpoint_states(folder: Path) -> Path:
     direct = _deepspeed_states_file(folder)
     if direct is not None:
         return direct
-    from pretrain.checkpoint_commit import problems
 
     checkpoints = [p for p in sorted(folder.glob("checkpoint_*"), reverse=True) if p.is_dir()]
     # Prefer the newest checkpoint whose commit markers say it is complete; folders written without markers

@@ -16,8 +16,8 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from data.atomic import atomic_path
-from data.errors import DataError
+from data.common.atomic import atomic_path
+from data.common.errors import DataError
 from finetune.config import FinetuneConfig
 from finetune.encoder import encoder_features
 from finetune.predict import load_frames, pooled_features

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data.augment import crop_resize, normalise
-from data.video_io import read_frames
-from finetune.heads import SpottingHead, Spotter, pool_features
+from data.clips.augment import crop_resize, normalise
+from data.common.video_io import read_frames
+from finetune.heads import Spotter, SpottingHead, pool_features
 from finetune.windows import CHANNELS, CurveAccumulator, Window, video_windows
 
 

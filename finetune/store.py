@@ -11,11 +11,12 @@ import dataclasses
 import json
 from pathlib import Path
 
-from data.atomic import write_json
-from data.errors import DataError
+from data.common.atomic import write_json
+from data.common.errors import DataError
 from finetune.config import FinetuneConfig, Granularity, ModelSection
 from finetune.encoder import load_encoder, save_encoder, save_safetensors
 from finetune.heads import Spotter
+from finetune.train import build_spotter
 
 MANIFEST = "spotter.json"
 
@@ -41,7 +42,6 @@ def load_spotter(folder) -> tuple[Spotter, list[Granularity]]:
     """The spotter and its granularities from a folder written by save_spotter."""
     from safetensors.torch import load_file
 
-    from finetune.train import build_spotter
 
     folder = Path(folder)
     if not is_complete(folder):

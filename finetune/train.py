@@ -17,10 +17,14 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from data.common.errors import DataError
+from data.common.tables import read_intervals, read_videos
+from data.synthetic.config import load_synthetic_config
+from data.synthetic.generate import generate
 from finetune.config import FinetuneConfig, TrainSection
-from finetune.encoder import encoder_features
-from finetune.features import FeatureSet, plan_windows
-from finetune.heads import SpottingHead, Spotter
+from finetune.encoder import encoder_features, load_encoder
+from finetune.features import FeatureSet, compute_features, plan_windows
+from finetune.heads import Spotter, SpottingHead
 from finetune.predict import load_frames, window_batch
 from finetune.windows import Window, frame_labels, window_labels
 
@@ -167,16 +171,12 @@ def load_dataset(root, synthetic_config: str | None = None) -> tuple[pd.DataFram
     """(video table, interval table) of a dataset folder; generates the synthetic set there when asked to."""
     from pathlib import Path
 
-    from data.errors import DataError
-    from data.tables import read_intervals, read_videos
 
     root = Path(root)
     if not (root / "videos.csv").is_file():
         if synthetic_config is None:
             raise DataError("dataset folder has no videos.csv", path=root, field="data.root",
-                            fix="point data.root at a dataset folder, or set data.synthetic_config to generate one")
-        from data.synthetic import generate
-        from data.synthetic_config import load_synthetic_config
+                            fix="point data.root at a dataset folder, or set data.synthetic.config to generate one")
 
         generate(load_synthetic_config(synthetic_config), root)
     videos = read_videos(root / "videos.csv")
@@ -193,8 +193,6 @@ def train_spotter(cfg: FinetuneConfig, videos: pd.DataFrame, gt: pd.DataFrame, f
     """Train a spotter on every video of `videos` (frozen: from `features`, computed if not given)."""
     from pathlib import Path
 
-    from finetune.encoder import load_encoder
-    from finetune.features import compute_features
 
     torch.set_num_threads(cfg.train.threads)
     encoder = encoder if encoder is not None else load_encoder(cfg.model.encoder, cfg.model.name, cfg.train.seed)

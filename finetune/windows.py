@@ -11,7 +11,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from data.errors import DataError
+from data.common.errors import DataError
 
 # Label / score channels, in this order everywhere (heads, curves, fusion).
 CHANNELS = ("macro_present", "micro_present", "macro_apex", "micro_apex")

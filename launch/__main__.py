@@ -1,6 +1,6 @@
 import sys
 
-from data.cli import dispatch
+from data.common.cli import dispatch
 
 COMMANDS = {
     "demo": ("launch.demo", "synthesize, pack, pretrain, LOSO fine-tune + spot, evaluate: table + timeline PNG"),

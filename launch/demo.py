@@ -25,9 +25,20 @@ import tempfile
 import time
 from pathlib import Path
 
-from data.atomic import write_json, write_text
-from data.config import load_config, to_dict
-from data.errors import ConfigError, DataError
+from data.common.assets import carphone_video
+from data.common.atomic import write_json, write_text
+from data.common.config import load_config, to_dict
+from data.common.errors import ConfigError, DataError
+from data.common.tables import read_intervals, read_predictions, read_videos
+from data.shards.pack import PackConfig, check_config, pack
+from data.synthetic.config import load_synthetic_config
+from data.synthetic.generate import generate
+from pretrain.config import check_runnable, load_pretrain_config
+from pretrain.trainer import check_inputs, fit
+from spotting.baseline import BaselineConfig, run_baseline
+from spotting.loso import LosoConfig, pooled_metrics, run_loso
+from spotting.plots import plot_timeline
+from spotting.spot import spot
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
@@ -69,24 +80,16 @@ def fingerprint(*parts) -> str:
 # ---- stages ----------------------------------------------------------------------------------------------
 
 def make_data(cfg: DemoConfig, out: Path) -> Path:
-    from data.synthetic import generate
-    from data.synthetic_config import load_synthetic_config
-
     synth = load_synthetic_config(resolve(cfg.data_config, "data_config"), cfg.data_overrides)
     return Path(generate(synth, out / "data", force=cfg.regenerate_data))
 
 
 def baseline_config(cfg: DemoConfig):
-    from spotting.baseline import BaselineConfig
-
     return load_config(resolve(cfg.spotter_config, "spotter_config"), BaselineConfig, cfg.spotter_overrides)
 
 
 def run_flow_baseline(cfg: DemoConfig, data_dir: Path, out: Path) -> tuple[Path, dict]:
     """The flow baseline alone (spotmae=false): predictions + metrics in every variant."""
-    from data.tables import read_intervals, read_predictions
-    from spotting.baseline import run_baseline
-    from spotting.loso import pooled_metrics
 
     spotter = baseline_config(cfg)
     write_json(out / "spotter_config.json", to_dict(spotter))
@@ -96,7 +99,6 @@ def run_flow_baseline(cfg: DemoConfig, data_dir: Path, out: Path) -> tuple[Path,
 
 def pack_shards(cfg: DemoConfig, data_dir: Path, out: Path) -> Path:
     """Pretraining shards cut from the demo's own videos (the video table is the source list)."""
-    from data.pack import PackConfig, check_config, pack
 
     fixed = ["source=list", f"source_path={data_dir / 'videos.csv'}"]
     path = resolve(cfg.pack_config, "pack_config")
@@ -131,8 +133,6 @@ def local_ray():
 
 def pretrain(cfg: DemoConfig, shards: Path, out: Path) -> dict:
     """Pretrain (or resume, or skip when finished with the same config); returns the run record."""
-    from pretrain.config import check_runnable, load_pretrain_config
-    from pretrain.trainer import check_inputs, fit
 
     path = resolve(cfg.pretrain_config, "pretrain_config")
     pre = load_pretrain_config(path, [f"data.shards={shards}"] + cfg.pretrain_overrides)
@@ -160,7 +160,6 @@ def pretrain(cfg: DemoConfig, shards: Path, out: Path) -> dict:
 
 def loso_settings(cfg: DemoConfig, data_dir: Path, out: Path, encoder: dict | None):
     """The LOSO config for the demo's data and encoder; its folder is named after everything that shapes it."""
-    from spotting.loso import LosoConfig
 
     fixed = [f"finetune.data.root={data_dir}", "finetune.data.synthetic_config=null"]
     if encoder is not None:
@@ -174,7 +173,6 @@ def loso_settings(cfg: DemoConfig, data_dir: Path, out: Path, encoder: dict | No
 
 def fine_tune_loso(cfg: DemoConfig, data_dir: Path, out: Path, encoder: dict | None) -> Path:
     """LOSO fine-tuning + spotting of every held-out subject + both spotters' metrics; returns its folder."""
-    from spotting.loso import run_loso
 
     loso = loso_settings(cfg, data_dir, out, encoder)
     write_json(out / "loso_config.json", to_dict(loso))
@@ -184,8 +182,6 @@ def fine_tune_loso(cfg: DemoConfig, data_dir: Path, out: Path, encoder: dict | N
 
 def spot_new_video(loso_dir: Path) -> dict:
     """The final spotter (trained on every subject) on a real face video without labels."""
-    from data.assets import carphone_video
-    from spotting.spot import spot
 
     video = Path(carphone_video())
     out = loso_dir / "spot"
@@ -196,9 +192,6 @@ def spot_new_video(loso_dir: Path) -> dict:
 
 
 def plot(cfg: DemoConfig, data_dir: Path, predictions: Path, out: Path, title: str) -> Path:
-    from data.tables import read_intervals, read_predictions, read_videos
-    from spotting.plots import plot_timeline
-
     return plot_timeline(read_intervals(data_dir / "intervals.csv"), read_predictions(predictions),
                          read_videos(data_dir / "videos.csv"), out / "timeline.png", cfg.timeline_max_videos,
                          title=title)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from data.errors import DataError
+from data.common.errors import DataError
+from data.shards.format import read_manifest
 
 TAGS = ["video", "facial-expression-spotting", "micro-expression", "videomae", "lgi-former", "spotmae"]
 
@@ -43,7 +44,6 @@ def read_results(path) -> dict:
 
 def data_summary(pretrain_cfg) -> dict:
     """Counts from the shard set's manifest (clips, shards, bytes, source videos) plus the clip geometry."""
-    from data.shards import read_manifest
 
     shards = pretrain_cfg.data.shards
     manifest = read_manifest(shards) if "://" not in shards else None

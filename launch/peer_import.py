@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from data.errors import ConfigError, DataError
+from data.common.errors import ConfigError, DataError
 from pretrain.lgi_former import LGIEncoder
 from pretrain.model_config import ModelConfig
 

@@ -39,8 +39,16 @@ from pathlib import Path
 
 import torch
 
-from data.atomic import write_bytes, write_json, write_text
-from data.errors import ConfigError, DataError
+from data.common.atomic import write_bytes, write_json, write_text
+from data.common.errors import ConfigError, DataError
+from finetune.encoder import find_checkpoint_states, read_state
+from finetune.store import load_spotter
+from launch import model_card
+from launch.hf.modeling_spotmae import SpotMAEConfig, SpotMAEForSpotting, SpotMAEModel, SpotMAESpottingConfig
+from launch.peer_import import load_peer_encoder
+from pretrain.config import load_pretrain_config
+from pretrain.lgi_former import LGIEncoder
+from pretrain.model_config import named_config
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +82,10 @@ def read_source(checkpoint, model_name: str | None, pretrain_cfg, peer: bool, pe
         raise DataError("checkpoint not found", path=path, field="--checkpoint",
                         fix="pass a pretraining run folder, an encoder folder, a spotter folder or a .pth (--peer)")
     if peer:
-        from launch.peer_import import load_peer_encoder
 
         return Source("encoder", load_peer_encoder(path, heads=peer_heads), str(path))
     if (path / "spotter.json").is_file():
         return _spotter_source(path)
-    from finetune.encoder import read_state
-    from pretrain.lgi_former import LGIEncoder
-    from pretrain.model_config import named_config
 
     state, cfg = read_state(path)
     if cfg is None:  # DeepSpeed checkpoints hold weights only
@@ -93,8 +97,6 @@ def read_source(checkpoint, model_name: str | None, pretrain_cfg, peer: bool, pe
 
 
 def _spotter_source(path: Path) -> Source:
-    from finetune.store import load_spotter
-
     spotter, grans = load_spotter(path)
     meta = json.loads((path / "spotter.json").read_text())
     model = meta.get("model", {})
@@ -122,7 +124,6 @@ def checkpoint_metrics(path: Path) -> dict:
     """
     if not path.is_dir() or (path / "model.safetensors").is_file():
         return {}
-    from finetune.encoder import find_checkpoint_states
 
     try:
         states = find_checkpoint_states(path)
@@ -153,8 +154,6 @@ def layer_norm_eps(module: torch.nn.Module) -> float:
 
 
 def hf_config(source: Source):
-    from launch.hf.modeling_spotmae import SpotMAEConfig, SpotMAESpottingConfig
-
     cfg = source.encoder.cfg
     values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
     kind = SpotMAESpottingConfig if source.kind == "spotter" else SpotMAEConfig
@@ -165,7 +164,6 @@ def hf_config(source: Source):
 
 def hf_model(source: Source):
     """The transformers model with the source's weights; strict (the names are the same on both sides)."""
-    from launch.hf.modeling_spotmae import SpotMAEForSpotting, SpotMAEModel
 
     config = hf_config(source)
     if source.kind == "spotter":
@@ -242,7 +240,6 @@ def is_complete(folder) -> bool:
 
 def export(source: Source, out, facts: dict) -> Path:
     """Write beside `out`, load back as users will and compare with the training model, then rename onto `out`."""
-    from launch import model_card
 
     out = Path(out).resolve()
     model = hf_model(source)
@@ -302,8 +299,6 @@ def _replace_folder(new: Path, out: Path) -> None:
 
 
 def gather_facts(source: Source, args, pretrain_cfg) -> dict:
-    from launch import model_card
-
     results_path = Path(args.results) if args.results else Path(source.path) / "results.json"
     results = model_card.read_results(results_path) if (args.results or results_path.is_file()) else {}
     pre = dict(results.get("pretraining", {}))
@@ -369,7 +364,6 @@ def main(argv: list[str]) -> int:
 
     pretrain_cfg = None
     if args.pretrain_config:
-        from pretrain.config import load_pretrain_config
 
         pretrain_cfg = load_pretrain_config(args.pretrain_config)
     out = Path(args.out)

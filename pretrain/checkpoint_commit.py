@@ -17,7 +17,7 @@ import logging
 import os
 from pathlib import Path
 
-from data.atomic import write_json
+from data.common.atomic import write_json
 
 log = logging.getLogger(__name__)
 

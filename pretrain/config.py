@@ -1,6 +1,6 @@
 """The pretraining job's config: model, data loader, optimizer, schedule, DeepSpeed, scaling, checkpoints.
 
-One YAML file per job (configs/pretrain/*.yaml), loaded with data.config.load_config and `key=value` overrides.
+One YAML file per job (configs/pretrain/*.yaml), loaded with data.common.config.load_config and `key=value` overrides.
 """
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import dataclasses
 from pathlib import Path
 from typing import Literal
 
-from data.config import build, load_config, to_dict
-from data.errors import ConfigError
-from data.loader import LoaderConfig
+from data.common.config import build, load_config, to_dict
+from data.common.errors import ConfigError
+from data.shards.loader import LoaderConfig
 from pretrain.model_config import ModelConfig
 
 

@@ -16,7 +16,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from data.masking import RegionMaskGenerator
+from data.clips.masking import RegionMaskGenerator
 from pretrain.lgi_former import count_params
 from pretrain.mae import VideoMAE
 from pretrain.model_config import ModelConfig, load_model_config

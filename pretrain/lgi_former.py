@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from data.errors import DataError
-from data.masking import check_mask, region_order
+from data.clips.masking import check_mask, region_order
+from data.common.errors import DataError
 from pretrain.model_config import ModelConfig
 
 
@@ -140,7 +140,7 @@ class LGIEncoder(nn.Module):
         cfg = self.cfg
         if mask.dtype != torch.bool or mask.dim() != 2 or mask.shape[1] != cfg.num_tokens:
             raise DataError(f"mask must be bool [B, {cfg.num_tokens}], got {mask.dtype} {list(mask.shape)}",
-                            field="mask", fix="build masks with data.masking.RegionMaskGenerator")
+                            field="mask", fix="build masks with data.clips.masking.RegionMaskGenerator")
         by_region = mask[:, self.region_order]  # [B, R, P]
         if validate:
             check_mask(mask.cpu().numpy(), cfg.token_grid, cfg.region, cfg.visible_per_region)

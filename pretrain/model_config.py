@@ -2,16 +2,16 @@
 
 `named_config("lgi_base")` is the seed (16 x 160 x 160 input, dim 512, depth 16, decoder 4 x 384);
 `named_config("lgi_tiny")` trains in minutes on a CPU. A YAML file loads with
-`data.config.load_config(path, ModelConfig, overrides)`; geometry is checked on construction.
+`data.common.config.load_config(path, ModelConfig, overrides)`; geometry is checked on construction.
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import Literal
 
-from data.config import apply_overrides, build, read_yaml
-from data.errors import ConfigError
-from data.masking import check_geometry
+from data.clips.masking import check_geometry
+from data.common.config import apply_overrides, build, read_yaml
+from data.common.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,5 +122,6 @@ def load_model_config(path=None, name: str = "lgi_base", overrides=()) -> ModelC
         raw, source = read_yaml(path), str(path)
         if isinstance(raw.get("model"), dict):
             raw = raw["model"]
-    raw = apply_overrides(dict(raw), overrides)
+    raw = dict(raw)
+    apply_overrides(raw, overrides)
     return build(ModelConfig, raw, source)

@@ -10,7 +10,7 @@ import logging
 
 import torch
 
-from data.errors import SpotMAEError
+from data.common.errors import SpotMAEError
 
 log = logging.getLogger(__name__)
 

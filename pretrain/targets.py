@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-# clips reach the model normalised by data.augment.normalise; targets are computed on the [0, 1] pixels
-from data.augment import IMAGENET_MEAN, IMAGENET_STD
+# clips reach the model normalised by data.clips.augment.normalise; targets are computed on the [0, 1] pixels
+from data.clips.augment import IMAGENET_MEAN, IMAGENET_STD
 
 EPS = 1e-6
 

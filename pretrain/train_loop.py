@@ -22,7 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from data.clips.augment import normalise
+from data.common.atomic import write_json
+from data.common.errors import DataError
+from data.shards.loader import CorruptTally, make_loader
+from pretrain.checkpoint_commit import candidates, problems, run_location, write_marker
 from pretrain.config import PretrainConfig, config_from_raw
+from pretrain.mae import VideoMAE
+from pretrain.stability import BadStepGuard, finite_on_all_ranks, poison, zero_loss
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +84,6 @@ def deepspeed_config(cfg: PretrainConfig, world_size: int) -> dict:
 def build_engine(cfg: PretrainConfig, world_size: int):
     """Model + AdamW + warmup/cosine schedule wrapped in a DeepSpeed engine (uses Ray's process group)."""
     import deepspeed
-    from pretrain.mae import VideoMAE
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = VideoMAE(cfg.model)
@@ -93,7 +99,6 @@ def build_engine(cfg: PretrainConfig, world_size: int):
 
 def model_input(video: torch.Tensor, device, dtype) -> torch.Tensor:
     """Loader video (float normalised, or uint8 with data.output=uint8) -> normalised `dtype` on `device`."""
-    from data.augment import normalise
 
     video = video.to(device, non_blocking=True)
     if video.dtype == torch.uint8:  # 4x less to copy to the device; normalise there
@@ -121,8 +126,6 @@ def restore(cfg: PretrainConfig, engine) -> dict:
     """
     import ray.train
 
-    from data.errors import DataError
-    from pretrain.checkpoint_commit import candidates, problems, run_location
 
     latest = ray.train.get_checkpoint()
     filesystem, run_dir = run_location(cfg.checkpoint.storage_path, cfg.checkpoint.name)
@@ -158,7 +161,6 @@ def report(engine, metrics: dict, state: dict | None) -> None:
     if state is None:
         ray.train.report(metrics)
         return
-    from pretrain.checkpoint_commit import write_marker
 
     tag = f"step_{state['step']:08d}"
     ctx = ray.train.get_context()
@@ -177,8 +179,6 @@ def batch_stream(cfg: PretrainConfig, rank: int, world_size: int, epoch: int, sk
     only on (seed, epoch, rank, worker), so re-reading and discarding `skip` batches reproduces the stream
     exactly (use data.resampled with a short epoch_samples to bound that re-reading on large corpora).
     """
-    from data.errors import DataError
-    from data.loader import make_loader
 
     loader = make_loader(cfg.data, rank=rank, world_size=world_size, epoch=epoch)
     while True:
@@ -241,7 +241,6 @@ class Meter:
 
 def write_status(cfg: PretrainConfig, rank: int, step: int, start_step: int) -> None:
     """debug.status_dir: this rank's pid and progress, for tests that kill a worker mid-run."""
-    from data.atomic import write_json
 
     if cfg.debug.status_dir:
         write_json(Path(cfg.debug.status_dir) / f"rank_{rank}.json",
@@ -277,7 +276,6 @@ def optimizer_step(cfg: PretrainConfig, engine, stream, step: int, rank: int, me
     lr schedule does not move either, as DeepSpeed does on fp16 overflow); with grad_accum > 1 the bad
     micro-batches contribute a zero gradient (see stability.zero_loss) and the good ones still step.
     """
-    from pretrain.stability import finite_on_all_ranks, poison, zero_loss
 
     dtype = torch.bfloat16 if cfg.deepspeed.precision == "bf16" else torch.float32
     check = cfg.optim.max_bad_steps > 0
@@ -306,8 +304,6 @@ def run_steps(cfg: PretrainConfig, engine, stream, state: dict, rank: int, write
     """Train from state["step"] to the stop step; report every log_every steps, checkpoint every every_steps."""
     from tqdm import tqdm
 
-    from data.loader import CorruptTally
-    from pretrain.stability import BadStepGuard
 
     ck = cfg.checkpoint
     stop = min(cfg.schedule.total_steps, ck.stop_after_steps or cfg.schedule.total_steps)

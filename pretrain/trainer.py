@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import logging
 
-from data.errors import SpotMAEError
+from data.common.errors import SpotMAEError
+from data.shards.format import shard_urls
 from pretrain.config import PretrainConfig, config_to_raw
 from pretrain.train_loop import train_loop_per_worker
 
@@ -41,7 +42,6 @@ def build_trainer(cfg: PretrainConfig):
 
 def check_inputs(cfg: PretrainConfig) -> None:
     """Fail on the driver, with the folder named, before any worker starts: the shard set must be complete."""
-    from data.shards import shard_urls
 
     if "://" not in cfg.data.shards:
         shard_urls(cfg.data.shards)

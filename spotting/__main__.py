@@ -1,6 +1,6 @@
 import sys
 
-from data.cli import dispatch
+from data.common.cli import dispatch
 
 COMMANDS = {
     "loso": ("spotting.loso", "leave-one-subject-out fine-tuning + fusion evaluation"),

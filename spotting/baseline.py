@@ -1,7 +1,7 @@
 """The flow-only baseline spotter (SOFTNet/MEGC-style cues, no learning): the reference later stages must beat.
 
 Per video and per type (macro, micro), with k derived from the fps and the type's mean duration:
-region curves m[i] = motion from frame i to i+k (data.flow; region boxes from the face tracked through the
+region curves m[i] = motion from frame i to i+k (data.flow.regions; region boxes from the face tracked through the
 video by default, see `landmarks`) -> one score per frame. The "apex" score at frame i
 is min(m[i-k], m[i]): motion into frame i AND back out of it, so transient expressions peak at their apex while
 lasting changes (a head turn that stays, illumination drift) excite only one side. Apexes within k frames
@@ -19,10 +19,11 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from data import flow as fl
-from data.errors import ConfigError, DataError
-from data.flow_cli import LANDMARK_SOURCES, video_curves
-from data.tables import TYPES, empty_intervals, read_videos
+from data.common.errors import ConfigError, DataError
+from data.common.tables import TYPES, empty_intervals, read_videos, write_predictions
+from data.common.video_io import video_info
+from data.flow import regions as fl
+from data.flow.curves import LANDMARK_SOURCES, video_curves
 from spotting import intervals as iv
 
 log = logging.getLogger(__name__)
@@ -50,10 +51,10 @@ class BaselineConfig:
         0.37, 0.35, regions=["brows", "mouth"], smooth_s=0.1, max_duration_s=0.5))
     method: Literal["dis", "dis_fast", "farneback", "tvl1"] = "dis"
     scale: float = 1.0  # resize frames before flow
-    feature: Literal["flow", "strain", "flow_top", "strain_top"] = "flow"  # data.flow.FEATURES
+    feature: Literal["flow", "strain", "flow_top", "strain_top"] = "flow"  # data.flow.regions.FEATURES
     score: Literal["apex", "forward"] = "apex"  # see module doc; "forward" = m[i - k//2] (pair centred on i)
-    landmarks: str = "tracked-frame"  # where region boxes come from: data.flow_cli.LANDMARK_SOURCES
-    head_model: Literal["affine", "mean"] = "affine"  # data.flow.remove_head_motion
+    landmarks: str = "tracked-frame"  # where region boxes come from: data.flow.curves.LANDMARK_SOURCES
+    head_model: Literal["affine", "mean"] = "affine"  # data.flow.regions.remove_head_motion
     nms_iou: float = 0.5
     micro_inside_macro: float = 0.5  # drop a micro interval when more than this fraction of it lies in a macro
     workers: int = 2  # processes computing flow, one video each
@@ -169,9 +170,8 @@ def spot_curves(curves: dict, cfg: BaselineConfig, fps: float, num_frames: int) 
 
 
 def video_region_curves(path, cfg: BaselineConfig, cache_path, landmarks=None) -> dict:
-    """Cached flow region curves of one video for every k the config needs (data.flow_cli.video_curves).
+    """Cached flow region curves of one video for every k the config needs (data.flow.curves.video_curves).
     `landmarks` overrides cfg.landmarks: a [68, 2] fixed set or [T, 68, 2] tracked set."""
-    from data.video_io import video_info
 
     fps = video_info(path)["fps"]
     return video_curves(path, cache_path, needed_ks(cfg, fps), cfg.method, cfg.scale,
@@ -187,7 +187,7 @@ def spot_video(path, cfg: BaselineConfig, cache_path, landmarks=None) -> list[iv
 def _spot_one(args) -> list[iv.Interval]:
     path, cfg, cache, threads, log_level = args
     # A spawned worker starts with logging unconfigured (no-op in-process): keep its INFO lines, e.g. how many
-    # frames had no face, in the same format as data.cli.
+    # frames had no face, in the same format as data.common.cli.
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if threads:
         import cv2
@@ -230,7 +230,6 @@ def run_baseline(cfg: BaselineConfig, data_dir, out_dir) -> Path:
     bar.close()
     frames = [iv.to_frame(f, str(row.subject), str(row.video)) for f, row in zip(found, videos.itertuples())]
     predictions = pd.concat(frames, ignore_index=True) if frames else empty_intervals(with_score=True)
-    from data.tables import write_predictions
 
     path = write_predictions(predictions, out_dir / "predictions.csv")
     log.info("%d predictions for %d videos -> %s", len(predictions), len(videos), path)

@@ -9,17 +9,17 @@ import argparse
 import logging
 from pathlib import Path
 
-from data.atomic import write_json
-from data.config import load_config, to_dict
-from data.tables import read_intervals, read_predictions
+from data.common.atomic import write_json
+from data.common.config import load_config, to_dict
+from data.common.tables import read_intervals, read_predictions
 from spotting.baseline import BaselineConfig, run_baseline
+from spotting.metric import VARIANTS, evaluate, format_table
 
 log = logging.getLogger(__name__)
 
 
 def evaluate_all(gt_path, pred_path) -> dict:
     """{variant: evaluate(...)} for every metric variant."""
-    from spotting.metric import VARIANTS, evaluate
 
     gt, pred = read_intervals(gt_path), read_predictions(pred_path)
     return {variant: evaluate(gt, pred, variant) for variant in VARIANTS}
@@ -39,7 +39,6 @@ def main(argv: list[str]) -> int:
     print(f"predictions: {predictions}")
     gt = Path(args.data) / "intervals.csv"
     if gt.is_file():
-        from spotting.metric import format_table
 
         results = evaluate_all(gt, predictions)
         write_json(out / "metrics.json", results)

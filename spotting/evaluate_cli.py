@@ -1,7 +1,7 @@
 """`python -m spotting evaluate --gt GT --pred PRED.csv [--videos VIDEOS.csv] [--variant NAME] [--json]`.
 
-GT is an interval table CSV or any annotation file data.adapters reads (format guessed from
-the name, or --gt-format). PRED is a prediction table (data.tables); its `score` column may
+GT is an interval table CSV or any annotation file data.annotations.adapters reads (format guessed from
+the name, or --gt-format). PRED is a prediction table (data.common.tables); its `score` column may
 be left out: the metric never uses scores (threshold before evaluating), so a missing
 score column is read as score 1.0 rather than rejected.
 """
@@ -14,16 +14,22 @@ from pathlib import Path
 
 import pandas as pd
 
-from data.adapters import FORMATS, load_annotations
-from data.tables import (INTERVAL_COLUMNS, PREDICTION_COLUMNS, read_predictions, read_videos, validate_intervals,
-                         write_table)
+from data.annotations.adapters import FORMATS, load_annotations
+from data.common.tables import (
+    INTERVAL_COLUMNS,
+    PREDICTION_COLUMNS,
+    read_predictions,
+    read_videos,
+    validate_intervals,
+    write_table,
+)
 from spotting.metric import VARIANTS, evaluate, format_table, per_video
 
 log = logging.getLogger(__name__)
 
 
 def read_prediction_file(path) -> pd.DataFrame:
-    """Read predictions: the prediction table, or any CSV data.adapters.load_csv accepts (then a
+    """Read predictions: the prediction table, or any CSV data.annotations.adapters.load_csv accepts (then a
     missing `score` column means score 1.0 for every row)."""
     path = Path(path)
     header = _header(path) if path.is_file() else PREDICTION_COLUMNS

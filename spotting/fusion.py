@@ -16,10 +16,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data.atomic import write_json
-from data.errors import DataError
-from data.tables import TYPES, empty_intervals
+from data.common.atomic import write_json
+from data.common.errors import DataError
+from data.common.tables import TYPES, empty_intervals
+from data.flow import regions as fl
 from finetune.windows import CHANNELS, frame_labels
+from spotting import baseline as bl
 from spotting import intervals as iv
 from spotting.metric import evaluate
 
@@ -271,8 +273,6 @@ def cue_curves(path, bcfg, cache_path, landmarks=None) -> tuple[dict[str, np.nda
 
     Returns (curves by name "cue.<type>.<region|all>", fps, num_frames); flow is cached at `cache_path`.
     """
-    from data import flow as fl
-    from spotting import baseline as bl
 
     result = bl.video_region_curves(path, bcfg, cache_path, landmarks)
     curves, fps, n = result["curves"], result["fps"], result["num_frames"]

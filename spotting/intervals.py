@@ -11,7 +11,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from data.tables import PREDICTION_COLUMNS, validate_intervals
+from data.common.tables import PREDICTION_COLUMNS, validate_intervals
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,7 +134,7 @@ def spot_curve(curve: np.ndarray, half_width: int, p: float, kind: str, smooth_w
 
 
 def to_frame(intervals: list[Interval], subject: str, video: str) -> pd.DataFrame:
-    """Intervals of one video as a predictions table (data.tables.PREDICTION_COLUMNS)."""
+    """Intervals of one video as a predictions table (data.common.tables.PREDICTION_COLUMNS)."""
     rows = [{"subject": subject, "video": video, "onset": i.onset, "apex": i.apex, "offset": i.offset,
              "type": i.type, "emotion": "", "score": i.score} for i in intervals]
     df = pd.DataFrame(rows, columns=PREDICTION_COLUMNS)

@@ -24,14 +24,22 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from data.atomic import write_json, write_text
-from data.config import load_config, to_dict
-from data.errors import ConfigError
-from data.tables import empty_intervals, read_predictions, write_predictions
+from data.common.atomic import write_json, write_text
+from data.common.config import load_config, to_dict
+from data.common.errors import ConfigError
+from data.common.tables import empty_intervals, read_predictions, write_predictions
+from finetune import store
 from finetune.config import FinetuneConfig
+from finetune.encoder import load_encoder
+from finetune.features import compute_features
+from finetune.heads import SpottingHead
+from finetune.predict import curves_from_pooled, named_curves
+from finetune.train import build_spotter, fit_heads, load_dataset, train_head, video_labels, window_targets
 from spotting import fusion as fu
-from spotting.baseline import BaselineConfig
+from spotting.baseline import BaselineConfig, spot_video
+from spotting.intervals import to_frame
 from spotting.metric import VARIANTS, evaluate, format_table
+from spotting.plots import plot_timeline
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +100,6 @@ def model_curves(cfg: LosoConfig, shared: Shared, train_videos: list[str], video
     """Head probabilities {video: {"gran.channel": curve}} for `videos`, heads trained on `train_videos` only."""
     import torch
 
-    from finetune.heads import SpottingHead
-    from finetune.predict import curves_from_pooled, named_curves
-    from finetune.train import train_head, window_targets
 
     ft = cfg.finetune
     torch.set_num_threads(max(1, cfg.cpus_per_fold if cfg.parallel else ft.train.threads))
@@ -174,15 +179,11 @@ def compute_cues(cfg: LosoConfig, videos: pd.DataFrame, out: Path) -> dict[str, 
 
 
 def prepare(cfg: LosoConfig, out: Path) -> Shared:
-    from finetune.train import load_dataset, video_labels
-
     ft = cfg.finetune
     videos, gt = load_dataset(ft.data.root, ft.data.synthetic_config)
     cues = compute_cues(cfg, videos, out)
     features, dim, tubelet = None, 0, 1
     if cfg.fusion.use_model:
-        from finetune.encoder import load_encoder
-        from finetune.features import compute_features
 
         encoder = load_encoder(ft.model.encoder, ft.model.name, ft.train.seed)
         features = compute_features(encoder, videos, ft, ft.feature_cache or out / "features")
@@ -236,8 +237,6 @@ def metrics_text(metrics: dict, title: str) -> str:
 
 def baseline_metrics(cfg: LosoConfig, shared: Shared, out: Path) -> dict:
     """The flow-only baseline on the same videos (it learns nothing, so folds do not change it)."""
-    from spotting.baseline import spot_video
-    from spotting.intervals import to_frame
 
     rows = [empty_intervals(with_score=True)]
     for r in shared.videos.itertuples(index=False):
@@ -250,9 +249,6 @@ def baseline_metrics(cfg: LosoConfig, shared: Shared, out: Path) -> dict:
 
 def final_model(cfg: LosoConfig, shared: Shared, out: Path) -> Path:
     """A spotter for `spotting spot`: heads on every subject, fusion fitted as in a fold (inner split)."""
-    from finetune import store
-    from finetune.encoder import load_encoder
-    from finetune.train import fit_heads, build_spotter
 
     folder = out / "model"
     if store.is_complete(folder):
@@ -294,7 +290,6 @@ def run_loso(cfg: LosoConfig) -> dict:
     text += "\n" + metrics_text(base, "flow-only baseline, same videos")
     write_text(out / "metrics.txt", text)
     write_json(out / "config.json", to_dict(cfg))
-    from spotting.plots import plot_timeline
 
     plot_timeline(shared.gt, pred, shared.videos, out / "timeline.png", title="LOSO predictions vs ground truth")
     if cfg.final_model:

@@ -38,8 +38,8 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
-from data.errors import DataError
-from data.tables import TYPES
+from data.common.errors import DataError
+from data.common.tables import TYPES
 
 VARIANTS = ("megc", "softnet", "strs")
 COUNT_KEYS = ("tp", "fp", "fn")
@@ -98,7 +98,7 @@ def _check_frame(df: pd.DataFrame, name: str) -> None:
     missing = [c for c in ("video", "onset", "offset", "type") if c not in df.columns]
     if missing:
         raise DataError(f"{name} table lacks column(s) {missing}", field=missing[0],
-                        fix="pass an interval table (data.tables.read_intervals)")
+                        fix="pass an interval table (data.common.tables.read_intervals)")
     bad = sorted(set(df["type"]) - set(TYPES))
     if bad:
         raise DataError(f"{name} table has unknown type(s) {bad}", field="type", fix="types are 'macro' or 'micro'")

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data.atomic import atomic_path
+from data.common.atomic import atomic_path
+from spotting.metric import match_max
 
 COLOURS = {"macro": "#1f77b4", "micro": "#ff7f0e"}
 FP_EDGE = "#d62728"
@@ -17,7 +18,6 @@ FP_EDGE = "#d62728"
 
 def true_positive_rows(gt: pd.DataFrame, pred: pd.DataFrame) -> set[int]:
     """Row labels of `pred` matched one-to-one to ground truth (the MEGC matching of spotting.metric)."""
-    from spotting.metric import match_max
 
     hits: set[int] = set()
     for (video, kind), p in pred.groupby(["video", "type"], sort=False):

@@ -17,10 +17,19 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from data.atomic import atomic_path, write_json
-from data.errors import DataError
-from data.tables import TYPES, write_predictions
+from data.common.atomic import atomic_path, write_json
+from data.common.config import build
+from data.common.errors import DataError
+from data.common.tables import TYPES, write_predictions
+from data.common.video_io import video_info, write_mp4
+from data.faces.align import align_video
+from data.faces.track import track_faces
+from finetune.predict import load_frames, named_curves, video_curves
+from finetune.store import load_spotter
 from spotting import fusion as fu
+from spotting.baseline import BaselineConfig
+from spotting.intervals import to_frame
+from spotting.plots import plot_timeline
 
 log = logging.getLogger(__name__)
 STAGES = ("faces", "flow cues", "model", "intervals")
@@ -36,9 +45,6 @@ def default_fusion(granularities: list[str]) -> fu.Fusion:
 
 
 def load_baseline_config(model_dir: Path):
-    from data.config import build
-    from spotting.baseline import BaselineConfig
-
     path = model_dir / "cues.json"
     if not path.is_file():
         return BaselineConfig()
@@ -47,9 +53,6 @@ def load_baseline_config(model_dir: Path):
 
 def align_faces(video: Path, size: int, out: Path, fps: float) -> tuple[Path, np.ndarray, dict]:
     """Track + align the main face; returns (aligned mp4 path, median aligned landmarks, track summary)."""
-    from data.align import align_video
-    from data.faces import track_faces
-    from data.video_io import write_mp4
 
     track = track_faces(video, progress=True)
     if track.face_fraction == 0:
@@ -79,7 +82,6 @@ class StageClock:
 
 def write_outputs(out: Path, item: fu.VideoItem, pred: pd.DataFrame, fused: dict, summary: dict) -> None:
     """CSV, curves .npz, timeline PNG and the JSON summary (written last)."""
-    from spotting.plots import plot_timeline
 
     stem = item.video
     write_predictions(pred, out / f"{stem}.csv")
@@ -95,10 +97,6 @@ def write_outputs(out: Path, item: fu.VideoItem, pred: pd.DataFrame, fused: dict
 
 def spot(video, model_dir, out_dir, already_aligned: bool = False) -> dict:
     """Run the whole chain on one video; returns the JSON summary written beside the CSV."""
-    from data.video_io import video_info
-    from finetune.predict import load_frames, named_curves, video_curves
-    from finetune.store import load_spotter
-    from spotting.intervals import to_frame
 
     video, model_dir, out = Path(video), Path(model_dir), Path(out_dir)
     info = video_info(video)

@@ -17,7 +17,7 @@ def _aligned_face():
     import cv2
     from skimage import data as skdata
 
-    from data import landmarks as lmk
+    from data.faces import landmarks as lmk
 
     image = skdata.astronaut()
     matrix = lmk.similarity_to_canonical(lmk.face_landmarks(image))
@@ -51,7 +51,7 @@ def face_clip_factory():
     noise=std) -> path: an aligned-face H.264 clip whose events follow a raised-cosine onset-apex-offset."""
     import cv2
 
-    from data.video_io import write_mp4
+    from data.common.video_io import write_mp4
 
     face, landmarks = _aligned_face()
     yy, xx = np.mgrid[0:160, 0:160].astype(np.float32)
@@ -89,16 +89,16 @@ def aligned_face_landmarks():
 @pytest.fixture(scope="session")
 def carphone_frames():
     """All 120 RGB frames [120, 144, 176, 3] of carphone_pristine.mp4."""
-    from data.assets import carphone_video
-    from data.video_io import read_frames
+    from data.common.assets import carphone_video
+    from data.common.video_io import read_frames
 
     return read_frames(carphone_video())
 
 
 @pytest.fixture(scope="session")
 def carphone_track(carphone_frames):
-    """data.faces.track_faces on the carphone frames with default settings (~0.5 s)."""
-    from data.faces import track_faces
+    """data.faces.track.track_faces on the carphone frames with default settings (~0.5 s)."""
+    from data.faces.track import track_faces
 
     return track_faces(carphone_frames)
 
@@ -115,7 +115,7 @@ def ramp_value(frame_index):
 def ramp_videos(tmp_path_factory):
     """A folder of 4 H.264 videos (2 subject sub-folders x 2), 72 frames of 96x128 at 30 fps whose grey
     level encodes the frame number (ramp_value): decoded order and sampling can be checked from pixels."""
-    from data.video_io import write_mp4
+    from data.common.video_io import write_mp4
 
     root = tmp_path_factory.mktemp("ramp_videos")
     frames = np.stack([np.full((96, 128, 3), ramp_value(t), np.uint8) for t in range(72)])
@@ -128,7 +128,7 @@ def ramp_videos(tmp_path_factory):
 @pytest.fixture(scope="session")
 def ramp_shards(ramp_videos, tmp_path_factory):
     """The ramp videos packed in-process: 64-frame 80x80 clips every 4 frames -> 12 clips in 6 shards."""
-    from data.pack import PackConfig, pack
+    from data.shards.pack import PackConfig, pack
 
     out = tmp_path_factory.mktemp("ramp_shards")
     cfg = PackConfig(source="folder", source_path=str(ramp_videos), out_dir=str(out),
@@ -143,9 +143,9 @@ TINY_SPOTTING_OVERRIDES = ["subjects=3", "videos_per_subject=1", "duration_s=8",
 
 @pytest.fixture(scope="session")
 def tiny_spotting_set(tmp_path_factory):
-    """data.synthetic: 3 subjects x 1 video x 8 s at 30 fps (240 frames each), 1 macro + 1-2 micro events each."""
-    from data.synthetic import generate
-    from data.synthetic_config import load_synthetic_config
+    """data.synthetic.generate: 3 subjects x 1 video x 8 s at 30 fps (240 frames each), 1 macro + 1-2 micro events each."""
+    from data.synthetic.config import load_synthetic_config
+    from data.synthetic.generate import generate
 
     cfg = load_synthetic_config(None, TINY_SPOTTING_OVERRIDES)
     return generate(cfg, tmp_path_factory.mktemp("tiny_spotting") / "data", progress=False)

@@ -1,4 +1,4 @@
-"""Annotation adapters (data/adapters.py): real file layouts written here with openpyxl / xlwt."""
+"""Annotation adapters (data/annotations/adapters.py): real file layouts written here with openpyxl / xlwt."""
 from __future__ import annotations
 
 import logging
@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 import xlwt
 
-from data.adapters import guess_format, load_annotations, load_casme2, load_casme3, load_csv, load_samm
-from data.cli import dispatch
-from data.errors import DataError
-from data.tables import INTERVAL_COLUMNS, read_intervals, write_intervals
 from data.__main__ import COMMANDS
+from data.annotations.adapters import guess_format, load_annotations, load_casme2, load_casme3, load_csv, load_samm
+from data.common.cli import dispatch
+from data.common.errors import DataError
+from data.common.tables import INTERVAL_COLUMNS, read_intervals, write_intervals
 
 CASME2_ROWS = [
     [1, "anger1_1", 557, 572, 608, "4+10+14+15", "negative", "macro-expression", "anger"],
@@ -85,7 +85,7 @@ def as_tuples(df):
 
 def test_casme2_reads_real_layout(tmp_path, caplog):
     path = write_casme2(tmp_path / "CAS(ME)^2code_final.xlsx")
-    with caplog.at_level(logging.WARNING, logger="data.adapters"):
+    with caplog.at_level(logging.WARNING, logger="data.annotations.adapters"):
         df = load_annotations(path)
     assert list(df.columns) == INTERVAL_COLUMNS
     assert as_tuples(df) == [
@@ -159,7 +159,7 @@ def test_missing_and_non_excel_files(tmp_path):
 
 def test_samm_reads_release_layout(tmp_path, caplog):
     path = write_samm(tmp_path / "SAMM_LongVideos_V2_Release.xlsx")
-    with caplog.at_level(logging.WARNING, logger="data.adapters"):
+    with caplog.at_level(logging.WARNING, logger="data.annotations.adapters"):
         df = load_annotations(path)
     assert as_tuples(df) == [
         ("007", "007_6", 999, 1010, 1039, "macro", ""),  # 1000.4 -> 1000, 1010.5 -> 1011 (half up), 1-based
@@ -194,7 +194,7 @@ def test_samm_errors(tmp_path):
 
 def test_casme3_without_frames_assumes_one_based(tmp_path, caplog):
     path = write_casme3(tmp_path / "CAS(ME)3_part_A_v1.xls")
-    with caplog.at_level(logging.WARNING, logger="data.adapters"):
+    with caplog.at_level(logging.WARNING, logger="data.annotations.adapters"):
         df = load_annotations(path)
     assert "gap-free" in caplog.text
     assert as_tuples(df) == [

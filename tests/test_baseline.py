@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data.config import load_config
-from data.errors import ConfigError, DataError
-from data.tables import read_predictions, write_intervals, write_videos
+from data.common.config import load_config
+from data.common.errors import ConfigError, DataError
+from data.common.tables import read_predictions, write_intervals, write_videos
 from spotting import baseline as bl
 from spotting import baseline_cli
 from spotting import intervals as iv
@@ -151,7 +151,7 @@ def test_baseline_cli_finds_the_events_and_reuses_curves(tiny_dataset, tmp_path,
 
     # Rerun with another threshold (in-process this time): the cached curves are reused, only spotting reruns.
     stamps = {p: p.stat().st_mtime_ns for p in (out / "curves").iterdir()}
-    monkeypatch.setattr("data.flow.region_curves", lambda *a, **k: pytest.fail("flow recomputed"))
+    monkeypatch.setattr("data.flow.regions.region_curves", lambda *a, **k: pytest.fail("flow recomputed"))
     assert baseline_cli.main(["--config", CONFIG, "--data", str(tiny_dataset), "--out", str(out),
                               "micro.p=1.0", "macro.p=1.0", "workers=1"]) == 0
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
@@ -164,7 +164,7 @@ def test_baseline_without_videos_table_names_the_fix(tmp_path):
 
 
 def test_timeline_plot_marks_true_and_false_positives(tiny_dataset, tmp_path):
-    from data.tables import read_intervals, read_videos
+    from data.common.tables import read_intervals, read_videos
     from spotting.plots import plot_timeline, true_positive_rows
 
     gt = read_intervals(tiny_dataset / "intervals.csv")

@@ -1,4 +1,4 @@
-"""Region boxes from the face tracked through the video (data.flow_cli tracked sources, spotting/baseline.py)."""
+"""Region boxes from the face tracked through the video (data.flow.curves tracked sources, spotting/baseline.py)."""
 import logging
 import shutil
 
@@ -6,14 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data import flow as fl
-from data import flow_cli
-from data import landmarks as lmk
-from data.config import load_config
-from data.errors import ConfigError
-from data.faces import load_track
-from data.tables import read_predictions, write_intervals, write_videos
-from data.video_io import read_frames, write_mp4
+from data.common.config import load_config
+from data.common.errors import ConfigError
+from data.common.tables import read_predictions, write_intervals, write_videos
+from data.common.video_io import read_frames, write_mp4
+from data.faces import landmarks as lmk
+from data.faces.track import load_track
+from data.flow import curves
+from data.flow import regions as fl
 from spotting import baseline as bl
 from spotting import baseline_cli
 
@@ -41,7 +41,7 @@ def moved_face_clip(tmp_path_factory, face_clip_factory):
 def tracked_curves(moved_face_clip, tmp_path_factory):
     """(folder, video_curves result): k=6 curves of the moved face with landmarks="tracked"."""
     root = tmp_path_factory.mktemp("tracked")
-    return root, flow_cli.video_curves(moved_face_clip, root / "curves" / "moved.npz", [6], landmarks="tracked")
+    return root, curves.video_curves(moved_face_clip, root / "curves" / "moved.npz", [6], landmarks="tracked")
 
 
 def test_tracked_regions_sit_on_the_face_and_see_its_smile(moved_face_clip, tracked_curves, aligned_face_landmarks,
@@ -52,8 +52,8 @@ def test_tracked_regions_sit_on_the_face_and_see_its_smile(moved_face_clip, trac
 
     # The median tracked set is this face where it is: the aligned landmarks moved by the offset and the
     # median head drift (frames 0..53 -> 26.5 frames of drift).
-    with caplog.at_level(logging.INFO, logger="data.flow_cli"):
-        points = flow_cli.tracked_landmarks(moved_face_clip, root / "faces" / "moved.npz")
+    with caplog.at_level(logging.INFO, logger="data.flow.curves"):
+        points = curves.tracked_landmarks(moved_face_clip, root / "faces" / "moved.npz")
     assert "no face in 10.0% of 60 frames" in caplog.text
     expected = aligned_face_landmarks + OFFSET + HEAD * (FRAMES - FACELESS - 1) / 2
     assert np.linalg.norm(points - expected, axis=1).mean() < 2.5
@@ -78,12 +78,12 @@ def test_cached_track_is_reused_and_per_frame_regions_work(moved_face_clip, trac
     shutil.copytree(tracked_curves[0], tmp_path, dirs_exist_ok=True)
     curves_path = tmp_path / "curves" / "moved.npz"
     stamp = (tmp_path / "faces" / "moved.npz").stat().st_mtime_ns
-    monkeypatch.setattr("data.faces.track_faces", lambda *a, **k: pytest.fail("face re-tracked"))
+    monkeypatch.setattr("data.faces.track.track_faces", lambda *a, **k: pytest.fail("face re-tracked"))
     # A new gap needs flow again, but not tracking.
-    again = flow_cli.video_curves(moved_face_clip, curves_path, [2, 6], landmarks="tracked")
+    again = curves.video_curves(moved_face_clip, curves_path, [2, 6], landmarks="tracked")
     assert sorted(again["curves"]) == [2, 6] and again["params"]["landmarks"] == "tracked"
     # Per-frame boxes come from the same cached track; they are other curves, cached separately.
-    per_frame = flow_cli.video_curves(moved_face_clip, tmp_path / "curves_frame" / "moved.npz", [6],
+    per_frame = curves.video_curves(moved_face_clip, tmp_path / "curves_frame" / "moved.npz", [6],
                                       landmarks="tracked-frame", track_path=tmp_path / "faces" / "moved.npz")
     assert (tmp_path / "faces" / "moved.npz").stat().st_mtime_ns == stamp
     mouth = per_frame["curves"][6][fl.FEATURES.index("flow"), :, fl.REGIONS.index("mouth")]
@@ -107,16 +107,16 @@ def test_baseline_with_tracked_regions_spots_and_reuses_its_caches(moved_face_cl
     spotted = read_predictions(out / "predictions.csv")
     assert ((spotted["onset"] <= SMILE[1]) & (spotted["offset"] >= SMILE[0])).any()
 
-    monkeypatch.setattr("data.faces.track_faces", lambda *a, **k: pytest.fail("face re-tracked"))
-    monkeypatch.setattr("data.flow.region_curves", lambda *a, **k: pytest.fail("flow recomputed"))
+    monkeypatch.setattr("data.faces.track.track_faces", lambda *a, **k: pytest.fail("face re-tracked"))
+    monkeypatch.setattr("data.flow.regions.region_curves", lambda *a, **k: pytest.fail("flow recomputed"))
     assert baseline_cli.main(args + ["micro.p=0.5"]) == 0
 
 
 def test_real_carphone_video_gets_tracked_region_cues_for_every_pair(tmp_path):
-    from data.assets import carphone_video
+    from data.common.assets import carphone_video
 
     ks = [1, 6]
-    result = flow_cli.video_curves(carphone_video(), tmp_path / "curves" / "carphone.npz", ks,
+    result = curves.video_curves(carphone_video(), tmp_path / "curves" / "carphone.npz", ks,
                                    landmarks="tracked-frame")
     track, _ = load_track(tmp_path / "faces" / "carphone.npz")
     assert track.num_frames == result["num_frames"] == 120 and track.face_fraction > 0.9

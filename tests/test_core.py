@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data import atomic, tables
-from data.config import load_config
-from data.errors import ConfigError, DataError
-from data.video_io import encode_mp4, read_frames, video_info, write_mp4
+from data.common import atomic, tables
+from data.common.config import Config, load_config, replace, setting
+from data.common.errors import ConfigError, DataError
+from data.common.video_io import encode_mp4, read_frames, video_info, write_mp4
 
 
 @dataclasses.dataclass
@@ -53,6 +53,63 @@ def test_config_rejects_unknown_keys_and_wrong_types(tmp_path, text, field):
     with pytest.raises(ConfigError) as err:
         load_config(path, Outer)
     assert str(path) in str(err.value) and field in str(err.value)
+
+
+@dataclasses.dataclass
+class Ranged(Config):
+    lr: float = setting(0.01, gt=0)
+    scales: tuple[float, ...] = setting((0.5, 1.0), gt=0, le=1)
+    low: int = 1
+    high: int = 2
+
+    def check(self):
+        if self.low > self.high:
+            raise ConfigError(f"low {self.low} is above high {self.high}", field="low")
+
+
+@dataclasses.dataclass
+class Holder(Config):
+    ranged: Ranged = dataclasses.field(default_factory=Ranged)
+
+
+@pytest.mark.parametrize("override,field,text", [
+    ("ranged.lr=-1", "ranged.lr", "must be > 0"),
+    ("ranged.lr=.nan", "ranged.lr", "nan"),
+    ("ranged.scales=[0.5, 1.5]", "ranged.scales", "must be <= 1"),
+    ("ranged.low=5", "ranged.low", "above high"),
+])
+def test_config_ranges_and_rules_are_checked_on_load_naming_the_override(tmp_path, override, field, text):
+    path = tmp_path / "ok.yaml"
+    path.write_text("ranged:\n  lr: 0.5\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, Holder, [override])
+    message = str(err.value)
+    assert f"override {override!r}" in message and field in message and text in message
+    assert str(path) not in message  # the file is fine: the command line is to blame
+
+
+def test_config_errors_from_the_file_name_the_file_and_suggest_keys(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("ranged:\n  lr: 0\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: ranged.lr: must be > 0"):
+        load_config(path, Holder)
+    with pytest.raises(ConfigError, match=r"override 'ranged.lrr=1'.*did you mean 'lr'"):
+        load_config(None, Holder, ["ranged.lrr=1"])
+    with pytest.raises(ConfigError, match="must be > 0"):  # built in code: the same checks
+        Ranged(lr=0.0)
+    with pytest.raises(ConfigError, match="above high"):
+        dataclasses.replace(Ranged(), low=9)
+
+
+def test_config_replace_takes_typed_values_at_dotted_keys():
+    cfg = replace(Holder(), {"ranged.lr": 0.2, "ranged.scales": [0.25]})
+    assert cfg.ranged.lr == 0.2 and cfg.ranged.scales == (0.25,) and Holder().ranged.lr == 0.01
+    with pytest.raises(ConfigError, match="must be > 0"):
+        replace(Holder(), {"ranged.lr": -3.0})
+    with pytest.raises(ConfigError, match="unknown key"):
+        replace(Holder(), {"ranged.nope": 1})
+    with pytest.raises(ConfigError, match="expected float"):
+        replace(Holder(), {"ranged.lr": "fast"})
 
 
 def test_config_missing_file_and_bad_override(tmp_path):
@@ -138,7 +195,7 @@ def test_bad_video_names_the_file(tmp_path):
 def test_landmarks_on_a_real_face():
     from skimage.data import astronaut
 
-    from data.landmarks import face_landmarks, region_boxes, similarity_to_canonical, transform_points
+    from data.faces.landmarks import face_landmarks, region_boxes, similarity_to_canonical, transform_points
 
     image = astronaut()
     lm = face_landmarks(image)

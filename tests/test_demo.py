@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from data.errors import ConfigError
-from data.tables import read_intervals, read_predictions
+from data.common.errors import ConfigError
+from data.common.tables import read_intervals, read_predictions
 from launch import demo
 
 TINY = ['data_overrides=["subjects=2", "videos_per_subject=1", "duration_s=6", "events.macro_per_video=[1,1]", '

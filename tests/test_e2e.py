@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from data.tables import read_predictions
+from data.common.tables import read_predictions
 from launch import demo
 
 TINY = [

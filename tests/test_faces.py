@@ -6,13 +6,13 @@ import json
 import numpy as np
 import pytest
 
-from data import landmarks as lmk
-from data.align import align_video, alignment_matrices
-from data.cli import run_main
-from data.errors import ConfigError, DataError
-from data.faces import centred_mean, fill_nearest, load_track, save_track, track_faces
-from data.faces_cli import main as faces_main
-from data.video_io import read_frames, write_mp4
+from data.common.cli import run_main
+from data.common.errors import ConfigError, DataError
+from data.common.video_io import read_frames, write_mp4
+from data.faces import landmarks as lmk
+from data.faces.align import align_video, alignment_matrices
+from data.faces.cli import main as faces_main
+from data.faces.track import centred_mean, fill_nearest, load_track, save_track, track_faces
 
 RIGID = [36, 39, 42, 45, 27, 28, 29, 30]  # eye corners and nose: they move with the head, not with expressions
 
@@ -232,7 +232,7 @@ def test_cli_continues_past_bad_files_and_skips_finished_work(video_folder, tmp_
 
     stamp = (out / "s01__car.json").stat().st_mtime_ns
     (out / "noise.json").unlink()  # as if interrupted before the summary: that video is redone
-    caplog.set_level("INFO", logger="data.faces_cli")
+    caplog.set_level("INFO", logger="data.faces.cli")
     assert faces_main([str(video_folder), "--out", str(out), "--size", "96"]) == 1
     assert "s01__car: already done" in caplog.text
     assert "1 skipped" in capsys.readouterr().out

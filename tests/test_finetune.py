@@ -9,14 +9,13 @@ import pandas as pd
 import pytest
 import torch
 
-from data.config import load_config
-from data.errors import ConfigError, DataError
+from data.common.config import load_config
+from data.common.errors import ConfigError, DataError
 from finetune.config import FinetuneConfig
 from finetune.encoder import encoder_features, load_encoder, save_encoder
 from finetune.heads import SpottingHead
 from finetune.train import auto_pos_weight, build_spotter, param_groups, spotting_loss, train_head
-from finetune.windows import (CHANNELS, CurveAccumulator, frame_labels, sample_step, video_windows,
-                              window_labels)
+from finetune.windows import CHANNELS, CurveAccumulator, frame_labels, sample_step, video_windows, window_labels
 
 
 @pytest.fixture(scope="module")

@@ -1,14 +1,15 @@
-"""data/flow.py and data/flow_cli.py: flow methods, strain, head motion, eye masking, region curves, caching."""
+"""data/flow/regions.py and data/flow/cli.py: flow methods, strain, head motion, eye masking, region curves, caching."""
 import json
 
 import cv2
 import numpy as np
 import pytest
 
-from data import flow as fl
-from data import flow_cli
-from data import landmarks as lmk
-from data.errors import ConfigError, DataError
+from data.common.errors import ConfigError, DataError
+from data.faces import landmarks as lmk
+from data.flow import cli as flow_cli
+from data.flow import curves
+from data.flow import regions as fl
 
 
 @pytest.fixture(scope="module")
@@ -115,12 +116,12 @@ def test_region_curves_localise_a_smile_despite_head_drift(tmp_path, face_clip_f
 
 def test_per_frame_landmarks_match_fixed_ones(tmp_path, face_clip_factory, aligned_face_landmarks):
     path = face_clip_factory(tmp_path / "clip.mp4", 20, [(5, 12, "brows", 3.0)])
-    fixed = flow_cli.video_curves(path, tmp_path / "fixed.npz", [4], landmarks=aligned_face_landmarks)
-    tracked = flow_cli.video_curves(path, tmp_path / "tracked.npz", [4],
+    fixed = curves.video_curves(path, tmp_path / "fixed.npz", [4], landmarks=aligned_face_landmarks)
+    tracked = curves.video_curves(path, tmp_path / "tracked.npz", [4],
                                     landmarks=np.repeat(aligned_face_landmarks[None], 20, axis=0))
     np.testing.assert_allclose(fixed["curves"][4], tracked["curves"][4], rtol=1e-5)
     with pytest.raises(DataError, match="landmarks"):
-        flow_cli.video_curves(path, tmp_path / "bad.npz", [4], landmarks=np.zeros((3, 68, 2)))
+        curves.video_curves(path, tmp_path / "bad.npz", [4], landmarks=np.zeros((3, 68, 2)))
 
 
 def test_canonical_landmarks_sit_on_the_canonical_points():

@@ -10,12 +10,12 @@ import pytest
 import torch
 from conftest import ramp_value
 
-from data.augment import IMAGENET_MEAN, IMAGENET_STD, normalise
-from data.config import load_config
-from data.errors import ConfigError, DataError
-from data.loader import CorruptTally, LoaderConfig, make_dataset, make_loader
-from data.masking import check_mask
-from data.shards import shard_urls, write_shard
+from data.clips.augment import IMAGENET_MEAN, IMAGENET_STD, normalise
+from data.clips.masking import check_mask
+from data.common.config import load_config
+from data.common.errors import ConfigError, DataError
+from data.shards.format import shard_urls, write_shard
+from data.shards.loader import CorruptTally, LoaderConfig, make_dataset, make_loader
 
 ALL_KEYS = 12  # clips in the ramp_shards fixture
 
@@ -108,7 +108,7 @@ def test_stream_depends_only_on_seed_epoch_rank_worker(ramp_shards):
 
 
 def test_multi_scale_crop_boxes_follow_videomae():
-    from data.augment import crop_box, multi_scale_crop
+    from data.clips.augment import crop_box, multi_scale_crop
 
     rng = np.random.default_rng(0)
     sides = [144, 126, 108, 95]  # int(144 * scale): fractions of the short side
@@ -159,7 +159,7 @@ def test_corrupt_samples_are_skipped_and_counted(broken_shards, caplog):
     # 12 clips, less the truncated one, plus nothing from the garbage shard: the epoch went on past both
     assert len(keys) == ALL_KEYS - 1 and "garbage" not in keys
     assert tally.total == 2  # one truncated shard tail + one undecodable sample
-    with caplog.at_level("WARNING", logger="data.loader"):
+    with caplog.at_level("WARNING", logger="data.shards.loader"):
         list(make_dataset(config("broken-set"), urls=broken_shards, rank=0, world_size=1))
     assert "garbage" in caplog.text and "shard-000001.tar" in caplog.text
 

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data.config import load_config
-from data.tables import read_predictions
+from data.common.config import load_config
+from data.common.tables import read_predictions
 from spotting import fusion as fu
 from spotting import loso
 
@@ -162,7 +162,7 @@ def test_loso_rejects_a_config_without_inputs(tmp_path):
 
 
 def test_loso_refuses_modes_it_would_silently_ignore():
-    from data.errors import ConfigError
+    from data.common.errors import ConfigError
 
     with pytest.raises(ConfigError, match="finetune.train.mode"):
         load_config("configs/spotting/loso.yaml", loso.LosoConfig, ["finetune.train.mode=partial"])

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from data.errors import ConfigError, DataError
-from data.masking import MODES, RegionMaskGenerator, check_mask, region_of_token, region_order
+from data.clips.masking import MODES, RegionMaskGenerator, check_mask, region_of_token, region_order
+from data.common.errors import ConfigError, DataError
 
 SEED_GRID, SEED_REGION = (8, 10, 10), (2, 5, 10)
 

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data.cli import dispatch
-from data.errors import DataError
-from data.tables import write_intervals, write_predictions
+from data.common.cli import dispatch
+from data.common.errors import DataError
+from data.common.tables import write_intervals, write_predictions
 from spotting.__main__ import COMMANDS
 from spotting.metric import evaluate, format_table, interval_iou, match_max, per_video
 

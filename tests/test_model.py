@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from data.config import load_config
-from data.errors import ConfigError, DataError
-from data.masking import RegionMaskGenerator, region_of_token
+from data.clips.masking import RegionMaskGenerator, region_of_token
+from data.common.config import load_config
+from data.common.errors import ConfigError, DataError
 from pretrain.lgi_former import count_params
 from pretrain.mae import VideoMAE
 from pretrain.model_config import ModelConfig, named_config
@@ -313,7 +313,7 @@ def test_flop_count_matches_the_architecture():
 def test_flops_cli_prints_one_json_line_and_refuses_bad_geometry(tmp_path, capsys):
     import json
 
-    from data.cli import run_main
+    from data.common.cli import run_main
     from pretrain.flops import main
 
     small = ["frames=8", "img_size=64", "region=[2, 2, 4]", "visible_per_region=4"]

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from conftest import ramp_value
 
-from data.cli import run_main
-from data.config import load_config
-from data.errors import ConfigError, DataError
-from data.pack import PackConfig, check_config, pack
-from data.pack_cli import main as pack_main
-from data.shards import done_path, read_manifest, sha256_file, shard_urls, verify_shards
-from data.video_io import read_frames, video_info
+from data.common.cli import run_main
+from data.common.config import load_config
+from data.common.errors import ConfigError, DataError
+from data.common.video_io import read_frames, video_info
+from data.shards.cli import main as pack_main
+from data.shards.format import done_path, read_manifest, sha256_file, shard_urls, verify_shards
+from data.shards.pack import PackConfig, check_config, pack
 
 
 def read_samples(shard_dir) -> dict[str, dict]:
@@ -64,7 +64,7 @@ def test_pack_in_process_pool_with_pre_strided_clips(ramp_videos, tmp_path):
 
 
 def test_pack_real_carphone_video_centre_and_face(tmp_path):
-    from data.assets import carphone_video
+    from data.common.assets import carphone_video
 
     listing = tmp_path / "videos.txt"
     listing.write_text(f"# the real face video\n{carphone_video()}\n")

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from data.errors import ConfigError, DataError
+from data.common.errors import ConfigError, DataError
 from launch import peer_import
 from pretrain.lgi_former import sinusoid_positions
 from pretrain.mae import VideoMAE

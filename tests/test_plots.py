@@ -2,7 +2,7 @@
 import numpy as np
 import pandas as pd
 
-from data.tables import empty_intervals
+from data.common.tables import empty_intervals
 from spotting.plots import FP_EDGE, plot_timeline
 
 VIDEOS = pd.DataFrame([{"subject": "", "video": "new", "path": "new.mp4", "fps": 30.0, "num_frames": 300}])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from data.errors import ConfigError
+from data.common.errors import ConfigError
 from pretrain.config import check_runnable, load_pretrain_config
 from pretrain.train_loop import WarmupCosine
 
@@ -39,7 +39,7 @@ events:
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-    from data.pack import PackConfig, pack
+    from data.shards.pack import PackConfig, pack
 
     root = tmp_path_factory.mktemp("pretrain_shards")
     (root / "synth.yaml").write_text(SYNTH_YAML)
@@ -161,7 +161,7 @@ import json, os, sys
 os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[2], RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
 import torch, torch.distributed as dist
 dist.init_process_group("gloo")
-from data.loader import CorruptTally
+from data.shards.loader import CorruptTally
 from pretrain.config import load_pretrain_config
 from pretrain.train_loop import Meter, batch_stream, build_engine, optimizer_step
 out = {}

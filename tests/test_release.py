@@ -11,8 +11,8 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from data.cli import run_main
-from data.errors import ConfigError, DataError
+from data.common.cli import run_main
+from data.common.errors import ConfigError, DataError
 from finetune.encoder import load_encoder, save_encoder
 from launch import release
 from pretrain.lgi_former import LGIEncoder

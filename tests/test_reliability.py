@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 from test_pretrain import local_ray, shards, tensorboard_losses, tiny_config  # noqa: F401 (fixtures)
 
-from data.errors import DataError, SpotMAEError
-from data.loader import CorruptTally, LoaderConfig, make_loader
-from data.shards import read_manifest, shard_name, write_manifest, write_shard
-from data.video_io import encode_mp4
+from data.common.errors import DataError, SpotMAEError
+from data.common.video_io import encode_mp4
+from data.shards.format import read_manifest, shard_name, write_manifest, write_shard
+from data.shards.loader import CorruptTally, LoaderConfig, make_loader
 from pretrain.checkpoint_commit import candidates, marker_name, problems
 
 REPO = Path(__file__).resolve().parents[1]
@@ -190,7 +190,7 @@ def loader_config(shard_dir, **kw) -> LoaderConfig:
 def test_corrupt_shards_are_skipped_and_counted(shards, tmp_path, caplog):
     shard_dir, info = broken_shard_set(Path(shards), tmp_path / "broken")
     tally, keys = CorruptTally(), []
-    with caplog.at_level("WARNING", logger="data.loader"):
+    with caplog.at_level("WARNING", logger="data.shards.loader"):
         for batch in make_loader(loader_config(shard_dir)):
             keys += batch["key"]
             tally.update(batch)

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from data.errors import ConfigError
+from data.common.errors import ConfigError
 from spotting.seeds import lgnmnet, mean, softnet
 from spotting.seeds.config import SeedsConfig
 
@@ -191,7 +191,7 @@ def test_lgsnet_detector_shapes_and_background_clips():
 
 # --- config --------------------------------------------------------------------------------------------------------
 def test_unknown_method_is_a_config_error():
-    from data.config import load_config
+    from data.common.config import load_config
     from spotting.seeds.config import SeedsConfig
 
     with pytest.raises(ConfigError, match="method"):
@@ -201,8 +201,8 @@ def test_unknown_method_is_a_config_error():
 # --- end to end ----------------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_tiny_softnet_loso_run_is_scored_and_resumes(tiny_spotting_set, tmp_path):
-    from data.config import load_config
-    from data.tables import read_intervals, read_predictions, read_videos
+    from data.common.config import load_config
+    from data.common.tables import read_intervals, read_predictions, read_videos
     from spotting.metric import evaluate
     from spotting.seeds.compare import run
     from spotting.seeds.config import SeedsConfig

@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from data.assets import carphone_video
-from data.tables import read_predictions
+from data.common.assets import carphone_video
+from data.common.tables import read_predictions
 
 
 @pytest.fixture(scope="module")

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from skimage import data as skimage_data
 
-from data import landmarks as lm
-from data.cli import run_main
-from data.errors import ConfigError, DataError
-from data.synthetic import generate, load_synthetic_config, neutral_landmarks, render_video, video_ids
-from data.synthetic_faces import ACTION_UNITS, AU_INDEX, FIELD_STEP, build_identity
-from data.synthetic_motion import EMOTION_AUS, rise_decay
-from data.tables import read_intervals, read_videos
-from data.video_io import read_frames, video_info
+from data.common.cli import run_main
+from data.common.errors import ConfigError, DataError
+from data.common.tables import read_intervals, read_videos
+from data.common.video_io import read_frames, video_info
+from data.faces import landmarks as lm
+from data.synthetic.faces import ACTION_UNITS, AU_INDEX, FIELD_STEP, build_identity
+from data.synthetic.generate import generate, load_synthetic_config, neutral_landmarks, render_video, video_ids
+from data.synthetic.motion import EMOTION_AUS, rise_decay
 
 TINY = ["subjects=2", "videos_per_subject=2", "duration_s=8", "events.macro_per_video=[1,1]",
         "events.micro_per_video=[1,2]", "events.macro_duration_s=[0.6,2.0]"]
@@ -183,7 +183,7 @@ def test_bad_config_is_rejected(tmp_path, capsys):
     no_face = Path(skimage_data.__file__).parent / "coffee.png"
     with pytest.raises(DataError, match="no face"):
         build_identity(load_synthetic_config(None, [f"identity.sources=[{no_face}]"]), 0)
-    from data.synthetic_cli import main
+    from data.synthetic.cli import main
 
     assert run_main(main, ["--config", str(bad), "--out", str(tmp_path / "x")]) == 2
     assert "micro_per_vid" in capsys.readouterr().err
@@ -191,8 +191,8 @@ def test_bad_config_is_rejected(tmp_path, capsys):
 
 
 def test_cli_writes_dataset_and_region_plot(tmp_path):
-    from data.synthetic_cli import main
-    from data.synthetic_plot import video_visibility
+    from data.synthetic.cli import main
+    from data.synthetic.plot import video_visibility
 
     args = ["--out", str(tmp_path / "ds"), "--plot", "s01_v01", "--no-progress", "size=96", "subjects=1",
             "videos_per_subject=1", "duration_s=8", "events.macro_per_video=[1,1]", "events.micro_per_video=[2,2]",

@@ -12,8 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from data import flow as fl
-from data.tables import TYPES, empty_intervals
+from data.common.tables import TYPES, empty_intervals
 from spotting import intervals as iv
 from spotting.seeds import lgnmnet, mean, softnet
 from spotting.seeds.config import SeedsConfig
@@ -30,10 +29,6 @@ class VideoData:
     gt: pd.DataFrame
     path: str = ""
     appearance_cache: str = ""  # where lgsnet caches the appearance stream
-
-
-def type_k(cfg: SeedsConfig, kind: str, fps: float) -> int:
-    return fl.k_from_duration(fps, cfg.micro_duration_s if kind == "micro" else cfg.macro_duration_s)
 
 
 def emotion_classes(gt: pd.DataFrame) -> list[str]:
@@ -59,7 +54,7 @@ def training_set(method: str, cfg: SeedsConfig, videos: list[VideoData], kind: s
     """Images, labels and emotion targets: every positive window, negatives capped at neg_ratio x positives."""
     xs, ys, es = [], [], []
     for v in videos:
-        k = type_k(cfg, kind, v.fps)
+        k = cfg.type_k(kind, v.fps)
         idx, y, emo = window_samples(method, v, kind, k, classes)
         xs.append(v.images[k][idx])
         ys.append(y)
@@ -94,7 +89,7 @@ def spot_type(method: str, cfg: SeedsConfig, score: np.ndarray, k: int, kind: st
 def spot_video(method: str, cfg: SeedsConfig, models: dict, v: VideoData, classes: list[str]) -> pd.DataFrame:
     found, emotion = {}, {}
     for kind in TYPES:
-        k = type_k(cfg, kind, v.fps)
+        k = cfg.type_k(kind, v.fps)
         out = softnet.predict(models[kind], v.images[k])
         found[kind] = spot_type(method, cfg, out["spot"], k, kind, v.fps)
         if "emotion" in out:

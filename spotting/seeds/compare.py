@@ -18,13 +18,18 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from data.atomic import write_json, write_text
-from data.config import load_config, to_dict
-from data.errors import ConfigError
-from data.tables import TYPES, empty_intervals, read_predictions, write_predictions
+from data.common.atomic import write_json, write_text
+from data.common.config import load_config, to_dict
+from data.common.errors import ConfigError
+from data.common.tables import TYPES, empty_intervals, read_predictions, write_predictions
+from finetune.train import load_dataset
+from spotting.baseline import spot_video
+from spotting.intervals import to_frame
+from spotting.loso import LosoConfig, run_loso
 from spotting.metric import VARIANTS, evaluate
-from spotting.seeds import cnn, inputs
+from spotting.seeds import cnn, inputs, lgsnet
 from spotting.seeds.config import CNN_METHODS, METHODS, SeedsConfig
+from spotting.seeds.mean import strs
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +48,7 @@ def video_data(cfg: SeedsConfig, videos: pd.DataFrame, gt: pd.DataFrame, out: Pa
     total = int(videos["num_frames"].sum()) * len(TYPES)
     with tqdm(total=total, desc="ROI flow images", unit="pair") as bar:
         for r in videos.itertuples(index=False):
-            ks = sorted({cnn.type_k(cfg, kind, float(r.fps)) for kind in TYPES})
+            ks = sorted({cfg.type_k(kind, float(r.fps)) for kind in TYPES})
             images = inputs.load_or_compute(r.path, out / "inputs" / f"{r.video}.npz", ks, cfg.image_size,
                                             cfg.flow_method, bar.update)
             rows = gt[gt["video"].astype(str) == str(r.video)]
@@ -63,7 +68,6 @@ def subjects_of(videos: pd.DataFrame, path) -> list[str]:
 def fold_runner(method: str):
     if method in CNN_METHODS:
         return cnn.run_fold
-    from spotting.seeds import lgsnet
 
     return lgsnet.run_fold
 
@@ -96,7 +100,6 @@ def run_method(method: str, cfg: SeedsConfig, data: list, subjects: list[str], o
 def score(gt: pd.DataFrame, pred: pd.DataFrame, with_strs: bool) -> dict:
     result = {variant: evaluate(gt, pred, variant) for variant in VARIANTS}
     if with_strs:
-        from spotting.seeds.mean import strs
 
         result["str_score"] = strs(gt, pred)  # not "strs": that name is a metric variant
     return result
@@ -105,8 +108,6 @@ def score(gt: pd.DataFrame, pred: pd.DataFrame, with_strs: bool) -> dict:
 def baseline_row(cfg: SeedsConfig, videos: pd.DataFrame, gt: pd.DataFrame, out: Path) -> tuple[dict, float]:
     """The flow-only baseline on the same videos (it learns nothing, so folds do not change it); a finished run
     (predictions + seconds.json) is reused."""
-    from spotting.baseline import spot_video
-    from spotting.intervals import to_frame
 
     folder = out / "baseline"
     if (folder / "predictions.csv").is_file() and (folder / "seconds.json").is_file():
@@ -126,7 +127,6 @@ def baseline_row(cfg: SeedsConfig, videos: pd.DataFrame, gt: pd.DataFrame, out: 
 
 def spotmae_row(cfg: SeedsConfig, out: Path) -> tuple[dict, float]:
     """The SpotMAE spotter through spotting.loso on the same data folder (its own folds = ours: one per subject)."""
-    from spotting.loso import LosoConfig, run_loso
 
     overrides = [f"finetune.data.root={cfg.data.root}", "finetune.data.synthetic_config=null",
                  f"out={out / 'spotmae'}", "final_model=false", *cfg.spotmae.overrides]
@@ -166,7 +166,6 @@ def markdown(rows: dict[str, tuple[dict, float]], num_videos: int, num_subjects:
 
 def run(cfg: SeedsConfig) -> dict:
     out = Path(cfg.out)
-    from finetune.train import load_dataset
 
     videos, gt = load_dataset(cfg.data.root, cfg.data.synthetic_config)  # generates the synthetic set if asked
     subjects = subjects_of(videos, cfg.data.root)

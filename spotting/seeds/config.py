@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from data.errors import ConfigError
+from data.common.errors import ConfigError
+from data.flow import regions as fl
 from spotting.baseline import BaselineConfig
 from spotting.seeds.lgsnet import LgsnetSection
 
@@ -42,7 +43,7 @@ class SeedsConfig:
     out: str = "runs/seeds"
     method: str = "all"  # one of METHODS, or "all" (every method + baseline + SpotMAE if enabled)
     image_size: int = 42  # ROI image side (SOFTNet: 42)
-    flow_method: str = "dis"  # data.flow.METHODS
+    flow_method: str = "dis"  # data.flow.regions.METHODS
     micro_duration_s: float = 0.37  # mean durations -> k = int((duration * fps + 1) / 2) per type
     macro_duration_s: float = 1.2
     p: float = 0.55  # SOFTNet threshold mean + p * (max - mean)
@@ -53,6 +54,10 @@ class SeedsConfig:
     lgsnet: LgsnetSection = dataclasses.field(default_factory=LgsnetSection)
     baseline: BaselineConfig = dataclasses.field(default_factory=BaselineConfig)
     spotmae: SpotMAESection = dataclasses.field(default_factory=SpotMAESection)
+
+    def type_k(self, kind: str, fps: float) -> int:
+        """The frame gap k of an expression type at `fps`, from its mean duration (data.flow.regions)."""
+        return fl.k_from_duration(fps, self.micro_duration_s if kind == "micro" else self.macro_duration_s)
 
     def __post_init__(self):
         if self.method not in METHODS + ("all",):

@@ -1,6 +1,6 @@
 """SOFTNet-style network inputs: per frame pair (i, i+k), the (u, v, strain) images of three face regions.
 
-Flow from frame i to i+k (data.flow), head motion removed on the rigid patch, eye openings zeroed (blinks), then
+Flow from frame i to i+k (data.flow.regions), head motion removed on the rigid patch, eye openings zeroed (blinks), then
 three ROIs cut out and resized: right eye + brow, left eye + brow (top half, side by side) and the mouth
 (bottom half), giving one `size` x `size` image per channel. SOFTNet (Liong et al. 2021) feeds u, v and strain
 to its three streams this way at 42 x 42. Computed once per (video, k) and cached as .npz (float16).
@@ -12,10 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from data import flow as fl
-from data import landmarks as lmk
-from data.atomic import atomic_path
-from data.errors import DataError
+from data.common.atomic import atomic_path
+from data.common.errors import DataError
+from data.common.video_io import read_frames
+from data.faces import landmarks as lmk
+from data.flow import regions as fl
+from data.flow.curves import video_landmarks
 
 CHANNELS = ("u", "v", "strain")
 
@@ -80,8 +82,6 @@ def _cache_params(k: int, size: int, method: str) -> str:
 def load_or_compute(path, cache: Path, ks: list[int], size: int, method: str = "dis",
                     progress=None) -> dict[int, np.ndarray]:
     """{k: [T, 3, size, size]} for one video, from `cache` (.npz per k) or computed from the decoded video."""
-    from data.flow_cli import video_landmarks
-    from data.video_io import read_frames
 
     out, missing = {}, []
     for k in ks:

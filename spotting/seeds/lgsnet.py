@@ -23,9 +23,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from data.errors import DataError
-from data.tables import TYPES, empty_intervals
+from data.common.errors import DataError
+from data.common.tables import TYPES, empty_intervals
 from spotting import intervals as iv
+from spotting.seeds.inputs import appearance_features
+from spotting.seeds.softnet import centre
 
 CLASSES = ("background",) + TYPES  # class index 1 = macro, 2 = micro
 
@@ -147,7 +149,6 @@ def pool_steps(x: np.ndarray, stride: int) -> np.ndarray:
 
 def flow_stream(v, ks: list[int]) -> np.ndarray:
     """[T, 108 * len(ks)]: each k's ROI flow images, moved to the window centre and pooled to 6 x 6."""
-    from spotting.seeds.softnet import centre
 
     parts = []
     for k in ks:
@@ -251,8 +252,6 @@ def detect(model: Detector, app: np.ndarray, flo: np.ndarray, lengths: list[floa
 
 def run_fold(method: str, cfg, videos: list, test_subject: str) -> pd.DataFrame:
     """One LOSO fold: train on the other subjects' videos, detect on the test subject's (labels never read)."""
-    from spotting.seeds.cnn import type_k
-    from spotting.seeds.inputs import appearance_features
 
     torch.set_num_threads(max(1, cfg.train.threads))
     lg: LgsnetSection = cfg.lgsnet
@@ -262,7 +261,7 @@ def run_fold(method: str, cfg, videos: list, test_subject: str) -> pd.DataFrame:
                         fix="resample the dataset to one frame rate for the lgsnet method")
     raw = []
     for v in videos:
-        ks = sorted({type_k(cfg, kind, v.fps) for kind in TYPES})
+        ks = sorted({cfg.type_k(kind, v.fps) for kind in TYPES})
         raw.append(video_streams(v, ks, lg.stride, appearance_features(v.path, v.appearance_cache)))
     train_idx = [i for i, v in enumerate(videos) if v.subject != test_subject]
     norm_app = _standardise([raw[i][0] for i in train_idx])

@@ -16,14 +16,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from data.tables import TYPES
+from data.common.tables import TYPES
 from spotting.metric import evaluate, match_max
+from spotting.seeds.softnet import best_match
 
 
 def emotion_targets(start: np.ndarray, end: np.ndarray, gt: np.ndarray, gt_emotions: list[str],
                     classes: list[str]) -> np.ndarray:
     """Class index of the emotion of the ground truth each window overlaps most; -1 for none or unknown."""
-    from spotting.seeds.softnet import best_match
 
     idx = best_match(start, end, gt)
     lookup = {e: i for i, e in enumerate(classes)}

@@ -1,0 +1,52 @@
+"""Shared CLI plumbing: subcommand dispatch, one-line user errors, --debug for tracebacks."""
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+from data.common.errors import SpotMAEError
+
+
+def dispatch(stage: str, commands: dict[str, tuple[str, str]], argv: list[str] | None = None,
+             default: str | None = None) -> int:
+    """Run `python -m STAGE COMMAND ...`; `commands` maps a name to (module, one-line help). With `default`,
+    arguments that start with an option or an override (`python -m pretrain --config X`) go to that command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    if debug:
+        argv.remove("--debug")
+    if default and argv and (argv[0].startswith("-") or "=" in argv[0]) and argv[0] not in ("-h", "--help"):
+        argv.insert(0, default)
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
+        lines = [f"usage: python -m {stage} COMMAND [options] [--debug]", "", "commands:"]
+        lines += [f"  {name:12s} {text}" for name, (_, text) in commands.items()]
+        print("\n".join(lines), file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    module = importlib.import_module(commands[argv[0]][0])
+    return run_main(module.main, argv[1:], debug)
+
+
+def run_main(main, argv: list[str], debug: bool = False) -> int:
+    """Call main(argv); a SpotMAEError becomes one line on stderr and exit 2 (traceback with --debug)."""
+    try:
+        return int(main(argv) or 0)
+    except SpotMAEError as e:
+        if debug:
+            raise
+        _end_progress_bars()
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _end_progress_bars() -> None:
+    """Close tqdm bars the failing command left open: else the error line is glued to the bar's line."""
+    tqdm = sys.modules.get("tqdm")
+    if tqdm is not None:
+        for bar in list(getattr(tqdm.tqdm, "_instances", ())):
+            bar.close()

@@ -1,0 +1,128 @@
+"""The interval table and the video table (DESIGN.md §3): read, validate, write.
+
+Interval table: subject,video,onset,apex,offset,type,emotion (frames are 0-based, inclusive integers).
+Predictions: the same columns plus score. Video table: subject,video,path,fps,num_frames.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from data.common.atomic import atomic_path
+from data.common.errors import DataError
+
+INTERVAL_COLUMNS = ["subject", "video", "onset", "apex", "offset", "type", "emotion"]
+PREDICTION_COLUMNS = INTERVAL_COLUMNS + ["score"]
+VIDEO_COLUMNS = ["subject", "video", "path", "fps", "num_frames"]
+TYPES = ("macro", "micro")
+
+
+def empty_intervals(with_score: bool = False) -> pd.DataFrame:
+    cols = PREDICTION_COLUMNS if with_score else INTERVAL_COLUMNS
+    return validate_intervals(pd.DataFrame({c: [] for c in cols}), "<empty>", with_score)
+
+
+def _read_csv(path, columns: list[str], what: str) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{what} not found", path=path, fix="check the path")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot parse as CSV: {e}", path=path, fix=f"write a CSV with columns {columns}") from None
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DataError(f"missing column(s) {missing}; found {list(df.columns)}", path=path,
+                        field=missing[0], fix=f"the header must hold {columns}")
+    return df[columns]
+
+
+def _as_int(df: pd.DataFrame, col: str, source: str) -> None:
+    values = pd.to_numeric(df[col], errors="coerce") if len(df) else df[col].astype("int64")
+    bad = values.isna() | (values.round() != values) if len(df) else values.isna()
+    if bad.any():
+        row = int(bad.to_numpy().nonzero()[0][0])
+        raise DataError(f"row {row + 2}: {df[col].iloc[row]!r} is not an integer frame number", path=source,
+                        field=col, fix="frames are 0-based integers")
+    df[col] = values.astype("int64")
+
+
+def validate_intervals(df: pd.DataFrame, source="<table>", with_score: bool = False,
+                       num_frames: dict | None = None) -> pd.DataFrame:
+    """Check types and ordering; row numbers in errors are CSV line numbers (header = line 1)."""
+    df = df.copy()
+    for col in ("subject", "video", "type", "emotion"):
+        df[col] = df[col].astype(str).fillna("")
+    for col in ("onset", "apex", "offset"):
+        _as_int(df, col, source)
+    if with_score:
+        df["score"] = pd.to_numeric(df["score"], errors="coerce").astype("float64")
+        if df["score"].isna().any():
+            row = int(df["score"].isna().to_numpy().nonzero()[0][0])
+            raise DataError(f"row {row + 2}: score is not a number", path=source, field="score")
+    checks = [
+        (~df["type"].isin(TYPES), "type", "must be 'macro' or 'micro'"),
+        (df["onset"] < 0, "onset", "must be >= 0"),
+        (df["onset"] > df["offset"], "offset", "onset is after offset"),
+        ((df["apex"] < df["onset"]) | (df["apex"] > df["offset"]), "apex", "apex lies outside [onset, offset]"),
+    ]
+    if num_frames is not None:
+        limit = df["video"].map(num_frames)
+        checks.append((limit.notna() & (df["offset"] >= limit.fillna(0)), "offset",
+                       "offset is beyond the last frame of the video"))
+    for bad, field, message in checks:
+        if bad.any():
+            row = int(bad.to_numpy().nonzero()[0][0])
+            r = df.iloc[row]
+            raise DataError(f"row {row + 2} ({r['video']} {r['onset']}-{r['offset']} {r['type']!r}): {message}",
+                            path=source, field=field, fix="correct the row")
+    return df.reset_index(drop=True)
+
+
+def read_intervals(path, with_score: bool = False, num_frames: dict | None = None) -> pd.DataFrame:
+    cols = PREDICTION_COLUMNS if with_score else INTERVAL_COLUMNS
+    return validate_intervals(_read_csv(path, cols, "interval table"), str(path), with_score, num_frames)
+
+
+def read_predictions(path, num_frames: dict | None = None) -> pd.DataFrame:
+    return read_intervals(path, with_score=True, num_frames=num_frames)
+
+
+def read_videos(path) -> pd.DataFrame:
+    """Read the video table; relative video paths are resolved against the table's folder."""
+    df = _read_csv(path, VIDEO_COLUMNS, "video table").copy()
+    _as_int(df, "num_frames", str(path))
+    df["fps"] = pd.to_numeric(df["fps"], errors="coerce")
+    if df["fps"].isna().any() or (df["fps"] <= 0).any():
+        row = int((df["fps"].isna() | (df["fps"] <= 0)).to_numpy().nonzero()[0][0])
+        raise DataError(f"row {row + 2}: fps must be a positive number", path=path, field="fps")
+    root = Path(path).parent
+    df["path"] = [str(p if Path(p).is_absolute() else root / p) for p in df["path"]]
+    dup = df["video"].duplicated()
+    if dup.any():
+        raise DataError(f"video {df['video'][dup].iloc[0]!r} is listed twice", path=path, field="video")
+    return df.reset_index(drop=True)
+
+
+def write_table(df: pd.DataFrame, path, columns: list[str]) -> Path:
+    """Write CSV atomically with exactly `columns`, rows sorted by video then onset when present."""
+    path = Path(path)
+    out = df[columns]
+    if "onset" in columns:
+        out = out.sort_values(["video", "onset", "offset"], kind="stable")
+    with atomic_path(path) as tmp:
+        out.to_csv(tmp, index=False)
+    return path
+
+
+def write_intervals(df, path):
+    return write_table(df, path, INTERVAL_COLUMNS)
+
+
+def write_predictions(df, path):
+    return write_table(df, path, PREDICTION_COLUMNS)
+
+
+def write_videos(df, path):
+    return write_table(df, path, VIDEO_COLUMNS)

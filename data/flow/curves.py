@@ -1,0 +1,193 @@
+"""Per-video region motion curves (data.flow.regions), computed once and cached as one .npz per video.
+
+The cache holds, for every frame gap k asked for so far, `k{K}` = float32 [F, T, R] (feature x frame x region;
+data.flow.regions.FEATURES and REGIONS) plus the parameters that produced it. A later call with the same
+parameters computes only the gaps it lacks. With a tracked landmark source (`tracked`, `tracked-frame`) the face
+is tracked through the video (data.faces.track) and the track is cached beside the curves folder
+(track_cache_path), so computing more gaps later does not track again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from data.common.atomic import atomic_path
+from data.common.errors import DataError
+from data.common.video_io import read_frames, video_info
+from data.faces import landmarks as lmk
+from data.faces import track as faces
+from data.flow import regions as fl
+
+log = logging.getLogger(__name__)
+
+# Mean expression durations (s) behind the published k: CAS(ME)^2 micro k=6 and macro k=18 at 30 fps.
+DEFAULT_DURATIONS = {"micro": 0.37, "macro": 1.2}
+LANDMARK_SOURCES = ("auto", "canonical", "first-frame", "tracked", "tracked-frame")
+# Sources that track the face through the whole video (data.faces.track): "tracked" = the per-video median of the
+# tracked landmarks (stable boxes on this face), "tracked-frame" = each frame's own landmarks (boxes follow the head).
+TRACKED_SOURCES = ("tracked", "tracked-frame")
+
+
+def default_ks(fps: float) -> list[int]:
+    return sorted({fl.k_from_duration(fps, s) for s in DEFAULT_DURATIONS.values()})
+
+
+def video_landmarks(first_frame: np.ndarray, rgb_size: tuple[int, int], source: str, path) -> np.ndarray:
+    """Landmarks at full resolution: the canonical face (aligned square crops) or dlib on the first frame."""
+    w, h = rgb_size
+    if source == "canonical" or (source == "auto" and w == h):
+        if w != h:
+            raise DataError(f"canonical landmarks need a square aligned face video, got {w}x{h}", path=path,
+                            field="landmarks", fix="align faces first (python -m data faces) or use first-frame")
+        return fl.canonical_landmarks(w)
+    found = lmk.face_landmarks(first_frame, upsample=2 if min(w, h) < 300 else 1)
+    if found is None:
+        raise DataError("no face found in the first frame", path=path, field="landmarks",
+                        fix="align faces first (python -m data faces) or pass --landmarks canonical")
+    return found
+
+
+def track_cache_path(npz_path) -> Path:
+    """Where the face track behind a tracked source is cached: a `faces` folder beside the curves folder
+    (OUT/curves/<video>.npz -> OUT/faces/<video>.npz), so listing the curves folder shows only curves."""
+    npz_path = Path(npz_path)
+    return npz_path.parent.parent / "faces" / npz_path.name
+
+
+def video_track(path, track_path):
+    """data.faces.track.track_faces on the video, loaded from `track_path` when that holds this video's track."""
+    track_path = Path(track_path)
+    if track_path.is_file():
+        try:
+            track, _ = faces.load_track(track_path)
+        except DataError as e:
+            log.warning("re-tracking %s: %s", path, e)
+        else:
+            if track.num_frames == video_info(path)["num_frames"]:
+                return track
+            log.warning("re-tracking %s: cached track %s has %d frames", path, track_path, track.num_frames)
+    track = faces.track_faces(path)
+    faces.save_track(track_path, track)
+    return track
+
+
+def tracked_landmarks(path, track_path, source: str = "tracked") -> np.ndarray:
+    """Full-resolution landmarks from the tracked face: [68, 2] median ("tracked") or [T, 68, 2] per frame
+    ("tracked-frame"); frames without a face take the nearest frame's landmarks."""
+    track = video_track(path, track_path)
+    missing = 1.0 - track.face_fraction
+    level = logging.WARNING if missing > 0.5 else logging.INFO
+    log.log(level, "%s: no face in %.1f%% of %d frames (their regions come from the nearest frame with a face)",
+            path, 100 * missing, track.num_frames)
+    filled = track.filled_landmarks()  # raises DataError (naming the video) when no frame has a face
+    if source == "tracked-frame":
+        return filled
+    # The median over frames with a face: one set on this face, unmoved by expressions, blinks and jitter.
+    return np.median(filled[track.found], axis=0).astype(np.float32)
+
+
+def _landmark_key(landmarks) -> str:
+    if isinstance(landmarks, str):
+        if landmarks not in LANDMARK_SOURCES:
+            raise DataError(f"unknown landmark source {landmarks!r}", field="landmarks",
+                            fix=f"use one of {list(LANDMARK_SOURCES)} or pass an array")
+        return landmarks
+    data = np.ascontiguousarray(landmarks, dtype=np.float32)
+    return "array:" + hashlib.sha1(data.tobytes() + str(data.shape).encode()).hexdigest()[:16]
+
+
+class _PerFrameGeometry(Sequence):
+    """RegionGeometry per frame, built when asked for: all masks of a long video at once would take GBs."""
+
+    def __init__(self, points: np.ndarray, size: tuple[int, int], scale: float):
+        self.points, self.size, self.scale = points, size, scale
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def __getitem__(self, i: int) -> fl.RegionGeometry:
+        return fl.RegionGeometry.from_landmarks(self.points[i], self.size, self.scale)
+
+
+def _geometry(path, landmarks, grey: np.ndarray, scale: float):
+    """Region masks at the flow's resolution: from a landmark source name, one [68, 2] set, or [T, 68, 2]."""
+    size = (grey.shape[2], grey.shape[1])
+    if isinstance(landmarks, str):
+        first = read_frames(path, [0])[0]  # landmarks are found at full resolution, then scaled
+        points = video_landmarks(first, (first.shape[1], first.shape[0]), landmarks, path)
+        return fl.RegionGeometry.from_landmarks(points, size, scale)
+    points = np.asarray(landmarks, dtype=np.float32)
+    if points.shape == (68, 2):
+        return fl.RegionGeometry.from_landmarks(points, size, scale)
+    if points.ndim == 3 and points.shape[1:] == (68, 2) and len(points) == len(grey):
+        return _PerFrameGeometry(points, size, scale)
+    raise DataError(f"landmarks of shape {points.shape} do not fit {len(grey)} frames", path=path,
+                    field="landmarks", fix="pass [68, 2] or [num_frames, 68, 2]")
+
+
+def _params(method: str, scale: float, landmarks: str, head_model: str) -> dict:
+    return {"method": method, "scale": float(scale), "landmarks": landmarks, "head_model": head_model,
+            "features": list(fl.FEATURES)}
+
+
+def load_curves(npz_path, params: dict | None = None) -> dict | None:
+    """The cached curves as a dict (curves: k -> [F, T, R] array, fps, num_frames, params), or None when
+    absent or made with other parameters (any k: a cache holds whichever gaps were asked for so far)."""
+    path = Path(npz_path)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            stored = json.loads(str(z["params"]))
+            if params is not None and stored != params:
+                return None
+            curves = {int(k): z[f"k{k}"] for k in z["ks"]}
+            return {"curves": curves, "fps": float(z["fps"]), "num_frames": int(z["num_frames"]),
+                    "params": stored}
+    except (OSError, ValueError, KeyError) as e:
+        log.warning("recomputing %s: unreadable cache (%s)", path, e)
+        return None
+
+
+def save_curves(npz_path, curves: dict[int, np.ndarray], fps: float, num_frames: int, params: dict) -> None:
+    with atomic_path(npz_path, suffix=".npz") as tmp:
+        np.savez_compressed(tmp, params=json.dumps(params), fps=fps, num_frames=num_frames,
+                            ks=np.array(sorted(curves), dtype=np.int64),
+                            regions=np.array(fl.REGIONS), **{f"k{k}": v for k, v in curves.items()})
+
+
+def video_curves(path, npz_path, ks=None, method: str = "dis", scale: float = 1.0, landmarks="auto",
+                 bar: tqdm | None = None, head_model: str = "affine", track_path=None) -> dict:
+    """Compute (or load from `npz_path`) the region curves of one video; `ks=None` derives k from its fps.
+
+    `landmarks`: a LANDMARK_SOURCES name, or an array at full resolution: [68, 2] fixed or [T, 68, 2] tracked.
+    A TRACKED_SOURCES name caches the face track at `track_path` (default track_cache_path(npz_path)).
+    """
+    fl.check_method(method)
+    fl.check_scale(scale)
+    if ks is None:
+            ks = default_ks(video_info(path)["fps"])
+    if head_model not in fl.HEAD_MODELS:
+        raise DataError(f"unknown head motion model {head_model!r}", field="head_model",
+                        fix=f"use one of {list(fl.HEAD_MODELS)}")
+    params = _params(method, scale, _landmark_key(landmarks), head_model)
+    cached = load_curves(npz_path, params) or {"curves": {}}
+    missing = sorted(set(int(k) for k in ks) - set(cached["curves"]))
+    if not missing:
+        return cached
+    grey, fps = fl.read_grey(path, scale)
+    if isinstance(landmarks, str) and landmarks in TRACKED_SOURCES:
+        landmarks = tracked_landmarks(path, track_path or track_cache_path(npz_path), landmarks)
+    geometry = _geometry(path, landmarks, grey, scale)
+    flow_fn = fl.make_flow(method)
+    progress = bar.update if bar is not None else None
+    curves = dict(cached["curves"])
+    curves.update({k: fl.region_curves(grey, k, geometry, flow_fn, progress, head_model) for k in missing})
+    save_curves(npz_path, curves, fps, len(grey), params)
+    return {"curves": curves, "fps": fps, "num_frames": len(grey), "params": params}

@@ -1,0 +1,391 @@
+"""The pretraining input pipeline: WebDataset shards -> decoded, cropped, masked, batched clips.
+
+Stages (each a generator over the previous one, run inside every DataLoader worker):
+  shard list (shuffled per epoch, split by rank then by worker; or resampled with replacement)
+  -> tar samples (webdataset; a broken tar is skipped through the handler, counted)
+  -> sample shuffle buffer (seeded: the stream depends only on seed, epoch, rank and worker)
+  -> decode (decord, from the in-memory mp4, only the frames sampled) -> k views (crop + mask each)
+  -> batches collated in the worker (uint8 or normalised float32 video, bool mask, keys, corrupt count).
+
+Batch: video [B, 3, T, H, W] (float32 normalised, or uint8 with `output: uint8` to normalise on the device via
+data.clips.augment.normalise; the uint8 tensor has channels-last strides), mask bool [B, N] (True = masked),
+key list[str], corrupt (running count of skipped samples in the worker that made the batch), worker (that
+worker's id). CorruptTally sums the counts over workers.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import random
+import re
+from itertools import islice
+from typing import Literal
+
+import numpy as np
+from torch.utils.data import IterableDataset
+
+from data.clips.augment import VIDEOMAE_SCALES, crop_box, crop_resize, normalise
+from data.clips.masking import RegionMaskGenerator
+from data.common.errors import ConfigError, DataError
+from data.common.video_io import read_frames
+from data.shards.format import read_manifest, shard_urls
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class LoaderConfig:
+    shards: str = "runs/shards/synthetic"  # a shard folder written by `python -m data pack` (has manifest.json)
+    batch_size: int = 8  # per rank
+    num_workers: int = 2  # DataLoader worker processes per rank (0: decode in the calling process)
+    num_frames: int = 16  # frames per clip given to the model
+    frame_stride: int = 4  # stored frames between sampled frames (1 for clips packed with frame_step > 1)
+    size: int = 160
+    scales: tuple[float, ...] = VIDEOMAE_SCALES  # multi-scale crop: fractions of the short side
+    max_distort: int = 1
+    repeats: int = 1  # views (crop + mask) per decoded clip: VideoMAE V2 repeated sampling
+    partial_decode: bool = True  # decode only the sampled frames (False: whole clip, then pick; for benchmarks)
+    output: Literal["float", "uint8"] = "float"
+    patch: int = 16
+    tubelet: int = 2
+    mask_region: tuple[int, int, int] = (2, 5, 10)  # tokens (t, h, w) per region
+    mask_visible_per_region: int = 10
+    mask_mode: str = "window"
+    shuffle_shards: bool = True
+    shuffle_buffer: int = 256  # samples; 0 turns sample shuffling off
+    resampled: bool = False  # draw shards with replacement forever; epochs are epoch_samples long
+    epoch_samples: int = 0  # views per rank per epoch in resampled mode
+    drop_last: bool = True
+    pin_memory: bool = True  # used only when CUDA is available
+    prefetch_factor: int = 2
+    max_corrupt_fraction: float = 0.01  # stop with DataError when a worker skips more than this fraction
+    corrupt_min_samples: int = 200  # ... of at least this many samples (one early bad sample is not a verdict)
+    seed: int = 0
+
+    def __post_init__(self):
+        positive = ("batch_size", "num_frames", "frame_stride", "size", "repeats", "patch", "tubelet",
+                    "prefetch_factor", "corrupt_min_samples")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"data.{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_workers < 0 or self.shuffle_buffer < 0 or self.epoch_samples < 0:
+            raise ValueError("data.num_workers, data.shuffle_buffer and data.epoch_samples must be >= 0")
+        if self.num_frames % self.tubelet or self.size % self.patch:
+            raise ValueError(f"data.num_frames ({self.num_frames}) must be a multiple of data.tubelet "
+                             f"({self.tubelet}) and data.size ({self.size}) of data.patch ({self.patch})")
+        if not self.scales or not all(0 < s <= 1 for s in self.scales):
+            raise ValueError(f"data.scales must be fractions in (0, 1], got {self.scales}")
+        if not 0 <= self.max_corrupt_fraction <= 1:
+            raise ValueError(f"data.max_corrupt_fraction must be in [0, 1], got {self.max_corrupt_fraction}")
+        if self.resampled and self.epoch_samples < self.batch_size:
+            raise ValueError("data.resampled needs data.epoch_samples >= data.batch_size (views per rank)")
+        try:
+            self.mask_generator()
+        except ConfigError as e:
+            raise ValueError(f"data mask settings: {e}") from None
+
+    def token_grid(self) -> tuple[int, int, int]:
+        return self.num_frames // self.tubelet, self.size // self.patch, self.size // self.patch
+
+    def mask_generator(self):
+        return RegionMaskGenerator(self.token_grid(), self.mask_region, self.mask_visible_per_region,
+                                   self.mask_mode)
+
+
+# ---- corrupt samples -------------------------------------------------------------------------------------
+
+class CorruptCounter:
+    """Per-worker count of skipped samples, with the budget that stops a run on a badly broken shard set.
+
+    A shard that stops being readable (truncated, garbage) counts once, however many errors its tail raises:
+    the number of samples lost in the tail is unknown. The incomplete sample cut at that point is not counted
+    again.
+    """
+
+    def __init__(self, shard_set: str, max_fraction: float, min_samples: int):
+        self.shard_set, self.max_fraction, self.min_samples = shard_set, max_fraction, min_samples
+        self.seen = 0
+        self.corrupt = 0
+        self.broken_urls: set[str] = set()
+
+    def skip(self, key, url, reason: str) -> None:
+        self.corrupt += 1
+        log.warning("skipping corrupt sample %s in %s: %s", key, url, reason)
+        if self.corrupt > self.max_fraction * max(self.seen, self.min_samples):
+            raise DataError(f"{self.corrupt} corrupt of {self.seen} samples read by this worker exceeds "
+                            f"max_corrupt_fraction={self.max_fraction}", path=self.shard_set,
+                            field="max_corrupt_fraction",
+                            fix="check the shards with data.shards.format.verify_shards or re-pack them")
+
+    def tar_error(self, exn: Exception) -> bool:
+        """webdataset handler: a tar that cannot be read on loses its tail, not the epoch."""
+        url = _error_url(exn)
+        if url in self.broken_urls:
+            log.debug("further error in broken shard %s: %s", url, exn)
+        else:
+            self.broken_urls.add(url)
+            self.skip("<shard tail>", url, f"{type(exn).__name__}: {str(exn.args[0] if exn.args else exn)[:160]}")
+        return True  # go on with the next member / shard
+
+    def incomplete(self, sample: dict) -> bool:
+        """True (and logged) when an incomplete sample is the casualty of an already counted broken shard."""
+        if sample.get("__url__") in self.broken_urls and not ("mp4" in sample and "json" in sample):
+            log.warning("dropping incomplete sample %s at the broken end of %s", sample.get("__key__"),
+                        sample.get("__url__"))
+            return True
+        return False
+
+
+def _error_url(exn: Exception) -> str:
+    """The shard an exception from webdataset's tar reading came from (it appends the url to args)."""
+    for arg in reversed(exn.args):
+        if isinstance(arg, str) and arg.endswith(".tar"):
+            return arg
+    found = re.search(r"name='([^']+)'", str(exn.args[0]) if exn.args else "")
+    return found.group(1) if found else "?"
+
+
+class CorruptTally:
+    """For the training loop: total skipped samples over all workers, from the running count in each batch."""
+
+    def __init__(self):
+        self.by_worker: dict[int, int] = {}
+
+    def update(self, batch: dict) -> int:
+        self.by_worker[batch["worker"]] = batch["corrupt"]
+        return self.total
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_worker.values())
+
+
+# ---- stages ----------------------------------------------------------------------------------------------
+
+def _worker() -> tuple[int, int]:
+    import torch.utils.data
+
+    info = torch.utils.data.get_worker_info()
+    return (0, 1) if info is None else (info.id, info.num_workers)
+
+
+class ShardList(IterableDataset):
+    """Stage 0: the shard urls this (rank, worker) reads this epoch, as webdataset's dict(url=...).
+
+    Every rank and worker permutes the list with the same seed + epoch, then takes its own slice, so one epoch
+    reads every shard exactly once across ranks x workers. The epoch advances on each pass (persistent
+    workers each advance their own copy in step).
+    """
+
+    def __init__(self, urls: list[str], rank: int, world_size: int, shuffle: bool, seed: int, epoch: int = 0):
+        super().__init__()
+        self.urls, self.rank, self.world_size = list(urls), rank, world_size
+        self.shuffle, self.seed, self.epoch = shuffle, seed, epoch
+
+    def __iter__(self):
+        urls = list(self.urls)
+        if self.shuffle:
+            random.Random(self.seed * 100003 + self.epoch).shuffle(urls)
+        self.epoch += 1
+        worker, num_workers = _worker()
+        mine = islice(islice(urls, self.rank, None, self.world_size), worker, None, num_workers)
+        for url in mine:
+            yield {"url": url}
+
+
+class ResampledShardList(ShardList):
+    """Stage 0, resampled mode: shards drawn with replacement forever, a different stream per rank/worker."""
+
+    def __iter__(self):
+        worker, _ = _worker()
+        rng = random.Random(hash((self.seed, self.epoch, self.rank, worker)))
+        self.epoch += 1
+        while True:
+            yield {"url": rng.choice(self.urls)}
+
+
+class SampleShuffle:
+    """Stage: webdataset's shuffle buffer, seeded by (seed, rank, worker, epoch) so a stream is reproducible
+    (a resumed run can replay it) yet differs between workers and epochs."""
+
+    def __init__(self, bufsize: int, seed: int, rank: int, epoch: int = 0):
+        self.bufsize, self.seed, self.rank, self.epoch = bufsize, seed, rank, epoch
+
+    def __call__(self, samples):
+        import webdataset as wds
+
+        worker, _ = _worker()
+        rng = random.Random(hash((self.seed, self.rank, worker, self.epoch)))
+        self.epoch += 1
+        return wds.shuffle(self.bufsize, initial=min(self.bufsize, 64), rng=rng)(samples)
+
+
+def sample_indices(num_stored: int, cfg: LoaderConfig, rng: np.random.Generator) -> np.ndarray:
+    """num_frames indices frame_stride apart at a random start (temporal jitter)."""
+    span = (cfg.num_frames - 1) * cfg.frame_stride + 1
+    if num_stored < span:
+        raise DataError(f"clip has {num_stored} frames, sampling needs {span}", field="num_frames",
+                        fix="lower data.frame_stride or pack longer clips")
+    start = int(rng.integers(0, num_stored - span + 1))
+    return start + cfg.frame_stride * np.arange(cfg.num_frames)
+
+
+def decode_sample(sample: dict, cfg: LoaderConfig, rng: np.random.Generator) -> np.ndarray:
+    """The sampled frames [T, H, W, 3] uint8 of one shard sample (decord, from memory)."""
+
+    if "mp4" not in sample or "json" not in sample:
+        raise DataError(f"sample has members {sorted(k for k in sample if not k.startswith('__'))}, "
+                        "needs mp4 and json", field="mp4")
+    num_stored = int(json.loads(sample["json"])["num_frames"])
+    indices = sample_indices(num_stored, cfg, rng)
+    if cfg.partial_decode:
+        return read_frames(sample["mp4"], indices.tolist())
+    return read_frames(sample["mp4"])[indices]
+
+
+def _worker_rng(cfg: LoaderConfig, rank: int, epoch: int) -> np.random.Generator:
+    worker, _ = _worker()
+    return np.random.default_rng([cfg.seed, rank, worker, epoch])
+
+
+class DecodeViews:
+    """Stage: decode each sample once, yield `repeats` views (the decoded frames, a crop box, a mask)."""
+
+    def __init__(self, cfg: LoaderConfig, counter: CorruptCounter, rank: int, epoch: int = 0,
+                 clip_size: int | None = None):
+        self.cfg, self.counter, self.rank, self.epoch = cfg, counter, rank, epoch
+        self.clip_size = clip_size  # the shard set's packed clip size; None when unknown (no manifest)
+
+    def __call__(self, samples):
+        cfg, counter = self.cfg, self.counter
+        rng = _worker_rng(cfg, self.rank, self.epoch)
+        self.epoch += 1
+        masks = cfg.mask_generator()
+        for sample in samples:
+            counter.seen += 1
+            key = sample.get("__key__", "?")
+            if counter.incomplete(sample):
+                continue
+            try:
+                frames = decode_sample(sample, cfg, rng)
+            except Exception as e:  # any decode failure is a corrupt sample: skipped, counted, logged
+                counter.skip(key, sample.get("__url__", "?"), f"{type(e).__name__}: {str(e)[:160]}")
+                continue
+            _, height, width, _ = frames.shape
+            if self.clip_size is not None and (height, width) != (self.clip_size, self.clip_size):
+                # a stray clip of another size would be silently rescaled by the crop: skip it as corrupt
+                counter.skip(key, sample.get("__url__", "?"), f"clip is {height}x{width}, the shard set's "
+                             f"clips are {self.clip_size}x{self.clip_size}")
+                continue
+            for _ in range(cfg.repeats):
+                # the crop itself happens at collation, straight into the batch array
+                box = crop_box(height, width, cfg.size, rng, cfg.scales, cfg.max_distort)
+                yield {"key": key, "frames": frames, "box": box, "mask": masks(rng)}
+
+
+class Batches:
+    """Stage: crop views into one batch array and collate, inside the worker (one transfer per batch)."""
+
+    def __init__(self, cfg: LoaderConfig, counter: CorruptCounter):
+        self.cfg, self.counter = cfg, counter
+
+    def __call__(self, views):
+        buf = []
+        for view in views:
+            buf.append(view)
+            if len(buf) == self.cfg.batch_size:
+                yield self.collate(buf)
+                buf = []
+        if buf and not self.cfg.drop_last:
+            yield self.collate(buf)
+
+    def collate(self, views: list[dict]) -> dict:
+        import torch
+
+        size = self.cfg.size
+        frames = np.empty((len(views), self.cfg.num_frames, size, size, 3), np.uint8)
+        for view, out in zip(views, frames):
+            crop_resize(view["frames"], view["box"], size, out=out)
+        video = torch.from_numpy(frames)  # [B, T, H, W, 3]
+        # [B, 3, T, H, W] as a strided view: a CPU transpose would cost as much as the crops; the strides
+        # survive the worker -> main hand-over, and normalise() (on the device) returns a contiguous tensor.
+        video = video.permute(0, 4, 1, 2, 3)
+        if self.cfg.output == "float":
+            video = normalise(video)
+        return {"video": video, "mask": torch.from_numpy(np.stack([v["mask"] for v in views])),
+                "key": [v["key"] for v in views], "corrupt": self.counter.corrupt, "worker": _worker()[0]}
+
+
+# ---- assembly --------------------------------------------------------------------------------------------
+
+def _rank_world(rank, world_size) -> tuple[int, int]:
+    if rank is not None and world_size is not None:
+        if not 0 <= rank < world_size:
+            raise ConfigError(f"rank {rank} is outside world_size {world_size}", field="rank")
+        return rank, world_size
+    import webdataset as wds
+
+    rank, world, _, _ = wds.utils.pytorch_worker_info()
+    return rank, world
+
+
+def make_dataset(cfg: LoaderConfig, urls: list[str] | None = None, rank: int | None = None,
+                 world_size: int | None = None, epoch: int = 0):
+    """The pipeline (an IterableDataset of batches) for one rank; rank/world_size default to torch.distributed."""
+    import webdataset as wds
+
+
+    from_urls = urls is not None
+    shard_set = cfg.shards if urls is None else os.path.commonpath(list(urls) or ["."])
+    urls = shard_urls(cfg.shards) if urls is None else list(urls)
+    if not urls:
+        raise DataError("no shards to read", path=shard_set, fix="pack shards first (python -m data pack)")
+    rank, world_size = _rank_world(rank, world_size)
+    readers = world_size * max(cfg.num_workers, 1)
+    if not cfg.resampled and len(urls) < readers:
+        log.warning("%d shards for %d ranks x %d workers: some workers get no shard; pack smaller shards",
+                    len(urls), world_size, max(cfg.num_workers, 1))
+    counter = CorruptCounter(shard_set, cfg.max_corrupt_fraction, cfg.corrupt_min_samples)
+    source_cls = ResampledShardList if cfg.resampled else ShardList
+    stages = [source_cls(urls, rank, world_size, cfg.shuffle_shards, cfg.seed, epoch),
+              wds.tarfile_to_samples(handler=counter.tar_error)]
+    if cfg.shuffle_buffer:
+        stages.append(SampleShuffle(cfg.shuffle_buffer, cfg.seed, rank, epoch))
+    clip_size = packed_size(cfg.shards) if not from_urls else None
+    stages += [DecodeViews(cfg, counter, rank, epoch, clip_size), Batches(cfg, counter)]
+    pipeline = wds.DataPipeline(*stages)
+    if cfg.resampled:
+        workers = max(cfg.num_workers, 1)
+        pipeline = pipeline.with_epoch(max(1, cfg.epoch_samples // (cfg.batch_size * workers)))
+    return pipeline
+
+
+def packed_size(shard_dir) -> int | None:
+    """The clip size the shard set was packed at (its manifest's config), None for a set without one."""
+
+    manifest = read_manifest(shard_dir) if "://" not in str(shard_dir) else None
+    size = (manifest or {}).get("config", {}).get("size")
+    return int(size) if size else None
+
+
+def make_loader(cfg: LoaderConfig, urls: list[str] | None = None, rank: int | None = None,
+                world_size: int | None = None, epoch: int = 0):
+    """A torch DataLoader over make_dataset; batches come ready-made from the workers."""
+    import torch
+
+    dataset = make_dataset(cfg, urls, rank, world_size, epoch)
+    extra = {}
+    if cfg.num_workers:
+        # persistent: each worker's shard list keeps its own epoch counter, in step with the others
+        extra = {"persistent_workers": True, "prefetch_factor": cfg.prefetch_factor,
+                 "worker_init_fn": _init_worker}
+    return torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=cfg.num_workers,
+                                       pin_memory=cfg.pin_memory and torch.cuda.is_available(), **extra)
+
+
+def _init_worker(_):
+    import cv2
+
+    cv2.setNumThreads(1)  # one worker process per core: OpenCV's own threads would only contend
