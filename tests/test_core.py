@@ -112,6 +112,21 @@ def test_config_replace_takes_typed_values_at_dotted_keys():
         replace(Holder(), {"ranged.lr": "fast"})
 
 
+@dataclasses.dataclass
+class Tuned(Config):
+    """A parent whose default section differs from the section class's own defaults."""
+    ranged: Ranged = dataclasses.field(default_factory=lambda: Ranged(lr=0.5, high=7))
+
+
+def test_config_section_set_in_part_keeps_the_parents_default_for_the_rest(tmp_path):
+    path = tmp_path / "part.yaml"
+    path.write_text("ranged:\n  low: 3\n")
+    cfg = load_config(path, Tuned, ["ranged.scales=[0.25]"])
+    assert (cfg.ranged.lr, cfg.ranged.high, cfg.ranged.low, cfg.ranged.scales) == (0.5, 7, 3, (0.25,))
+    with pytest.raises(ConfigError, match="ranged.low: low 9 is above high 7"):
+        load_config(path, Tuned, ["ranged.low=9"])
+
+
 def test_config_missing_file_and_bad_override(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml", Outer)

@@ -153,7 +153,8 @@ def build(cls, raw: dict, source: str = "<dict>", prefix: str = ""):
         raise ConfigError(f"unknown key(s) {unknown}", path=source, field=prefix + unknown[0],
                           fix=f"remove or correct the key; {hint}")
     hints = typing.get_type_hints(cls)
-    kwargs = {name: _coerce(hints[name], value, source, prefix + name) for name, value in raw.items()}
+    kwargs = {name: _coerce(hints[name], _over_default(fields[name], value), source, prefix + name)
+              for name, value in raw.items()}
     try:
         return cls(**kwargs)
     except ConfigError as e:
@@ -161,6 +162,23 @@ def build(cls, raw: dict, source: str = "<dict>", prefix: str = ""):
         raise e.relocated(path=e.path or source, field=field) from None
     except (TypeError, ValueError) as e:
         raise ConfigError(str(e), path=source, field=prefix.rstrip(".") or None) from None
+
+
+def _over_default(f: dataclasses.Field, value):
+    """A mapping given for a nested section, laid over that section's default in the parent (which may differ from
+    the section class's own defaults, e.g. BaselineConfig.micro): a file that sets one key keeps the rest."""
+    if not isinstance(value, dict) or f.default_factory is dataclasses.MISSING:
+        return value
+    default = f.default_factory()
+    return _overlay(default, value) if dataclasses.is_dataclass(default) else value
+
+
+def _overlay(default, raw: dict) -> dict:
+    out = {f.name: getattr(default, f.name) for f in dataclasses.fields(default)}
+    for key, value in raw.items():
+        current = out.get(key)
+        out[key] = _overlay(current, value) if isinstance(value, dict) and dataclasses.is_dataclass(current) else value
+    return out
 
 
 def _coerce(tp, value, source: str, key: str):
