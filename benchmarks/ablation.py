@@ -3,7 +3,7 @@
     python benchmarks/ablation.py --config configs/spotting/loso.yaml --out runs/ablation \
         --encoder runs/demo/pretrain/<digest>/lgi_tiny [--variants a,b,...] [key=value ...]
 
-Variants (each one `python -m spotting loso` run in OUT/<variant>, finished folds skipped on a rerun):
+Variants (each one spotting.loso run in OUT/<variant>, the protocol's finished folds skipped on a rerun):
   cues_fusion        learned fusion of the flow cues alone (no encoder)
   scratch            spotting heads on a randomly initialised encoder, no cues
   pretrained         spotting heads on the pretrained encoder (--encoder), no cues
@@ -23,22 +23,18 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from data.common.atomic import (
-    write_json,  # noqa: E402
-    write_text,  # noqa: E402
-)
-from data.common.config import load_config  # noqa: E402
-from spotting.loso import (
-    LosoConfig,  # noqa: E402
-    run_loso,  # noqa: E402
-)
+from data.common.atomic import write_json, write_text  # noqa: E402
+from data.common.config import load_config, replace  # noqa: E402
+from spotting import protocol  # noqa: E402
+from spotting.loso import LosoConfig, run_loso  # noqa: E402
 
+# name: (table label, changes to the LOSO config)
 VARIANTS = {
-    "cues_fusion": ("learned fusion of flow cues only", ["fusion.use_model=false"]),
-    "scratch": ("spotter from scratch", ["finetune.model.encoder=null", "fusion.use_cues=false"]),
-    "pretrained": ("pretrained spotter", ["fusion.use_cues=false"]),
-    "scratch_fusion": ("spotter from scratch + fusion", ["finetune.model.encoder=null"]),
-    "pretrained_fusion": ("pretrained spotter + fusion (full system)", []),
+    "cues_fusion": ("learned fusion of flow cues only", {"fusion.use_model": False}),
+    "scratch": ("spotter from scratch", {"finetune.model.encoder": None, "fusion.use_cues": False}),
+    "pretrained": ("pretrained spotter", {"fusion.use_cues": False}),
+    "scratch_fusion": ("spotter from scratch + fusion", {"finetune.model.encoder": None}),
+    "pretrained_fusion": ("pretrained spotter + fusion (full system)", {}),
 }
 SHARED = ("cues", "faces")  # label-free caches every run may reuse
 
@@ -54,10 +50,11 @@ def run_variant(args, name: str) -> dict:
     out = Path(args.out)
     run = out / name
     copy_caches(out / "shared", run)
-    extra = [f"finetune.model.encoder={args.encoder}"] if args.encoder else []
-    overrides = [*extra, *args.overrides, *VARIANTS[name][1], f"out={run.resolve()}", "final_model=false",
-                 f"finetune.feature_cache={(out / 'features').resolve()}"]
-    result = run_loso(load_config(args.config, LosoConfig, overrides))
+    encoder = {"finetune.model.encoder": args.encoder} if args.encoder else {}
+    cfg = replace(load_config(args.config, LosoConfig, args.overrides),
+                  {**encoder, **VARIANTS[name][1], "out": str(run.resolve()), "final_model": False,
+                   "finetune.feature_cache": str((out / "features").resolve())})
+    result = run_loso(cfg)
     copy_caches(run, out / "shared")
     return result
 
@@ -74,19 +71,12 @@ def finished(out: Path) -> dict:
     return results
 
 
-def row(label: str, metrics: dict) -> str:
-    m = metrics["megc"]
-    o = m["overall"]
-    return (f"| {label} | {m['macro']['f1']:.3f} | {m['micro']['f1']:.3f} | {o['f1']:.3f} | "
-            f"{o['tp']}/{o['fp']}/{o['fn']} |")
-
-
 def table(results: dict) -> str:
-    lines = ["| variant | macro F1 | micro F1 | overall F1 | overall TP/FP/FN |", "|---|---|---|---|---|"]
+    """The README table: the flow-only baseline (the same in every run), then each finished variant."""
     first = next(iter(results.values()))
-    lines.append(row("flow-only baseline (no learning)", first["baseline"]))
-    lines += [row(VARIANTS[name][0], r["spotter"]) for name, r in results.items()]
-    return "\n".join(lines) + "\n"
+    rows = [protocol.Row("flow-only baseline (no learning)", first["baseline"])]
+    rows += [protocol.Row(VARIANTS[name][0], r["spotter"]) for name, r in results.items()]
+    return protocol.results_table(rows, ["macro", "micro", "overall", "counts"], label="variant") + "\n"
 
 
 def main(argv=None) -> int:

@@ -12,7 +12,6 @@ cue of each type (no learning) is the reference row. One JSON line per encoder, 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys
@@ -21,13 +20,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from data.common.config import load_config  # noqa: E402
-from finetune.windows import TYPES  # noqa: E402
-from spotting.loso import (
-    LosoConfig,  # noqa: E402
-    inner_scores,  # noqa: E402
-    prepare,  # noqa: E402
-)
+from data.common.config import load_config, replace  # noqa: E402
+from data.common.tables import TYPES  # noqa: E402
+from spotting.channels import CUE, MODEL, Channel, VideoFeatures  # noqa: E402
+from spotting.loso import LosoConfig, features_for, inner_scores, prepare  # noqa: E402
 
 
 def roc_auc(score: np.ndarray, label: np.ndarray) -> float:
@@ -42,27 +38,26 @@ def roc_auc(score: np.ndarray, label: np.ndarray) -> float:
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def pooled_auc(curves: dict[str, dict[str, np.ndarray]], labels: dict[str, np.ndarray], name: str, kind: str):
-    videos = sorted(curves)
-    score = np.concatenate([curves[v][name] for v in videos])
-    label = np.concatenate([labels[v][:, TYPES.index(kind)] for v in videos])
-    return roc_auc(score, label)
+def pooled_auc(items: list[VideoFeatures], labels: dict[str, np.ndarray], channel: Channel) -> float:
+    """AUC of one channel against the presence labels of its type, over the frames of every video."""
+    score = np.concatenate([it.curves[channel] for it in items])
+    label = np.concatenate([labels[it.video][:, TYPES.index(channel.type)] for it in items])
+    return round(roc_auc(score, label), 4)
 
 
 def probe(cfg, out: Path, label: str, encoder: str | None) -> dict:
-    cfg = dataclasses.replace(
-        cfg, parallel=False, inner="cross", fusion=dataclasses.replace(cfg.fusion, use_model=True),
-        finetune=dataclasses.replace(cfg.finetune, feature_cache=str(out / "features"),
-                                     model=dataclasses.replace(cfg.finetune.model, encoder=encoder)))
+    cfg = replace(cfg, {"parallel": False, "inner": "cross", "fusion.use_model": True,
+                        "finetune.feature_cache": str(out / "features"), "finetune.model.encoder": encoder})
     shared = prepare(cfg, out)
     # LOSO's inner cross-fitting over every subject: each video scored by heads trained without its subject
-    _, curves, _ = inner_scores(cfg, shared, sorted(map(str, shared.videos["subject"].unique())))
+    videos, curves, _ = inner_scores(cfg, shared, sorted(map(str, shared.videos["subject"].unique())))
+    items = features_for(shared, videos, curves)
     row = {"encoder": label, "path": encoder}
     for g in cfg.finetune.granularities:
         for kind in TYPES:
-            row[f"{g.name}.{kind}"] = round(pooled_auc(curves, shared.labels, f"{g.name}.{kind}_present", kind), 4)
+            row[f"{g.name}.{kind}"] = pooled_auc(items, shared.labels, Channel(MODEL, kind, g.name, "present"))
     for kind in TYPES:
-        row[f"cue.{kind}"] = round(pooled_auc(shared.cues, shared.labels, f"cue.{kind}.all", kind), 4)
+        row[f"cue.{kind}"] = pooled_auc(items, shared.labels, Channel(CUE, kind, "all", "motion"))
     return row
 
 

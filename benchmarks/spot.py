@@ -31,14 +31,9 @@ from finetune.encoder import load_encoder  # noqa: E402
 from finetune.store import save_spotter  # noqa: E402
 from finetune.train import build_spotter  # noqa: E402
 from spotting.baseline import BaselineConfig  # noqa: E402
-from spotting.fusion import (
-    Fusion,  # noqa: E402
-    FusionConfig,  # noqa: E402
-)
-from spotting.spot import (
-    default_fusion,  # noqa: E402
-    spot,  # noqa: E402
-)
+from spotting.channels import CUE, Channel  # noqa: E402
+from spotting.fusion import Fusion, FusionConfig, TypeFit  # noqa: E402
+from spotting.spot import default_fusion, spot  # noqa: E402
 
 
 def untrained_model(folder: Path, with_cues: bool) -> Path:
@@ -47,10 +42,12 @@ def untrained_model(folder: Path, with_cues: bool) -> Path:
     grans = [g.name for g in cfg.granularities]
     fusion = default_fusion(grans)
     if with_cues:
-        names = {k: fusion.names[k] + [f"cue.{k}.all"] for k in fusion.names}
-        fusion = Fusion(FusionConfig(), names, {k: [0.0] * len(v) for k, v in names.items()},
-                        {k: [1.0] * len(v) for k, v in names.items()},
-                        {k: [1.0] * len(v) for k, v in names.items()}, {k: -2.0 for k in names})
+        types = {}
+        for kind, fit in fusion.types.items():
+            channels = fit.channels + [Channel(CUE, kind, "all", "motion")]
+            n = len(channels)
+            types[kind] = TypeFit(channels, [0.0] * n, [1.0] * n, [1.0] * n, -2.0)
+        fusion = Fusion(FusionConfig(), types)
         write_json(folder / "cues.json", to_dict(BaselineConfig()))
     fusion.save(folder / "fusion.json")
     return folder
@@ -64,7 +61,6 @@ def synthetic_video(folder: Path, seconds: float) -> Path:
 
 def run(name: str, video: Path, model: Path, aligned: bool, threads: int) -> dict:
     import torch
-
 
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as out:

@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 
 from data.common.config import load_config
+from data.common.dataset import read_dataset
 from finetune import store
 from finetune.config import FinetuneConfig
-from finetune.train import load_dataset, train_spotter
+from finetune.train import train_spotter
 
 log = logging.getLogger("finetune")
 
@@ -25,15 +26,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=10")
     args = parser.parse_args(argv)
     cfg = load_config(args.config, FinetuneConfig, args.overrides)
-
-
     out = Path(cfg.out) / "model"
     if store.is_complete(out) and not args.force:
         log.info("model already trained in %s (use --force to retrain)", out)
         print(out)
         return 0
     t0 = time.perf_counter()
-    videos, gt = load_dataset(cfg.data.root, cfg.data.synthetic_config)
+    videos, gt = read_dataset(cfg.data.root)
     spotter = train_spotter(cfg, videos, gt)
     store.save_spotter(spotter, cfg, out, {"subjects": sorted(map(str, videos["subject"].unique())),
                                            "encoder_source": cfg.model.encoder})

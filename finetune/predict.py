@@ -13,7 +13,7 @@ from tqdm import tqdm
 from data.clips.augment import crop_resize, normalise
 from data.common.video_io import read_frames
 from finetune.heads import Spotter, SpottingHead, pool_features
-from finetune.windows import CHANNELS, CurveAccumulator, Window, video_windows
+from finetune.windows import CurveAccumulator, Window, video_windows
 
 
 def load_frames(path, size: int) -> np.ndarray:
@@ -83,7 +83,3 @@ def video_curves(spotter: Spotter, frames: np.ndarray, fps: float, granularities
         out[g.name] = accumulate(windows, np.concatenate(probs), len(frames))
     return out
 
-
-def named_curves(curves: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """{granularity: [T, 4]} -> {"granularity.channel": [T]}, the names fusion works with."""
-    return {f"{g}.{c}": curve[:, i] for g, curve in curves.items() for i, c in enumerate(CHANNELS)}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from data.common.atomic import write_json
 from data.common.errors import DataError
-from finetune.config import FinetuneConfig, Granularity, ModelSection
+from finetune.config import FinetuneConfig, FinetuneModelConfig, GranularityConfig
 from finetune.encoder import load_encoder, save_encoder, save_safetensors
 from finetune.heads import Spotter
 from finetune.train import build_spotter
@@ -38,7 +38,7 @@ def save_spotter(spotter: Spotter, cfg: FinetuneConfig, folder, extra: dict | No
     return folder
 
 
-def load_spotter(folder) -> tuple[Spotter, list[Granularity]]:
+def load_spotter(folder) -> tuple[Spotter, list[GranularityConfig]]:
     """The spotter and its granularities from a folder written by save_spotter."""
     from safetensors.torch import load_file
 
@@ -49,8 +49,8 @@ def load_spotter(folder) -> tuple[Spotter, list[Granularity]]:
                         fix="train one with `python -m finetune --config ...` or `python -m spotting loso`")
     try:
         meta = json.loads((folder / MANIFEST).read_text())
-        grans = [Granularity(**g) for g in meta["granularities"]]
-        model = ModelSection(**meta["model"])
+        grans = [GranularityConfig(**g) for g in meta["granularities"]]
+        model = FinetuneModelConfig(**meta["model"])
     except (ValueError, KeyError, TypeError) as e:
         raise DataError(f"unreadable manifest ({type(e).__name__}: {e})", path=folder / MANIFEST,
                         fix="retrain the spotter") from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,11 +18,7 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from data.common.errors import DataError
-from data.common.tables import read_intervals, read_videos
-from data.synthetic.config import load_synthetic_config
-from data.synthetic.generate import generate
-from finetune.config import FinetuneConfig, TrainSection
+from finetune.config import FinetuneConfig, FinetuneTrainConfig
 from finetune.encoder import encoder_features, load_encoder
 from finetune.features import FeatureSet, compute_features, plan_windows
 from finetune.heads import Spotter, SpottingHead
@@ -55,7 +52,7 @@ def auto_pos_weight(targets: torch.Tensor, cap: float = 20.0) -> torch.Tensor:
     return torch.clamp(neg / pos.clamp(min=1.0), 1.0, cap)
 
 
-def spotting_loss(logits: torch.Tensor, targets: torch.Tensor, cfg: TrainSection,
+def spotting_loss(logits: torch.Tensor, targets: torch.Tensor, cfg: FinetuneTrainConfig,
                   pos_weight: torch.Tensor) -> torch.Tensor:
     """logits, targets: [B, T, 4] in CHANNELS order (presence x2, apex x2)."""
     present_logits, present_t = logits[..., :2], targets[..., :2]
@@ -70,7 +67,7 @@ def spotting_loss(logits: torch.Tensor, targets: torch.Tensor, cfg: TrainSection
     return presence + cfg.apex_weight * apex
 
 
-def train_head(head: SpottingHead, pooled: torch.Tensor, targets: torch.Tensor, cfg: TrainSection,
+def train_head(head: SpottingHead, pooled: torch.Tensor, targets: torch.Tensor, cfg: FinetuneTrainConfig,
                desc: str = "head") -> SpottingHead:
     """Fit one head on cached pooled features [N, T', rows, D] and window targets [N, T, 4]."""
     seed_everything(cfg.seed)
@@ -110,7 +107,7 @@ def layer_id(name: str, depth: int) -> int:
     return depth + 1
 
 
-def param_groups(spotter: Spotter, cfg: TrainSection) -> list[dict]:
+def param_groups(spotter: Spotter, cfg: FinetuneTrainConfig) -> list[dict]:
     """Layer-wise lr decay: lr * layer_decay ** (depth + 1 - layer); frozen layers are left out."""
     depth = spotter.encoder.cfg.depth
     first_trainable = 0 if cfg.mode == "full" else depth + 1 - cfg.trainable_blocks
@@ -167,33 +164,9 @@ def build_spotter(encoder, cfg: FinetuneConfig) -> Spotter:
                        cfg.model.pool_rows, cfg.model.head_hidden, cfg.model.head_kernel, encoder.cfg.tubelet)
 
 
-def load_dataset(root, synthetic_config: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(video table, interval table) of a dataset folder; generates the synthetic set there when asked to."""
-    from pathlib import Path
-
-
-    root = Path(root)
-    if not (root / "videos.csv").is_file():
-        if synthetic_config is None:
-            raise DataError("dataset folder has no videos.csv", path=root, field="data.root",
-                            fix="point data.root at a dataset folder, or set data.synthetic.config to generate one")
-
-        generate(load_synthetic_config(synthetic_config), root)
-    videos = read_videos(root / "videos.csv")
-    gt = read_intervals(root / "intervals.csv", num_frames=dict(zip(videos["video"], videos["num_frames"])))
-    unknown = sorted(set(gt["video"]) - set(videos["video"]))
-    if unknown:
-        raise DataError(f"intervals for videos missing from videos.csv: {unknown[:3]}", path=root / "intervals.csv",
-                        field="video", fix="list every annotated video in videos.csv")
-    return videos, gt
-
-
 def train_spotter(cfg: FinetuneConfig, videos: pd.DataFrame, gt: pd.DataFrame, features: FeatureSet | None = None,
                   encoder=None) -> Spotter:
     """Train a spotter on every video of `videos` (frozen: from `features`, computed if not given)."""
-    from pathlib import Path
-
-
     torch.set_num_threads(cfg.train.threads)
     encoder = encoder if encoder is not None else load_encoder(cfg.model.encoder, cfg.model.name, cfg.train.seed)
     spotter = build_spotter(encoder, cfg)

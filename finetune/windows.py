@@ -12,10 +12,12 @@ import numpy as np
 import pandas as pd
 
 from data.common.errors import DataError
+from data.common.tables import TYPES
 
-# Label / score channels, in this order everywhere (heads, curves, fusion).
-CHANNELS = ("macro_present", "micro_present", "macro_apex", "micro_apex")
-TYPES = ("macro", "micro")
+SIGNALS = ("present", "apex")  # inside an event of the type; closeness to its apex
+# Label / score channels, in this order everywhere (heads, curves, fusion): (type, signal) and its name.
+CHANNEL_PARTS = tuple((kind, signal) for signal in SIGNALS for kind in TYPES)
+CHANNELS = tuple(f"{kind}_{signal}" for kind, signal in CHANNEL_PARTS)
 
 
 @dataclasses.dataclass(frozen=True)

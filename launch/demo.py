@@ -27,7 +27,8 @@ from pathlib import Path
 
 from data.common.assets import carphone_video
 from data.common.atomic import write_json, write_text
-from data.common.config import load_config, to_dict
+from data.common.config import Config, load_config, replace, setting, to_dict
+from data.common.dataset import read_dataset
 from data.common.errors import ConfigError, DataError
 from data.common.tables import read_intervals, read_predictions, read_videos
 from data.shards.pack import PackConfig, check_config, pack
@@ -35,8 +36,9 @@ from data.synthetic.config import load_synthetic_config
 from data.synthetic.generate import generate
 from pretrain.config import check_runnable, load_pretrain_config
 from pretrain.trainer import check_inputs, fit
-from spotting.baseline import BaselineConfig, run_baseline
-from spotting.loso import LosoConfig, pooled_metrics, run_loso
+from spotting import protocol
+from spotting.baseline import BaselineConfig
+from spotting.loso import LosoConfig, run_loso
 from spotting.plots import plot_timeline
 from spotting.spot import spot
 
@@ -45,10 +47,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclasses.dataclass
-class DemoConfig:
+class DemoConfig(Config):
+    """Which config file each stage reads, and the user's key=value overrides of it (the demo sets the paths that
+    wire the stages together itself: data folder, shards, encoder)."""
     out_dir: str = "runs/demo"
     data_config: str = "configs/data/synthetic_demo.yaml"
-    data_overrides: list[str] = dataclasses.field(default_factory=list)
+    data_overrides: list[str] = dataclasses.field(default_factory=list)  # e.g. [subjects=2, duration_s=15]
     regenerate_data: bool = False  # rebuild OUT/data even when it exists (needed after changing the data config)
     spotmae: bool = True  # pack + pretrain + LOSO fine-tuning; false: the flow baseline alone
     pretrain: bool = True  # pretrain on the demo's videos; false: the LOSO config's encoder (null = scratch)
@@ -61,7 +65,7 @@ class DemoConfig:
     spotter_config: str = "configs/spotting/baseline.yaml"  # the flow-only baseline (also LOSO's flow cues)
     spotter_overrides: list[str] = dataclasses.field(default_factory=list)
     spot_new_video: bool = True  # run the final spotter on the real carphone video (no labels)
-    timeline_max_videos: int = 40
+    timeline_max_videos: int = setting(40, ge=1)
 
 
 def resolve(path: str, field: str) -> Path:
@@ -89,20 +93,21 @@ def baseline_config(cfg: DemoConfig):
 
 
 def run_flow_baseline(cfg: DemoConfig, data_dir: Path, out: Path) -> tuple[Path, dict]:
-    """The flow baseline alone (spotmae=false): predictions + metrics in every variant."""
-
+    """The flow baseline alone (spotmae=false): predictions + metrics in every variant, in OUT/baseline."""
     spotter = baseline_config(cfg)
     write_json(out / "spotter_config.json", to_dict(spotter))
-    predictions = run_baseline(spotter, data_dir, out / "baseline")
-    return predictions, pooled_metrics(read_intervals(data_dir / "intervals.csv"), read_predictions(predictions))
+    videos, gt = read_dataset(data_dir)
+    folder = out / "baseline"
+    result = protocol.baseline_result(spotter, videos, gt, folder, folder / "curves", workers=spotter.workers)
+    return folder / "predictions.csv", result.metrics
 
 
 def pack_shards(cfg: DemoConfig, data_dir: Path, out: Path) -> Path:
     """Pretraining shards cut from the demo's own videos (the video table is the source list)."""
 
-    fixed = ["source=list", f"source_path={data_dir / 'videos.csv'}"]
     path = resolve(cfg.pack_config, "pack_config")
-    pack_cfg = load_config(path, PackConfig, fixed + cfg.pack_overrides)
+    pack_cfg = replace(load_config(path, PackConfig, cfg.pack_overrides),
+                       {"source": "list", "source_path": str(data_dir / "videos.csv")})
     check_config(pack_cfg, str(path))
     # shards are immutable: another pack config gets its own folder instead of an error
     tag = fingerprint({k: v for k, v in to_dict(pack_cfg).items() if k not in ("workers", "out_dir")})
@@ -135,12 +140,12 @@ def pretrain(cfg: DemoConfig, shards: Path, out: Path) -> dict:
     """Pretrain (or resume, or skip when finished with the same config); returns the run record."""
 
     path = resolve(cfg.pretrain_config, "pretrain_config")
-    pre = load_pretrain_config(path, [f"data.shards={shards}"] + cfg.pretrain_overrides)
+    pre = replace(load_pretrain_config(path, cfg.pretrain_overrides), {"data.shards": str(shards)})
     check_runnable(pre, path)
     # One run folder per model/data/recipe: more steps resume the run (Ray: same storage + name), while
     # another model or data starts a new one instead of resuming from weights that do not fit.
     recipe = {k: v for k, v in to_dict(pre).items() if k not in ("schedule", "checkpoint")}
-    pre.checkpoint.storage_path = str(out / "pretrain" / fingerprint(recipe))
+    pre = replace(pre, {"checkpoint.storage_path": str(out / "pretrain" / fingerprint(recipe))})
     config = json.loads(json.dumps(to_dict(pre)))
     run_dir = Path(pre.checkpoint.storage_path) / pre.checkpoint.name
     record_path = run_dir / "demo_result.json"
@@ -161,14 +166,13 @@ def pretrain(cfg: DemoConfig, shards: Path, out: Path) -> dict:
 def loso_settings(cfg: DemoConfig, data_dir: Path, out: Path, encoder: dict | None):
     """The LOSO config for the demo's data and encoder; its folder is named after everything that shapes it."""
 
-    fixed = [f"finetune.data.root={data_dir}", "finetune.data.synthetic_config=null"]
-    if encoder is not None:
-        fixed += [f"finetune.model.encoder={encoder['run']}", f"finetune.model.name={encoder['model']}"]
-    loso = load_config(resolve(cfg.loso_config, "loso_config"), LosoConfig, fixed + cfg.loso_overrides)
     # The flow cues are the baseline's, so the table's baseline row and the fused cues are the same signal.
-    loso = dataclasses.replace(loso, baseline=baseline_config(cfg), out="")
+    wiring = {"finetune.data.root": str(data_dir), "baseline": baseline_config(cfg), "out": ""}
+    if encoder is not None:
+        wiring |= {"finetune.model.encoder": encoder["run"], "finetune.model.name": encoder["model"]}
+    loso = replace(load_config(resolve(cfg.loso_config, "loso_config"), LosoConfig, cfg.loso_overrides), wiring)
     tag = fingerprint(to_dict(loso), encoder and encoder["checkpoint"])
-    return dataclasses.replace(loso, out=str(out / "loso" / tag))
+    return replace(loso, {"out": str(out / "loso" / tag)})
 
 
 def fine_tune_loso(cfg: DemoConfig, data_dir: Path, out: Path, encoder: dict | None) -> Path:
@@ -259,16 +263,12 @@ def run_demo(cfg: DemoConfig) -> dict:
 LABELS = {"baseline": "flow baseline (no learning)", "spotmae": "SpotMAE (pretrained LGI + flow, LOSO)"}
 
 
-def results_table(metrics: dict, variant: str = "megc") -> str:
-    """One row per spotter: F1 per type and overall, plus the overall counts (metric variant named)."""
-    head = f"{'spotter':<38} {'macro F1':>8} {'micro F1':>8} {'overall F1':>10}   overall TP/FP/FN"
-    lines = [f"results, metric variant {variant} (IoU >= 0.5, one-to-one, FPs in every video)", head, "-" * len(head)]
-    for name, result in metrics.items():
-        r = result[variant]
-        o = r["overall"]
-        lines.append(f"{LABELS.get(name, name):<38} {r['macro']['f1']:>8.3f} {r['micro']['f1']:>8.3f} "
-                     f"{o['f1']:>10.3f}   {o['tp']}/{o['fp']}/{o['fn']}")
-    return "\n".join(lines)
+def results_table(metrics: dict) -> str:
+    """One row per spotter: F1 per type and overall, plus the overall counts (metric variant megc)."""
+    rows = [protocol.Row(LABELS.get(name, name), result) for name, result in metrics.items()]
+    return ("results, metric variant megc (IoU >= 0.5, one-to-one, FPs in every video)\n"
+            + protocol.results_table(rows, ["macro", "micro", "overall", "counts"], label="spotter", style="text",
+                                     label_width=38))
 
 
 def main(argv: list[str]) -> int:

@@ -6,23 +6,13 @@ also OUT/metrics.json (every metric variant) and prints the MEGC table.
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
 from data.common.atomic import write_json
 from data.common.config import load_config, to_dict
 from data.common.tables import read_intervals, read_predictions
 from spotting.baseline import BaselineConfig, run_baseline
-from spotting.metric import VARIANTS, evaluate, format_table
-
-log = logging.getLogger(__name__)
-
-
-def evaluate_all(gt_path, pred_path) -> dict:
-    """{variant: evaluate(...)} for every metric variant."""
-
-    gt, pred = read_intervals(gt_path), read_predictions(pred_path)
-    return {variant: evaluate(gt, pred, variant) for variant in VARIANTS}
+from spotting.metric import evaluate_variants, format_table
 
 
 def main(argv: list[str]) -> int:
@@ -39,8 +29,7 @@ def main(argv: list[str]) -> int:
     print(f"predictions: {predictions}")
     gt = Path(args.data) / "intervals.csv"
     if gt.is_file():
-
-        results = evaluate_all(gt, predictions)
+        results = evaluate_variants(read_intervals(gt), read_predictions(predictions))
         write_json(out / "metrics.json", results)
         print(format_table(results["megc"], title="baseline, metric variant megc"))
         print(f"metrics (all variants): {out / 'metrics.json'}")

@@ -160,6 +160,16 @@ def evaluate(gt_df: pd.DataFrame, pred_df: pd.DataFrame, variant: str = "megc") 
     return result
 
 
+def evaluate_variants(gt_df: pd.DataFrame, pred_df: pd.DataFrame) -> dict:
+    """{variant: evaluate(...)} for every metric variant."""
+    return {variant: evaluate(gt_df, pred_df, variant) for variant in VARIANTS}
+
+
+def format_variants(results: dict, title: str) -> str:
+    """format_table of every variant in `results` (as evaluate_variants returns it), titled "<title> (<variant>)"."""
+    return "\n\n".join(format_table(results[v], f"{title} ({v})") for v in VARIANTS) + "\n"
+
+
 def format_table(result: dict, title: str | None = None) -> str:
     """Aligned text table: one row per macro, micro, overall."""
     head = f"{'':8s} {'TP':>5s} {'FP':>6s} {'FN':>5s} {'P':>7s} {'R':>7s} {'F1':>7s}"

@@ -1,4 +1,4 @@
-"""`python -m spotting spot VIDEO --model DIR [--out DIR]`: spot macro/micro expressions in one video.
+"""Spot macro/micro expressions in one video with a trained spotter (`python -m spotting spot`, spotting.spot_cli).
 
 faces (dlib track + align to the canonical 160 crop) -> flow region cues -> the spotter's per-frame scores at
 each granularity -> fusion (DIR/fusion.json, or the heads' presence scores alone) -> peaks -> typed intervals.
@@ -7,7 +7,6 @@ OUT/<video>_curves.npz (the per-frame curves) and OUT/<video>_aligned.mp4 (the f
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
@@ -24,10 +23,11 @@ from data.common.tables import TYPES, write_predictions
 from data.common.video_io import video_info, write_mp4
 from data.faces.align import align_video
 from data.faces.track import track_faces
-from finetune.predict import load_frames, named_curves, video_curves
+from finetune.predict import load_frames, video_curves
 from finetune.store import load_spotter
 from spotting import fusion as fu
 from spotting.baseline import BaselineConfig
+from spotting.channels import MODEL, Channel, VideoFeatures, cue_channels, model_channels, video_features
 from spotting.intervals import to_frame
 from spotting.plots import plot_timeline
 
@@ -37,11 +37,12 @@ STAGES = ("faces", "flow cues", "model", "intervals")
 
 def default_fusion(granularities: list[str]) -> fu.Fusion:
     """Fusion without fitted weights: sigmoid(8 * (mean presence probability - 0.5)) per type, threshold 0.5."""
-    names = {k: [f"{g}.{k}_present" for g in granularities] for k in TYPES}
-    cfg = fu.FusionConfig(use_cues=False)
-    return fu.Fusion(cfg, names, {k: [0.0] * len(n) for k, n in names.items()},
-                     {k: [1.0] * len(n) for k, n in names.items()},
-                     {k: [8.0 / len(n)] * len(n) for k, n in names.items()}, {k: -4.0 for k in TYPES})
+    types = {}
+    for kind in TYPES:
+        channels = [Channel(MODEL, kind, g, "present") for g in granularities]
+        n = len(channels)
+        types[kind] = fu.TypeFit(channels, [0.0] * n, [1.0] * n, [8.0 / n] * n, -4.0)
+    return fu.Fusion(fu.FusionConfig(use_cues=False), types)
 
 
 def load_baseline_config(model_dir: Path):
@@ -80,13 +81,13 @@ class StageClock:
         return time.perf_counter() - self.t0
 
 
-def write_outputs(out: Path, item: fu.VideoItem, pred: pd.DataFrame, fused: dict, summary: dict) -> None:
+def write_outputs(out: Path, item: VideoFeatures, pred: pd.DataFrame, fused: dict, summary: dict) -> None:
     """CSV, curves .npz, timeline PNG and the JSON summary (written last)."""
 
     stem = item.video
     write_predictions(pred, out / f"{stem}.csv")
     with atomic_path(out / f"{stem}_curves.npz") as tmp:
-        np.savez_compressed(tmp, **{k.replace(".", "__"): v for k, v in item.curves.items()},
+        np.savez_compressed(tmp, **{c.name.replace(".", "__"): v for c, v in item.curves.items()},
                             **{f"fused__{k}": v for k, v in fused.items()})
     videos = pd.DataFrame([{"subject": "", "video": stem, "path": summary["video"], "fps": item.fps,
                             "num_frames": item.num_frames}])
@@ -111,17 +112,15 @@ def spot(video, model_dir, out_dir, already_aligned: bool = False) -> dict:
     else:
         aligned, landmarks, track = align_faces(video, size, out, info["fps"])
     clock.done("faces")
-    curves: dict[str, np.ndarray] = {}
+    cues = None
     if fusion.config.use_cues:
-        cues, _, _ = fu.cue_curves(aligned, load_baseline_config(model_dir), out / f"{video.stem}_flow.npz",
-                                   landmarks=landmarks)
-        curves.update(cues)
+        cues = cue_channels(aligned, load_baseline_config(model_dir), out / f"{video.stem}_flow.npz", landmarks)
     clock.done("flow cues")
     frames = load_frames(aligned, size)
     with tqdm(desc="model windows", unit="window", leave=False) as bar:
-        curves.update(named_curves(video_curves(spotter, frames, info["fps"], grans, progress=bar)))
+        model = model_channels(video_curves(spotter, frames, info["fps"], grans, progress=bar))
     clock.done("model")
-    item = fu.VideoItem("", video.stem, info["fps"], len(frames), curves)
+    item = video_features("", video.stem, info["fps"], len(frames), cues, model)
     pred = to_frame(fu.spot_item(fusion, item), "", video.stem)
     clock.done("intervals")
     clock.bar.close()
@@ -134,19 +133,3 @@ def spot(video, model_dir, out_dir, already_aligned: bool = False) -> dict:
     log.info("%d intervals in %s (%.1f frames/s end to end) -> %s", len(pred), video.name,
              summary["frames_per_second"], out)
     return summary
-
-
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m spotting spot", description=__doc__.splitlines()[0])
-    parser.add_argument("video", help="a video file (any size; the face is found and aligned)")
-    parser.add_argument("--model", required=True, help="spotter folder (python -m finetune / spotting loso)")
-    parser.add_argument("--out", default=None, help="output folder (default runs/spot/<video name>)")
-    parser.add_argument("--aligned", action="store_true", help="the video is already a face-aligned crop")
-    args = parser.parse_args(argv)
-    video = Path(args.video)
-    if not video.is_file():
-        raise DataError("video not found", path=video, fix="pass an existing video file")
-    out = Path(args.out) if args.out else Path("runs/spot") / video.stem
-    summary = spot(video, args.model, out, args.aligned)
-    print(f"{len(summary['intervals'])} intervals, {summary['frames_per_second']} frames/s -> {out}")
-    return 0

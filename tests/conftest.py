@@ -167,6 +167,6 @@ def tiny_loso_run(tiny_spotting_set, tiny_finetune_overrides, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("tiny_loso") / "loso"
     args = [sys.executable, "-m", "spotting", "loso", "--config", "configs/spotting/loso.yaml",
-            f"finetune.data.root={tiny_spotting_set}", "finetune.data.synthetic_config=null", f"out={out}",
+            f"finetune.data.root={tiny_spotting_set}", f"out={out}",
             "parallel=true", *[f"finetune.{o}" for o in tiny_finetune_overrides]]
     return subprocess.run(args, capture_output=True, text=True, timeout=400), out

@@ -205,13 +205,15 @@ def test_config_rejects_bad_values(tmp_path):
         load_config(None, FinetuneConfig, ["granularities=[{name: a}, {name: a}]"])
     with pytest.raises(ConfigError, match="trainmode"):
         load_config(None, FinetuneConfig, ["train.trainmode=frozen"])
+    with pytest.raises(ConfigError, match="override 'train.lr=-1'.*train.lr: must be > 0"):
+        load_config("configs/finetune/synthetic.yaml", FinetuneConfig, ["train.lr=-1"])
 
 
 def test_finetune_cli_trains_and_resumes(tiny_spotting_set, tiny_finetune_overrides, tmp_path):
     from finetune import store
 
     args = [sys.executable, "-m", "finetune", "--config", "configs/finetune/synthetic.yaml",
-            f"data.root={tiny_spotting_set}", "data.synthetic_config=null", f"out={tmp_path}",
+            f"data.root={tiny_spotting_set}", f"out={tmp_path}",
             *tiny_finetune_overrides]
     run = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -220,18 +222,19 @@ def test_finetune_cli_trains_and_resumes(tiny_spotting_set, tiny_finetune_overri
     assert [g.name for g in grans] == ["micro", "macro"] and set(spotter.heads) == {"micro", "macro"}
     again = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "already trained" in again.stderr
-    bad = subprocess.run([*args[:5], "data.root=/nonexistent/x", "data.synthetic_config=null",
+    bad = subprocess.run([*args[:5], "data.root=/nonexistent/x",
                           f"out={tmp_path}/other"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "/nonexistent/x" in bad.stderr and "videos.csv" in bad.stderr
 
 
 def test_partial_fine_tuning_updates_only_the_last_block(tiny_spotting_set, tiny_finetune_overrides, tmp_path):
-    from finetune.train import load_dataset, train_spotter
+    from data.common.dataset import read_dataset
+    from finetune.train import train_spotter
 
     cfg = load_config(None, FinetuneConfig, [*tiny_finetune_overrides, "train.mode=partial", "train.epochs=1",
                                              "train.trainable_blocks=1", f"out={tmp_path}"])
-    videos, gt = load_dataset(tiny_spotting_set)
+    videos, gt = read_dataset(tiny_spotting_set)
     encoder = load_encoder(None, "lgi_tiny", seed=0)
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
     spotter = train_spotter(cfg, videos.head(1), gt, encoder=encoder)

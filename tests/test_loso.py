@@ -12,15 +12,17 @@ import pytest
 
 from data.common.config import load_config
 from data.common.tables import read_predictions
+from finetune.windows import CHANNELS
 from spotting import fusion as fu
-from spotting import loso
+from spotting import loso, protocol
+from spotting.channels import CUE, Channel, model_channels, video_features
 
 
 @pytest.fixture(scope="module")
 def loso_cfg(tiny_spotting_set, tiny_finetune_overrides, tiny_loso_run):
     out = tiny_loso_run[1]  # reuse its cached flow cues and encoder features
     return load_config("configs/spotting/loso.yaml", loso.LosoConfig, [
-        f"finetune.data.root={tiny_spotting_set}", "finetune.data.synthetic_config=null", f"out={out}",
+        f"finetune.data.root={tiny_spotting_set}", f"out={out}",
         "parallel=false", *[f"finetune.{o}" for o in tiny_finetune_overrides]])
 
 
@@ -44,37 +46,39 @@ def _with_changed_labels(shared: loso.Shared, subject: str) -> loso.Shared:
                        shared.dim, shared.tubelet)
 
 
+def _names(fusion: fu.Fusion, kind: str) -> list[str]:
+    return [c.name for c in fusion.types[kind].channels]
+
+
 def test_fusion_weights_depend_only_on_training_subjects(loso_cfg, shared):
     first, _ = loso.fit_fold_fusion(loso_cfg, shared, ["s01", "s02"])
     same, _ = loso.fit_fold_fusion(loso_cfg, _with_changed_labels(shared, "s03"), ["s01", "s02"])
     assert json.dumps(first.to_dict(), sort_keys=True) == json.dumps(same.to_dict(), sort_keys=True)
     # the check has teeth: changing a training subject's labels does change the weights
     other, _ = loso.fit_fold_fusion(loso_cfg, _with_changed_labels(shared, "s02"), ["s01", "s02"])
-    assert other.weights != first.weights
+    assert [f.weights for f in other.types.values()] != [f.weights for f in first.types.values()]
     every = dataclasses.replace(loso_cfg, fusion=dataclasses.replace(loso_cfg.fusion, select_model=False))
     fused, _ = loso.fit_fold_fusion(every, shared, ["s01", "s02"])
-    assert set(fused.names["micro"]) >= {"cue.micro.all", "micro.micro_present", "macro.micro_present"}
+    assert set(_names(fused, "micro")) >= {"cue.micro.all", "micro.micro_present", "macro.micro_present"}
 
 
-def _bump_items(seed: int = 0) -> tuple[list[fu.VideoItem], pd.DataFrame]:
+def _bump_items(seed: int = 0):
     """Videos whose cue curves peak exactly on 4-frame micro and 40-frame macro events; the "model" curves
     are noise. Ground truth: onset/offset of each event (micro: 4 frames, macro: 40)."""
     rng = np.random.default_rng(seed)
     items, rows = [], []
     for v in range(4):
         n = 600
-        curves = {f"{g}.{c}": rng.random(n) for g in ("micro", "macro") for c in
-                  ("macro_present", "micro_present", "macro_apex", "micro_apex")}
-        for kind in ("micro", "macro"):
-            curves[f"cue.{kind}.all"] = 0.05 * rng.random(n)
+        heads = {g: np.stack([rng.random(n) for _ in CHANNELS], axis=1) for g in ("micro", "macro")}
+        cues = {Channel(CUE, kind, "all", "motion"): 0.05 * rng.random(n) for kind in ("micro", "macro")}
         for onset, length, kind in [(60, 4, "micro"), (200, 40, "macro"), (380, 4, "micro"), (480, 40, "macro")]:
             shift = int(rng.integers(-10, 10))
             on, off = onset + shift, onset + shift + length - 1
             centre = (on + off) / 2
-            curves[f"cue.{kind}.all"] += np.exp(-0.5 * ((np.arange(n) - centre) / (length / 4)) ** 2)
+            cues[Channel(CUE, kind, "all", "motion")] += np.exp(-0.5 * ((np.arange(n) - centre) / (length / 4)) ** 2)
             rows.append({"subject": f"s{v}", "video": f"s{v}_v1", "onset": on, "apex": round(centre),
                          "offset": off, "type": kind, "emotion": ""})
-        items.append(fu.VideoItem(f"s{v}", f"s{v}_v1", 30.0, n, curves))
+        items.append(video_features(f"s{v}", f"s{v}_v1", 30.0, n, model_channels(heads), cues))
     return items, pd.DataFrame(rows)
 
 
@@ -83,25 +87,28 @@ def test_thresholds_choose_the_interval_width_that_matches_the_events():
     cfg = fu.FusionConfig(use_model=False)
     fusion = fu.choose_thresholds(fu.fit_fusion(items, gt, cfg), items, gt)
     # a 4-frame event needs an interval of at most 8 frames for IoU >= 0.5: half-width <= 0.1 s = 3 frames
-    assert fusion.half_width_s["micro"] == 0.1 and fusion.inner_f1["micro"] == 1.0
-    assert fusion.inner_f1["macro"] == 1.0
+    assert fusion.types["micro"].half_width_s == 0.1 and fusion.types["micro"].inner_f1 == 1.0
+    assert fusion.types["macro"].inner_f1 == 1.0
     wide = fu.choose_thresholds(fu.fit_fusion(items, gt, dataclasses.replace(
-        cfg, micro=fu.TypeRule(0.17, 0.07, 0.5))), items, gt)  # no grid: SOFTNet-like fixed width
-    assert wide.half_width_s["micro"] == 0.17 and wide.inner_f1["micro"] == 0.0
+        cfg, micro=fu.FusionTypeConfig(0.17, 0.07, 0.5))), items, gt)  # no grid: SOFTNet-like fixed width
+    assert wide.types["micro"].half_width_s == 0.17 and wide.types["micro"].inner_f1 == 0.0
 
 
 def test_model_curves_that_add_nothing_are_left_out():
     items, gt = _bump_items()
     fusion = fu.fit_and_choose(items, gt, fu.FusionConfig())
-    assert fusion.names == {"macro": ["cue.macro.all"], "micro": ["cue.micro.all"]}
+    assert {kind: _names(fusion, kind) for kind in fusion.types} == {"macro": ["cue.macro.all"],
+                                                                     "micro": ["cue.micro.all"]}
     every = fu.fit_and_choose(items, gt, fu.FusionConfig(select_model=False))
-    assert "micro.micro_present" in every.names["micro"]
+    assert "micro.micro_present" in _names(every, "micro")
 
 
 def test_test_subject_labels_do_not_change_its_predictions(loso_cfg, shared):
-    pred, info = loso.run_fold(loso_cfg, shared, "s03")
-    pred2, info2 = loso.run_fold(loso_cfg, _with_changed_labels(shared, "s03"), "s03")
-    pd.testing.assert_frame_equal(pred, pred2)
+    split = protocol.loso_splits(["s01", "s02", "s03"])[2]
+    fold = protocol.run_fold(loso.FusionFolds(loso_cfg, shared), split)
+    again = protocol.run_fold(loso.FusionFolds(loso_cfg, _with_changed_labels(shared, "s03")), split)
+    pd.testing.assert_frame_equal(fold.predictions, again.predictions)
+    info, info2 = fold.info, again.info
     assert info["fusion"] == info2["fusion"] and info["inner"] == "cross" and "s03" not in info["train_subjects"]
 
 
@@ -116,13 +123,17 @@ def test_logistic_fit_finds_the_informative_feature():
 def test_fusion_round_trips_through_json(loso_cfg, shared, tmp_path):
     fusion, _ = loso.fit_fold_fusion(loso_cfg, shared, ["s01", "s02"])
     loaded = fu.Fusion.load(fusion.save(tmp_path / "fusion.json"))
-    item = loso.items_for(shared, ["s01_v01"], None)[0]
-    item.curves.update({k: np.random.default_rng(0).random(item.num_frames) for k in fusion.names["micro"]
-                        if not k.startswith("cue.")})
+    item = loso.features_for(shared, ["s01_v01"], None)[0]
+    item.curves.update({c: np.random.default_rng(0).random(item.num_frames) for c in fusion.types["micro"].channels
+                        if c.set != CUE})
     assert np.allclose(fu.fused_curve(loaded, item, "micro"), fu.fused_curve(fusion, item, "micro"))
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(fu.DataError, match="bad.json"):
         fu.Fusion.load(tmp_path / "bad.json")
+    # a fusion.json of the first format (one dict per field, keyed by type): refused, naming the file and the fix
+    (tmp_path / "old.json").write_text(json.dumps({"config": {}, "names": {"macro": ["cue.macro.all"]}}))
+    with pytest.raises(fu.DataError, match=r"old.json: format: fusion format 1.*rerun `python -m spotting loso`"):
+        fu.Fusion.load(tmp_path / "old.json")
 
 
 def test_loso_cli_writes_folds_pooled_metrics_and_resumes(tiny_loso_run, tiny_spotting_set):

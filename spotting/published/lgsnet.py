@@ -23,31 +23,39 @@ import pandas as pd
 import torch
 from torch import nn
 
-from data.common.errors import DataError
+from data.common.config import Config, setting
+from data.common.errors import ConfigError, DataError
 from data.common.tables import TYPES, empty_intervals
 from spotting import intervals as iv
-from spotting.seeds.inputs import appearance_features
-from spotting.seeds.softnet import centre
+from spotting.published.inputs import appearance_features
+from spotting.published.softnet import centre
 
 CLASSES = ("background",) + TYPES  # class index 1 = macro, 2 = micro
 
 
 @dataclasses.dataclass
-class LgsnetSection:
-    stride: int = 2  # frames averaged into one time step
-    anchors_s: list[float] = dataclasses.field(default_factory=lambda: [0.2, 0.35, 0.6, 1.0, 1.6, 2.5])
-    hidden: int = 64
-    dilations: list[int] = dataclasses.field(default_factory=lambda: [1, 2, 4, 8])
-    clip_steps: int = 96  # training clip length in time steps
-    clips_per_epoch: int = 64
-    epochs: int = 40
-    lr: float = 0.001
-    pos_iou: float = 0.5
-    neg_iou: float = 0.3
-    pseudo_per_clip: int = 3  # background-clip modelling: random pseudo intervals per expression-free clip
-    bg_weight: float = 2.0
-    score_threshold: float = 0.5
-    nms_iou: float = 0.3
+class LgsnetConfig(Config):
+    stride: int = setting(2, ge=1)  # frames averaged into one time step
+    anchors_s: list[float] = setting(factory=lambda: [0.2, 0.35, 0.6, 1.0, 1.6, 2.5], gt=0)
+    hidden: int = setting(64, ge=1)
+    dilations: list[int] = setting(factory=lambda: [1, 2, 4, 8], ge=1)
+    clip_steps: int = setting(96, ge=1)  # training clip length in time steps
+    clips_per_epoch: int = setting(64, ge=1)
+    epochs: int = setting(40, ge=1)
+    lr: float = setting(0.001, gt=0)
+    pos_iou: float = setting(0.5, gt=0, le=1)
+    neg_iou: float = setting(0.3, ge=0, le=1)
+    pseudo_per_clip: int = setting(3, ge=0)  # background-clip modelling: pseudo intervals per expression-free clip
+    bg_weight: float = setting(2.0, gt=0)
+    score_threshold: float = setting(0.5, ge=0, le=1)
+    nms_iou: float = setting(0.3, ge=0, le=1)
+
+    def check(self) -> None:
+        if not self.anchors_s or not self.dilations:
+            raise ConfigError("needs at least one value", field="anchors_s" if not self.anchors_s else "dilations")
+        if self.neg_iou > self.pos_iou:
+            raise ConfigError(f"neg_iou {self.neg_iou} is above pos_iou {self.pos_iou}", field="neg_iou",
+                              fix="anchors between the two are ignored: keep neg_iou <= pos_iou")
 
 
 # --- anchors and regression targets (time steps; intervals as [start, end) in steps) ------------------------------
@@ -176,7 +184,7 @@ def gt_steps(gt: pd.DataFrame, stride: int) -> tuple[np.ndarray, np.ndarray]:
     return np.array(seg, np.float64).reshape(-1, 2), np.array(cls, np.int64)
 
 
-def clip_targets(seg, cls, start: int, steps: int, anchors: np.ndarray, cfg: LgsnetSection, rng):
+def clip_targets(seg, cls, start: int, steps: int, anchors: np.ndarray, cfg: LgsnetConfig, rng):
     """(labels, deltas, background-clip weights) for a clip starting at step `start`."""
     inside = (seg[:, 0] > start) & (seg[:, 0] < start + steps)
     local = seg[inside] - np.array([start, 0.0])
@@ -203,7 +211,7 @@ def detection_loss(logits, deltas, labels, targets, weights) -> torch.Tensor:
     return loss
 
 
-def train_detector(streams: list[tuple], gts: list[tuple], cfg: LgsnetSection, lengths: list[float], seed: int):
+def train_detector(streams: list[tuple], gts: list[tuple], cfg: LgsnetConfig, lengths: list[float], seed: int):
     """Fit a Detector on training videos' step features (appearance, flow) and ground truth (segments, classes)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -234,7 +242,7 @@ def _clip(streams, gts, steps, anchors, cfg, rng):
 
 
 @torch.no_grad()
-def detect(model: Detector, app: np.ndarray, flo: np.ndarray, lengths: list[float], cfg: LgsnetSection,
+def detect(model: Detector, app: np.ndarray, flo: np.ndarray, lengths: list[float], cfg: LgsnetConfig,
            num_frames: int) -> list[iv.Interval]:
     logits, deltas = model(torch.from_numpy(app.T[None]), torch.from_numpy(flo.T[None]))
     probs = torch.softmax(logits[0], -1).numpy()
@@ -254,7 +262,7 @@ def run_fold(method: str, cfg, videos: list, test_subject: str) -> pd.DataFrame:
     """One LOSO fold: train on the other subjects' videos, detect on the test subject's (labels never read)."""
 
     torch.set_num_threads(max(1, cfg.train.threads))
-    lg: LgsnetSection = cfg.lgsnet
+    lg: LgsnetConfig = cfg.lgsnet
     rates = sorted({v.fps for v in videos})
     if len(rates) > 1:  # anchor lengths are set in steps from one frame rate
         raise DataError(f"videos have several frame rates {rates}", path=cfg.data.root, field="fps",

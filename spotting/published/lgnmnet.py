@@ -1,4 +1,4 @@
-"""LGNMNet-style labels and post-processing, on the SOFTNet network (spotting.seeds.softnet).
+"""LGNMNet-style labels and post-processing, on the SOFTNet network (spotting.published.softnet).
 
 LGNMNet's own backbone (a lite network with MagFace features) is not available here; what this option takes from
 it is the part that differs in the spotting protocol:
@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from spotting import intervals as iv
-from spotting.seeds.softnet import _overlaps, centre
+from spotting.published.softnet import _overlaps, centre
 
 SAVGOL_ORDER = 2
 

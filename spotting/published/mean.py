@@ -1,7 +1,7 @@
 """MEAN spot-then-recognize (Liong et al. 2022) and its STRS score.
 
 Model: the SOFTNet streams and dense layer are shared by two task heads, the spotting regressor and a new
-emotion-classification head (spotting.seeds.softnet.SoftNet with extra_heads={"emotion": C}); both are trained
+emotion-classification head (spotting.published.softnet.SoftNet with extra_heads={"emotion": C}); both are trained
 together, the classifier only on windows that overlap an expression (labelled with that expression's emotion).
 Each spotted interval gets the emotion whose mean softmax probability over the interval's frames is highest.
 
@@ -18,7 +18,7 @@ import pandas as pd
 
 from data.common.tables import TYPES
 from spotting.metric import evaluate, match_max
-from spotting.seeds.softnet import best_match
+from spotting.published.softnet import best_match
 
 
 def emotion_targets(start: np.ndarray, end: np.ndarray, gt: np.ndarray, gt_emotions: list[str],

@@ -1,13 +1,13 @@
-"""The seed methods (spotting/seeds): label rules, SOFTNet network, smoothing/pairing, STRS, LGSNet parts, a tiny
-end-to-end LOSO run scored by the metric."""
+"""The published methods (spotting/published): label rules, SOFTNet network, smoothing/pairing, STRS, LGSNet
+parts, a tiny end-to-end LOSO run scored by the metric."""
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from data.common.errors import ConfigError
-from spotting.seeds import lgnmnet, mean, softnet
-from spotting.seeds.config import SeedsConfig
+from spotting.published import lgnmnet, mean, softnet
+from spotting.published.config import PublishedConfig
 
 
 def _windows(*pairs):
@@ -64,7 +64,7 @@ def test_one_training_step_lowers_the_loss():
     y = torch.rand(16)
     emotion = torch.tensor([0, 1, 2, -1] * 4)
     softnet.fit_scale(model, x)
-    opt = torch.optim.Adam(model.parameters(), lr=SeedsConfig().train.lr)
+    opt = torch.optim.Adam(model.parameters(), lr=PublishedConfig().train.lr)
     before = softnet.loss_fn(model(x), y, emotion, 1.0)
     opt.zero_grad()
     before.backward()
@@ -143,7 +143,7 @@ def test_interval_emotion_uses_mean_probability():
 
 # --- LGSNet-style detector ----------------------------------------------------------------------------------------
 def test_lgsnet_anchors_encode_decode_round_trip():
-    from spotting.seeds import lgsnet
+    from spotting.published import lgsnet
 
     anchors = lgsnet.make_anchors(5, [2.0, 6.0])
     assert anchors.shape == (10, 2)
@@ -159,7 +159,7 @@ def test_lgsnet_anchors_encode_decode_round_trip():
 
 def test_lgsnet_assignment_and_nms():
     from spotting import intervals as iv
-    from spotting.seeds import lgsnet
+    from spotting.published import lgsnet
 
     anchors = lgsnet.make_anchors(20, [2.0, 8.0])
     gt = np.array([[10.0, 8.0], [3.0, 1.0]])  # a macro matching the 8-step anchor at step 9; a tiny micro
@@ -177,12 +177,12 @@ def test_lgsnet_assignment_and_nms():
 
 
 def test_lgsnet_detector_shapes_and_background_clips():
-    from spotting.seeds import lgsnet
+    from spotting.published import lgsnet
 
     model = lgsnet.Detector(16, 24, 8, [1, 2, 4], num_anchors=3)
     logits, deltas = model(torch.randn(2, 16, 30), torch.randn(2, 24, 30))
     assert logits.shape == (2, 90, 3) and deltas.shape == (2, 90, 2)
-    cfg = lgsnet.LgsnetSection(pseudo_per_clip=2, bg_weight=3.0)
+    cfg = lgsnet.LgsnetConfig(pseudo_per_clip=2, bg_weight=3.0)
     anchors = lgsnet.make_anchors(40, [2.0, 4.0])
     empty = (np.zeros((0, 2)), np.zeros(0, np.int64))
     labels, _, weights = lgsnet.clip_targets(*empty, 0, 40, anchors, cfg, np.random.default_rng(0))
@@ -192,10 +192,10 @@ def test_lgsnet_detector_shapes_and_background_clips():
 # --- config --------------------------------------------------------------------------------------------------------
 def test_unknown_method_is_a_config_error():
     from data.common.config import load_config
-    from spotting.seeds.config import SeedsConfig
+    from spotting.published.config import PublishedConfig
 
     with pytest.raises(ConfigError, match="method"):
-        load_config(None, SeedsConfig, ["method=nope"])
+        load_config(None, PublishedConfig, ["method=nope"])
 
 
 # --- end to end ----------------------------------------------------------------------------------------------------
@@ -204,12 +204,12 @@ def test_tiny_softnet_loso_run_is_scored_and_resumes(tiny_spotting_set, tmp_path
     from data.common.config import load_config
     from data.common.tables import read_intervals, read_predictions, read_videos
     from spotting.metric import evaluate
-    from spotting.seeds.compare import run
-    from spotting.seeds.config import SeedsConfig
+    from spotting.published.compare import run
+    from spotting.published.config import PublishedConfig
 
-    out = tmp_path / "seeds"
-    cfg = load_config(None, SeedsConfig, [f"data.root={tiny_spotting_set}", "data.synthetic_config=null",
-                                          f"out={out}", "method=softnet", "train.epochs=2"])
+    out = tmp_path / "published"
+    cfg = load_config(None, PublishedConfig, [f"data.root={tiny_spotting_set}", f"out={out}", "method=softnet",
+                                              "train.epochs=2"])
     rows = run(cfg)
     videos = read_videos(tiny_spotting_set / "videos.csv")
     pred = read_predictions(out / "softnet" / "predictions.csv")
@@ -217,7 +217,7 @@ def test_tiny_softnet_loso_run_is_scored_and_resumes(tiny_spotting_set, tmp_path
     folds = sorted(p.parent.name for p in (out / "softnet" / "folds").glob("*/predictions.csv"))
     assert folds == sorted(videos["subject"].astype(str).unique())
     gt = read_intervals(tiny_spotting_set / "intervals.csv")
-    assert rows["softnet"][0]["megc"] == evaluate(gt, pred, "megc")
+    assert rows["softnet"].metrics["megc"] == evaluate(gt, pred, "megc")
     assert len(pred) > 0  # the SOFTNet threshold always keeps the top peak of a non-flat curve
     stamp = {p: p.stat().st_mtime_ns for p in (out / "softnet" / "folds").glob("*/predictions.csv")}
     run(cfg)  # every fold is finished: nothing is retrained

@@ -1,7 +1,7 @@
 """SOFTNet (Liong et al. 2021): a shallow three-stream CNN regressing a per-frame-pair expression score.
 
 Facts used (from the paper): each stream sees one of the optical-flow channels u, v, strain of a 42 x 42 ROI image
-(spotting.seeds.inputs); streams have 3, 5 and 8 filters of 5 x 5, each followed by 3 x 3 max pooling (stride 3);
+(spotting.published.inputs); streams have 3, 5 and 8 filters of 5 x 5, each followed by 3 x 3 max pooling (stride 3);
 the streams are concatenated, pooled 2 x 2, flattened and fed to a 400-unit dense layer and one linear output,
 trained as a regression (MSE) on pseudo-labels. Spotting: the score curve is smoothed over 2k frames, thresholded
 at mean + p * (max - mean) with p = 0.55, peaks at least k apart, and each peak becomes [peak - k, peak + k].

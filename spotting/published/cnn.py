@@ -14,8 +14,8 @@ import torch
 
 from data.common.tables import TYPES, empty_intervals
 from spotting import intervals as iv
-from spotting.seeds import lgnmnet, mean, softnet
-from spotting.seeds.config import SeedsConfig
+from spotting.published import lgnmnet, mean, softnet
+from spotting.published.config import PublishedConfig
 
 
 @dataclasses.dataclass
@@ -50,7 +50,7 @@ def window_samples(method: str, v: VideoData, kind: str, k: int, classes: list[s
     return np.arange(n), y, emo
 
 
-def training_set(method: str, cfg: SeedsConfig, videos: list[VideoData], kind: str, classes: list[str], rng):
+def training_set(method: str, cfg: PublishedConfig, videos: list[VideoData], kind: str, classes: list[str], rng):
     """Images, labels and emotion targets: every positive window, negatives capped at neg_ratio x positives."""
     xs, ys, es = [], [], []
     for v in videos:
@@ -67,7 +67,7 @@ def training_set(method: str, cfg: SeedsConfig, videos: list[VideoData], kind: s
             torch.from_numpy(emo[chosen]))
 
 
-def train_type(method: str, cfg: SeedsConfig, videos: list[VideoData], kind: str, classes: list[str]):
+def train_type(method: str, cfg: PublishedConfig, videos: list[VideoData], kind: str, classes: list[str]):
     rng = np.random.default_rng(cfg.train.seed)
     x, y, emo = training_set(method, cfg, videos, kind, classes, rng)
     torch.manual_seed(cfg.train.seed)
@@ -79,14 +79,14 @@ def train_type(method: str, cfg: SeedsConfig, videos: list[VideoData], kind: str
     return model
 
 
-def spot_type(method: str, cfg: SeedsConfig, score: np.ndarray, k: int, kind: str, fps: float) -> list[iv.Interval]:
+def spot_type(method: str, cfg: PublishedConfig, score: np.ndarray, k: int, kind: str, fps: float) -> list[iv.Interval]:
     if method == "lgnmnet":
         longest = cfg.micro_max_s if kind == "micro" else cfg.macro_max_s
         return lgnmnet.spot(score, k, cfg.p, kind, max(k, round(longest * fps)))
     return softnet.spot(score, k, cfg.p, kind)
 
 
-def spot_video(method: str, cfg: SeedsConfig, models: dict, v: VideoData, classes: list[str]) -> pd.DataFrame:
+def spot_video(method: str, cfg: PublishedConfig, models: dict, v: VideoData, classes: list[str]) -> pd.DataFrame:
     found, emotion = {}, {}
     for kind in TYPES:
         k = cfg.type_k(kind, v.fps)
@@ -102,7 +102,7 @@ def spot_video(method: str, cfg: SeedsConfig, models: dict, v: VideoData, classe
     return frame
 
 
-def run_fold(method: str, cfg: SeedsConfig, videos: list[VideoData], test_subject: str) -> pd.DataFrame:
+def run_fold(method: str, cfg: PublishedConfig, videos: list[VideoData], test_subject: str) -> pd.DataFrame:
     """Predictions for the held-out subject's videos; its labels are never read."""
     torch.set_num_threads(max(1, cfg.train.threads))
     train = [v for v in videos if v.subject != test_subject]
