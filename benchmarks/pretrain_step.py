@@ -1,6 +1,6 @@
 """Pretraining step speed: clips/s, step ms, MFU and peak memory, one JSON line per batch size.
 
-    python benchmarks/pretrain_step.py                        # CUDA: seed config at batch 64, 128, 256
+    python benchmarks/pretrain_step.py                        # CUDA: base config (lgi_base) at batch 64, 128, 256
     python benchmarks/pretrain_step.py --compile              # the same with torch.compile
     python benchmarks/pretrain_step.py --batches 2 --steps 3  # what a CPU machine can run (device=cpu)
 

@@ -168,7 +168,7 @@ def peer_model_config(peer: dict, args: dict, heads: int | None = None, source=N
                    decoder_depth=max(1, block_count(peer, "decoder.blocks.")), decoder_heads=max(1, decoder_dim // 64),
                    target="frame_diff" if args.get("use_frame_diff_as_target") else "pixel")
     try:
-        cfg = ModelConfig(**changes)  # the seed config's defaults for anything not set here
+        cfg = ModelConfig(**changes)  # the base config's (lgi_base) defaults for anything not set here
     except ConfigError as e:
         raise ConfigError(f"peer geometry does not fit our model: {e}", path=source, field=e.field) from None
     if region[2] != size // cfg.patch:

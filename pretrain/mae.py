@@ -10,7 +10,7 @@ The decoder input is [encoded visible tokens, mask tokens]; every token gets the
 raster index (the encoder returns visible tokens region by region, so raster positions by sequence slot
 would be wrong for half of them).
 
-Parameter accounting (seed config), following VideoMAE's module split:
+Parameter accounting (the base config, lgi_base), following VideoMAE's module split:
   encoder  = patch embed + region tokens + 16 LGI blocks + final norm      = 84,874,752 (84.9 M)
   decoder  = 4 ViT blocks + norm + head (384 -> 1536)                     =  7,688,448 (7.7 M)
              without the head                                             =  7,097,088 (7.1 M)
