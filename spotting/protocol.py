@@ -213,8 +213,11 @@ def results_table(rows: list[Row], columns: list[str], label: str = "method", st
     cols = [COLUMNS[name] for name in columns]
     table = [(r.label, _cells(r, cols)) for r in rows]
     if style == "markdown":
-        lines = ["| " + " | ".join([label] + [c.header for c in cols]) + " |", "|" + "---|" * (len(cols) + 1)]
-        return "\n".join(lines + ["| " + " | ".join([name] + cells) + " |" for name, cells in table])
+        def md(cells: list[str]) -> str:
+            return "|" + "|".join(f" {cell} " if cell else " " for cell in cells) + "|"
+
+        lines = [md([label] + [c.header for c in cols]), "|" + "---|" * (len(cols) + 1)]
+        return "\n".join(lines + [md([name] + cells) for name, cells in table])
 
     def line(name: str, cells: list[str]) -> str:
         numbers = [f"{cell:>{len(c.header)}}" for cell, c in zip(cells[:-1], cols)]
