@@ -7,7 +7,8 @@
   YAML, from overrides, from code, or by `dataclasses.replace`), so a bad value is refused before any work.
 - `load_config(path, cls, overrides)` reads YAML, applies `key=value` overrides (dotted keys, YAML values) and
   builds `cls`. Unknown keys and wrong types are errors naming the file and the dotted key, or the override when
-  the bad value was typed on the command line.
+  the bad value was typed on the command line. A section given in part keeps its default for the rest (the
+  parent's default for that section, which may set other values than the section class does).
 - Stages compose configs with typed values (`replace(cfg, {"data.root": path})` or `dataclasses.replace`),
   never by writing `key=value` strings for another parser.
 """
