@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from data.common.config import load_config
+from data.common.storage import shared_locations
 from data.shards.format import read_manifest
 from data.shards.pack import PackConfig, check_config, pack
 
@@ -15,7 +16,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. workers=2")
     args = parser.parse_args(argv)
-    cfg = load_config(args.config, PackConfig, args.overrides)
+    cfg = shared_locations(load_config(args.config, PackConfig, args.overrides), ("out_dir", "synthetic_dir"),
+                           args.config)
     check_config(cfg, args.config)
     out = pack(cfg, progress=not args.no_progress)
     manifest = read_manifest(out)

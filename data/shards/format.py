@@ -1,6 +1,7 @@
-"""WebDataset shard sets on disk: shard names, atomic shard writes, the manifest, shard lookup for readers.
+"""WebDataset shard sets: shard names, atomic shard writes, the manifest, shard lookup for readers.
 
-A shard set is a folder of shard-000000.tar ... plus manifest.json. The manifest records the packing config
+A shard set is a folder (local, or a prefix in object storage: any data.common.storage location) of
+shard-000000.tar ... plus manifest.json, each file written whole. The manifest records the packing config
 and its fingerprint, the source videos, and per shard its clip count, size and sha256. While packing, each
 finished shard also gets a done record (done/shard-000000.json, written after the tar): resuming skips those
 shards, and the manifest is assembled from the records at the end (not rewritten per shard: with ~10^5
@@ -13,10 +14,9 @@ import hashlib
 import io
 import json
 import tarfile
-from pathlib import Path
 
-from data.common.atomic import atomic_path, write_json
 from data.common.errors import DataError
+from data.common.storage import file_sizes, join, open_read, read_bytes, size, staged, write_json
 
 MANIFEST = "manifest.json"
 FORMAT = "spotmae-shards/1"
@@ -28,7 +28,7 @@ def shard_name(index: int) -> str:
 
 def sha256_file(path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_read(path) as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
@@ -43,17 +43,17 @@ def write_shard(path, samples) -> dict:
     """Write samples (dicts: __key__ plus extension -> bytes) to a tar atomically; return its record.
 
     The WebDataset layout: members KEY.EXT, a sample's members adjacent. Written with tarfile rather than
-    webdataset.TarWriter because importing webdataset imports torch (~4 s in every pool process).
+    webdataset.TarWriter because importing webdataset imports torch (~4 s in every pool process). The tar
+    is built in a local temp file, then renamed or uploaded whole (storage.staged).
     """
-    path = Path(path)
     count = 0
-    with atomic_path(path, suffix=".tar") as tmp:
+    with staged(path, ".tar") as tmp:
         with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
             for sample in samples:
                 _add_sample(tar, sample)
                 count += 1
-        tmp.chmod(0o644)  # mkstemp makes 0600; shards are read by other users' training jobs
-    return {"clips": count, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+        record = {"clips": count, "bytes": tmp.stat().st_size, "sha256": sha256_file(tmp)}
+    return record
 
 
 def _add_sample(tar: tarfile.TarFile, sample: dict) -> None:
@@ -68,8 +68,8 @@ def _add_sample(tar: tarfile.TarFile, sample: dict) -> None:
         tar.addfile(info, io.BytesIO(data))
 
 
-def done_path(shard_dir, index: int) -> Path:
-    return Path(shard_dir) / "done" / shard_name(index).replace(".tar", ".json")
+def done_path(shard_dir, index: int):
+    return join(shard_dir, "done", shard_name(index).replace(".tar", ".json"))
 
 
 def write_done(shard_dir, index: int, record: dict) -> None:
@@ -78,23 +78,21 @@ def write_done(shard_dir, index: int, record: dict) -> None:
 
 def read_done(shard_dir, index: int) -> dict | None:
     """The done record of a finished shard, or None when the shard is unfinished (or its tar has changed)."""
-    path = done_path(shard_dir, index)
-    tar = Path(shard_dir) / shard_name(index)
-    if not path.is_file() or not tar.is_file():
-        return None
     try:
-        record = json.loads(path.read_text())
+        record = json.loads(read_bytes(done_path(shard_dir, index)))
+    except FileNotFoundError:
+        return None
     except json.JSONDecodeError:
         return None  # a record is written atomically, so this is damage: rebuild the shard
-    return record if tar.stat().st_size == record.get("bytes") else None
+    return record if size(join(shard_dir, shard_name(index))) == record.get("bytes") else None
 
 
 def read_manifest(shard_dir) -> dict | None:
-    path = Path(shard_dir) / MANIFEST
-    if not path.is_file():
-        return None
+    path = join(shard_dir, MANIFEST)
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(read_bytes(path))
+    except FileNotFoundError:
+        return None
     except json.JSONDecodeError as e:
         raise DataError(f"manifest is not valid JSON ({e})", path=path,
                         fix="restore it or re-pack into a new folder") from None
@@ -104,40 +102,43 @@ def read_manifest(shard_dir) -> dict | None:
     return manifest
 
 
-def write_manifest(shard_dir, manifest: dict) -> Path:
-    path = Path(shard_dir) / MANIFEST
+def write_manifest(shard_dir, manifest: dict):
+    path = join(shard_dir, MANIFEST)
     write_json(path, manifest)
     return path
 
 
 def shard_urls(shard_dir, require_complete: bool = True) -> list[str]:
-    """Paths of the finished shards of a shard set, in index order, checked to exist with the recorded size."""
-    shard_dir = Path(shard_dir)
+    """Paths (or URLs) of the finished shards of a shard set, in index order, checked to exist with the
+    recorded size (one listing of the folder, not one request per shard)."""
     manifest = read_manifest(shard_dir)
     if manifest is None:
         raise DataError("no manifest.json in the shard folder", path=shard_dir,
                         fix="pack shards first: python -m data pack --config configs/data/pack_synthetic.yaml")
     if require_complete and not manifest.get("complete"):
         raise DataError(f"shard set is incomplete ({len(manifest['shards'])} of {manifest['num_shards']} shards)",
-                        path=shard_dir / MANIFEST, field="complete",
+                        path=join(shard_dir, MANIFEST), field="complete",
                         fix="re-run the same pack command to finish it")
-    urls = []
-    for name in sorted(manifest["shards"]):
-        path = shard_dir / name
-        if not path.is_file():
-            raise DataError("shard listed in the manifest is missing", path=path,
+    names = sorted(manifest["shards"])
+    found = file_sizes(shard_dir, names)
+    for name in names:
+        recorded = (manifest["shards"][name] or {}).get("bytes")
+        if found[name] is None:
+            raise DataError("shard listed in the manifest is missing", path=join(shard_dir, name),
                             fix="restore the file or re-pack into a new folder")
-        urls.append(str(path))
-    return urls
+        if recorded is not None and found[name] != recorded:
+            raise DataError(f"shard has {found[name]} bytes, the manifest records {recorded}",
+                            path=join(shard_dir, name), field="bytes",
+                            fix="restore the file or re-pack into a new folder")
+    return [str(join(shard_dir, name)) for name in names]
 
 
 def verify_shards(shard_dir) -> list[str]:
     """Names of shards whose size or sha256 differs from the manifest (empty when all are intact)."""
-    shard_dir = Path(shard_dir)
     manifest = read_manifest(shard_dir) or {"shards": {}}
     bad = []
     for name, record in sorted(manifest["shards"].items()):
-        path = shard_dir / name
-        if not path.is_file() or path.stat().st_size != record["bytes"] or sha256_file(path) != record["sha256"]:
+        path = join(shard_dir, name)
+        if size(path) != record["bytes"] or sha256_file(path) != record["sha256"]:
             bad.append(name)
     return bad

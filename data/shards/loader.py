@@ -2,7 +2,8 @@
 
 Stages (each a generator over the previous one, run inside every DataLoader worker):
   shard list (shuffled per epoch, split by rank then by worker; or resampled with replacement)
-  -> tar samples (webdataset; a broken tar is skipped through the handler, counted)
+  -> shard streams (data.common.storage: a local file or a remote object read in ranged GETs, no local copy)
+  -> tar samples (webdataset; a broken tar is skipped through the handler, counted; a missing one stops)
   -> sample shuffle buffer (seeded: the stream depends only on seed, epoch, rank and worker)
   -> decode (decord, from the in-memory mp4, only the frames sampled) -> k views (crop + mask each)
   -> batches collated in the worker (uint8 or normalised float32 video, bool mask, keys, corrupt count).
@@ -15,11 +16,11 @@ worker's id). CorruptTally sums the counts over workers.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
 import random
-import re
 from itertools import islice
 from typing import Literal
 
@@ -29,6 +30,7 @@ from torch.utils.data import IterableDataset
 from data.clips.augment import VIDEOMAE_SCALES, crop_box, crop_resize, normalise
 from data.clips.masking import RegionMaskGenerator
 from data.common.errors import ConfigError, DataError
+from data.common.storage import open_read
 from data.common.video_io import read_frames
 from data.shards.format import read_manifest, shard_urls
 
@@ -37,7 +39,7 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class LoaderConfig:
-    shards: str = "runs/shards/synthetic"  # a shard folder written by `python -m data pack` (has manifest.json)
+    shards: str = "runs/shards/synthetic"  # shard set of `python -m data pack` (has manifest.json): folder or URL
     batch_size: int = 8  # per rank
     num_workers: int = 2  # DataLoader worker processes per rank (0: decode in the calling process)
     num_frames: int = 16  # frames per clip given to the model
@@ -119,9 +121,9 @@ class CorruptCounter:
                             field="max_corrupt_fraction",
                             fix="check the shards with data.shards.format.verify_shards or re-pack them")
 
-    def tar_error(self, exn: Exception) -> bool:
-        """webdataset handler: a tar that cannot be read on loses its tail, not the epoch."""
-        url = _error_url(exn)
+    def tar_error(self, exn: Exception, url: str) -> bool:
+        """webdataset handler (bound to the shard's url): a tar that cannot be read on loses its tail, not
+        the epoch."""
         if url in self.broken_urls:
             log.debug("further error in broken shard %s: %s", url, exn)
         else:
@@ -136,15 +138,6 @@ class CorruptCounter:
                         sample.get("__url__"))
             return True
         return False
-
-
-def _error_url(exn: Exception) -> str:
-    """The shard an exception from webdataset's tar reading came from (it appends the url to args)."""
-    for arg in reversed(exn.args):
-        if isinstance(arg, str) and arg.endswith(".tar"):
-            return arg
-    found = re.search(r"name='([^']+)'", str(exn.args[0]) if exn.args else "")
-    return found.group(1) if found else "?"
 
 
 class CorruptTally:
@@ -204,6 +197,33 @@ class ResampledShardList(ShardList):
         self.epoch += 1
         while True:
             yield {"url": rng.choice(self.urls)}
+
+
+def open_shards(sources):
+    """Stage: add an open stream to each dict(url=...). A shard the manifest lists that has gone missing is
+    an error naming it, not a corrupt sample: the shard set itself is damaged (or the wrong one is named)."""
+    for source in sources:
+        url = source["url"]
+        try:
+            stream = open_read(url)
+        except FileNotFoundError:
+            raise DataError("shard listed in the manifest is missing", path=url,
+                            fix="restore the file or re-pack into a new folder") from None
+        with stream:
+            yield dict(source, stream=stream)  # consumed whole before the next one is asked for
+
+
+def tar_samples(counter: CorruptCounter):
+    """Stage: shard streams (open_shards) -> grouped samples, by webdataset's tar reading; its errors are
+    counted against the shard they came from."""
+    from webdataset.tariterators import group_by_keys, tar_file_expander
+
+    def stage(sources):
+        for source in open_shards(sources):
+            handler = functools.partial(counter.tar_error, url=source["url"])
+            yield from group_by_keys(tar_file_expander([source], handler=handler), handler=handler)
+
+    return stage
 
 
 class SampleShuffle:
@@ -338,7 +358,7 @@ def make_dataset(cfg: LoaderConfig, urls: list[str] | None = None, rank: int | N
 
 
     from_urls = urls is not None
-    shard_set = cfg.shards if urls is None else os.path.commonpath(list(urls) or ["."])
+    shard_set = cfg.shards if urls is None else _common_folder(urls)
     urls = shard_urls(cfg.shards) if urls is None else list(urls)
     if not urls:
         raise DataError("no shards to read", path=shard_set, fix="pack shards first (python -m data pack)")
@@ -350,7 +370,7 @@ def make_dataset(cfg: LoaderConfig, urls: list[str] | None = None, rank: int | N
     counter = CorruptCounter(shard_set, cfg.max_corrupt_fraction, cfg.corrupt_min_samples)
     source_cls = ResampledShardList if cfg.resampled else ShardList
     stages = [source_cls(urls, rank, world_size, cfg.shuffle_shards, cfg.seed, epoch),
-              wds.tarfile_to_samples(handler=counter.tar_error)]
+              tar_samples(counter)]
     if cfg.shuffle_buffer:
         stages.append(SampleShuffle(cfg.shuffle_buffer, cfg.seed, rank, epoch))
     clip_size = packed_size(cfg.shards) if not from_urls else None
@@ -362,11 +382,15 @@ def make_dataset(cfg: LoaderConfig, urls: list[str] | None = None, rank: int | N
     return pipeline
 
 
+def _common_folder(urls) -> str:
+    """The folder (or URL prefix) that holds all of `urls`, to name the shard set in errors."""
+    prefix = os.path.commonprefix([str(u) for u in urls]) if urls else "."
+    return prefix.rsplit("/", 1)[0] if "/" in prefix else prefix
+
+
 def packed_size(shard_dir) -> int | None:
     """The clip size the shard set was packed at (its manifest's config), None for a set without one."""
-
-    manifest = read_manifest(shard_dir) if "://" not in str(shard_dir) else None
-    size = (manifest or {}).get("config", {}).get("size")
+    size = (read_manifest(shard_dir) or {}).get("config", {}).get("size")
     return int(size) if size else None
 
 

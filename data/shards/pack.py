@@ -21,12 +21,14 @@ from typing import Literal
 import numpy as np
 
 from data.common.errors import ConfigError, DataError
+from data.common.storage import join
 from data.common.tables import read_videos
 from data.common.video_io import encode_mp4, find_videos, read_frames, video_info
 from data.faces.align import align_video
 from data.faces.track import TRACK_ARRAYS, track_faces
 from data.shards.format import (
     FORMAT,
+    MANIFEST,
     fingerprint,
     read_done,
     read_manifest,
@@ -240,7 +242,7 @@ def build_shard(cfg: PackConfig, sources: dict[int, dict], index: int, items: li
     import cv2
 
     cv2.setNumThreads(1)  # one pool process per core already
-    record = write_shard(Path(cfg.out_dir) / shard_name(index), _clip_samples(cfg, sources, items))
+    record = write_shard(join(cfg.out_dir, shard_name(index)), _clip_samples(cfg, sources, items))
     record["sources"] = sorted({sources[i]["path"] for i, _ in items})
     write_done(cfg.out_dir, index, record)
     return record
@@ -249,12 +251,12 @@ def build_shard(cfg: PackConfig, sources: dict[int, dict], index: int, items: li
 # ---- the driver ------------------------------------------------------------------------------------------
 
 def _start_manifest(cfg: PackConfig, sources: list[dict], plan: list, plan_id: str) -> dict:
-    out = Path(cfg.out_dir)
+    out = cfg.out_dir
     manifest = read_manifest(out)
     if manifest is not None and manifest["plan"] != plan_id:
         raise ConfigError(f"{out} holds shards packed with another config or other sources "
                           f"(plan {manifest['plan']}, now {plan_id}); shards are immutable",
-                          path=out / "manifest.json", field="out_dir", fix="pack into a new out_dir")
+                          path=join(out, MANIFEST), field="out_dir", fix="pack into a new out_dir")
     if manifest is None:
         manifest = {"format": FORMAT, "plan": plan_id, "config": dataclasses.asdict(cfg), "sources": sources,
                     "num_shards": len(plan), "num_clips": sum(len(s) for s in plan), "shards": {},
@@ -263,12 +265,14 @@ def _start_manifest(cfg: PackConfig, sources: list[dict], plan: list, plan_id: s
     return manifest
 
 
-def pack(cfg: PackConfig, progress: bool = True) -> Path:
-    """Pack the sources into shards under cfg.out_dir; resumes an interrupted run. Returns out_dir."""
+def pack(cfg: PackConfig, progress: bool = True):
+    """Pack the sources into shards under cfg.out_dir (a folder or a URL such as s3://bucket/prefix); resumes
+    an interrupted run. Returns out_dir (a Path when local). The manifest is written complete last, after
+    every shard: readers refuse an incomplete set (format.shard_urls)."""
     from tqdm import tqdm
 
     check_config(cfg)
-    out = Path(cfg.out_dir)
+    out = join(cfg.out_dir)
     sources = find_sources(cfg)
     plan = plan_shards(cfg, sources)
     if not plan:
