@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 from data.common.atomic import write_json
+from data.common.storage import is_url
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,6 @@ def run_location(storage_path: str, name: str):
     """(pyarrow filesystem, path of the run folder) for a local folder or a URI such as s3://bucket/dir."""
     import pyarrow.fs
 
-    filesystem, root = pyarrow.fs.FileSystem.from_uri(storage_path if "://" in storage_path
+    filesystem, root = pyarrow.fs.FileSystem.from_uri(storage_path if is_url(storage_path)
                                                       else os.path.abspath(storage_path))
     return filesystem, f"{root.rstrip('/')}/{name}"

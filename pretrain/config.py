@@ -5,11 +5,11 @@ One YAML file per job (configs/pretrain/*.yaml), loaded with data.common.config.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Literal
 
 from data.common.config import build, load_config, to_dict
 from data.common.errors import ConfigError
+from data.common.storage import shared_locations
 from data.shards.loader import LoaderConfig
 from pretrain.model_config import ModelConfig
 
@@ -120,17 +120,14 @@ class PretrainConfig:
         return self.optim.base_lr * self.global_batch() / 256
 
 
+# paths the Ray workers read or write: made absolute (workers run in another working directory), refused
+# when relative under `ray job submit` (data.common.storage.shared_location)
+SHARED_PATHS = ("data.shards", "checkpoint.storage_path", "debug.status_dir")
+
+
 def load_pretrain_config(path, overrides=()) -> PretrainConfig:
-    """Load a pretraining YAML; relative local paths (storage, shards) become absolute, because Ray workers
-    run in another working directory."""
-    cfg = load_config(path, PretrainConfig, list(overrides))
-    cfg.checkpoint.storage_path = _absolute(cfg.checkpoint.storage_path)
-    cfg.data.shards = _absolute(cfg.data.shards)
-    return cfg
-
-
-def _absolute(path: str) -> str:
-    return path if "://" in path else str(Path(path).expanduser().resolve())
+    """Load a pretraining YAML; local paths the workers use become absolute (see SHARED_PATHS)."""
+    return shared_locations(load_config(path, PretrainConfig, list(overrides)), SHARED_PATHS, path)
 
 
 def config_to_raw(cfg: PretrainConfig) -> dict:

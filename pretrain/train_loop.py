@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -25,6 +26,7 @@ import torch
 from data.clips.augment import normalise
 from data.common.atomic import write_json
 from data.common.errors import DataError
+from data.common.storage import is_url, join, upload_folder
 from data.shards.loader import CorruptTally, make_loader
 from pretrain.checkpoint_commit import candidates, problems, run_location, write_marker
 from pretrain.config import PretrainConfig, config_from_raw
@@ -202,11 +204,32 @@ def tensorboard_writer(cfg: PretrainConfig, start_step: int):
     """Rank 0's TensorBoard writer under <storage>/<name>/tensorboard; a resumed run drops events past its step."""
     from torch.utils.tensorboard import SummaryWriter
 
-    storage = cfg.checkpoint.storage_path
-    folder = f"{storage}/{cfg.checkpoint.name}/tensorboard"
-    if "://" in storage:  # remote storage: keep events on the local disk of rank 0
-        folder = str(Path(tempfile.gettempdir()) / "spotmae_tensorboard" / cfg.checkpoint.name)
-    return SummaryWriter(log_dir=folder, purge_step=start_step + 1 if start_step else None)
+    folder = join(cfg.checkpoint.storage_path, cfg.checkpoint.name, "tensorboard")
+    purge_step = start_step + 1 if start_step else None
+    if is_url(folder):
+        return UploadingWriter(SummaryWriter(tempfile.mkdtemp(prefix="spotmae_tb_"), purge_step=purge_step), folder)
+    return SummaryWriter(log_dir=str(folder), purge_step=purge_step)
+
+
+class UploadingWriter:
+    """A SummaryWriter for remote storage: object stores cannot append, so the events go to a local folder
+    of this attempt only, and every flush uploads its files whole to `url` (TensorBoard merges the files of
+    all attempts, honouring each resumed run's purge step)."""
+
+    def __init__(self, writer, url: str):
+        self.writer, self.url = writer, url
+
+    def add_scalar(self, *args, **kwargs) -> None:
+        self.writer.add_scalar(*args, **kwargs)
+
+    def flush(self) -> None:
+        self.writer.flush()
+        upload_folder(self.writer.log_dir, self.url)
+
+    def close(self) -> None:
+        self.writer.close()
+        upload_folder(self.writer.log_dir, self.url)
+        shutil.rmtree(self.writer.log_dir, ignore_errors=True)
 
 
 class Meter:

@@ -41,10 +41,9 @@ def build_trainer(cfg: PretrainConfig):
 
 
 def check_inputs(cfg: PretrainConfig) -> None:
-    """Fail on the driver, with the folder named, before any worker starts: the shard set must be complete."""
-
-    if "://" not in cfg.data.shards:
-        shard_urls(cfg.data.shards)
+    """Fail on the driver, with the folder or URL named, before any worker starts: the shard set must be
+    complete, every shard in place."""
+    shard_urls(cfg.data.shards)
 
 
 def fit(cfg: PretrainConfig):
