@@ -12,6 +12,7 @@ from pathlib import Path
 
 from data.common.config import load_config
 from data.common.dataset import read_dataset
+from data.common.storage import shared_locations
 from finetune import store
 from finetune.config import FinetuneConfig
 from finetune.train import train_spotter
@@ -25,7 +26,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--force", action="store_true", help="retrain even if <out>/model is complete")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=10")
     args = parser.parse_args(argv)
-    cfg = load_config(args.config, FinetuneConfig, args.overrides)
+    cfg = shared_locations(load_config(args.config, FinetuneConfig, args.overrides),
+                           ("out", "feature_cache", "model.encoder"), args.config)
     out = Path(cfg.out) / "model"
     if store.is_complete(out) and not args.force:
         log.info("model already trained in %s (use --force to retrain)", out)

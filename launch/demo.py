@@ -30,6 +30,7 @@ from data.common.atomic import write_json, write_text
 from data.common.config import Config, load_config, replace, setting, to_dict
 from data.common.dataset import read_dataset
 from data.common.errors import ConfigError, DataError
+from data.common.storage import shared_location
 from data.common.tables import read_intervals, read_predictions, read_videos
 from data.shards.pack import PackConfig, check_config, pack
 from data.synthetic.config import load_synthetic_config
@@ -214,7 +215,7 @@ def check_paths(cfg: DemoConfig) -> None:
 
 def run_demo(cfg: DemoConfig) -> dict:
     """Run every stage; returns (and writes to OUT/summary.json) the paths, metrics and stage times."""
-    out = Path(cfg.out_dir).resolve()  # Ray workers run in their own folders: every path they get is absolute
+    out = Path(shared_location(cfg.out_dir, "out_dir"))  # Ray workers run in their own folders: absolute paths
     check_paths(cfg)
     times: dict[str, float] = {}
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from data.common.atomic import write_json
 from data.common.config import load_config, to_dict
+from data.common.storage import shared_location
 from data.common.tables import read_intervals, read_predictions
 from spotting.baseline import BaselineConfig, run_baseline
 from spotting.metric import evaluate_variants, format_table
@@ -23,7 +24,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. micro.p=0.5")
     args = ap.parse_args(argv)
     cfg = load_config(args.config, BaselineConfig, args.overrides)
-    out = Path(args.out)
+    out = Path(shared_location(args.out, "--out"))
     write_json(out / "baseline_config.json", to_dict(cfg))
     predictions = run_baseline(cfg, args.data, out)
     print(f"predictions: {predictions}")

@@ -7,6 +7,7 @@ import argparse
 import json
 
 from data.common.config import load_config, replace
+from data.common.storage import shared_locations
 from spotting.published.compare import run
 from spotting.published.config import PublishedConfig
 
@@ -17,7 +18,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--method", help="softnet | lgnmnet | mean | lgsnet | all (overrides the config's method)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=3")
     args = parser.parse_args(argv)
-    cfg = load_config(args.config, PublishedConfig, args.overrides)
+    cfg = shared_locations(load_config(args.config, PublishedConfig, args.overrides), ("out",), args.config)
     if args.method:
         cfg = replace(cfg, {"method": args.method})
     rows = run(cfg).values()

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from data.common.errors import DataError
+from data.common.storage import shared_location
 from spotting.spot import spot
 
 
@@ -19,7 +20,7 @@ def main(argv: list[str]) -> int:
     video = Path(args.video)
     if not video.is_file():
         raise DataError("video not found", path=video, fix="pass an existing video file")
-    out = Path(args.out) if args.out else Path("runs/spot") / video.stem
+    out = Path(shared_location(args.out or f"runs/spot/{video.stem}", "--out"))
     summary = spot(video, args.model, out, args.aligned)
     print(f"{len(summary['intervals'])} intervals, {summary['frames_per_second']} frames/s -> {out}")
     return 0
