@@ -236,6 +236,12 @@ def test_ray_job_submit_end_to_end(shards, tmp_path):
         assert summary["metrics"]["step"] == 3
         assert Path(summary["checkpoint"]).name == "checkpoint_step_00000003"
         assert (tmp_path / "job" / "tensorboard").is_dir()
+        # a relative shard path would point into the job's temporary copy of the working directory: refused
+        relative = submit + ["data.shards=runs/shards/synthetic"]  # the README default, as a new user runs it
+        proc = _submit_when_ready(relative, env)
+        print("\n".join(proc.stdout.splitlines()[-3:]))
+        assert proc.returncode != 0 and "error: " in proc.stdout
+        assert "data.shards: relative path" in proc.stdout and "use an absolute path" in proc.stdout
     finally:
         start = time.perf_counter()
         head.terminate()
