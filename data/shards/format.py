@@ -108,10 +108,11 @@ def write_manifest(shard_dir, manifest: dict):
     return path
 
 
-def shard_urls(shard_dir, require_complete: bool = True) -> list[str]:
+def shard_urls(shard_dir, require_complete: bool = True, manifest: dict | None = None) -> list[str]:
     """Paths (or URLs) of the finished shards of a shard set, in index order, checked to exist with the
-    recorded size (one listing of the folder, not one request per shard)."""
-    manifest = read_manifest(shard_dir)
+    recorded size (one listing of the folder, not one request per shard). `manifest`: the set's manifest when
+    the caller has read it already (remote, with many sources, it is tens of MB)."""
+    manifest = manifest or read_manifest(shard_dir)
     if manifest is None:
         raise DataError("no manifest.json in the shard folder", path=shard_dir,
                         fix="pack shards first: python -m data pack --config configs/data/pack_synthetic.yaml")

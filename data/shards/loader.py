@@ -357,9 +357,13 @@ def make_dataset(cfg: LoaderConfig, urls: list[str] | None = None, rank: int | N
     import webdataset as wds
 
 
-    from_urls = urls is not None
-    shard_set = cfg.shards if urls is None else _common_folder(urls)
-    urls = shard_urls(cfg.shards) if urls is None else list(urls)
+    clip_size = None  # the packed clip size, when the shard set's manifest says
+    if urls is None:
+        shard_set, manifest = cfg.shards, read_manifest(cfg.shards)
+        urls = shard_urls(cfg.shards, manifest=manifest)
+        clip_size = packed_size(manifest)
+    else:
+        shard_set, urls = _common_folder(urls), list(urls)
     if not urls:
         raise DataError("no shards to read", path=shard_set, fix="pack shards first (python -m data pack)")
     rank, world_size = _rank_world(rank, world_size)
@@ -373,7 +377,6 @@ def make_dataset(cfg: LoaderConfig, urls: list[str] | None = None, rank: int | N
               tar_samples(counter)]
     if cfg.shuffle_buffer:
         stages.append(SampleShuffle(cfg.shuffle_buffer, cfg.seed, rank, epoch))
-    clip_size = packed_size(cfg.shards) if not from_urls else None
     stages += [DecodeViews(cfg, counter, rank, epoch, clip_size), Batches(cfg, counter)]
     pipeline = wds.DataPipeline(*stages)
     if cfg.resampled:
@@ -388,9 +391,9 @@ def _common_folder(urls) -> str:
     return prefix.rsplit("/", 1)[0] if "/" in prefix else prefix
 
 
-def packed_size(shard_dir) -> int | None:
-    """The clip size the shard set was packed at (its manifest's config), None for a set without one."""
-    size = (read_manifest(shard_dir) or {}).get("config", {}).get("size")
+def packed_size(manifest: dict) -> int | None:
+    """The clip size a shard set was packed at (its manifest's config), None when it does not say."""
+    size = manifest.get("config", {}).get("size")
     return int(size) if size else None
 
 
