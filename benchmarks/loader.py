@@ -1,6 +1,6 @@
 """Input-pipeline throughput: clips/s out of the shard loader, per worker and in total. One JSON line each.
 
-    python benchmarks/loader.py [--seconds 4] [--workers 2] [--copies 8] [--out runs/bench_loader]
+    python benchmarks/loader.py [--seconds 4] [--workers 2] [--copies 8] [--out runs/bench_loader] [--s3 --rounds 3]
 
 Shards are packed from the real carphone face video (repeated `--copies` times) in these layouts:
   clip64: 64-frame 160x160 clips (the peer's layout), sampled 16 frames at stride 4;
@@ -13,18 +13,30 @@ is its own crop and mask); `decodes_per_s` counts mp4 decodes; `views_per_cpu_s`
 time. `projected_16_cores` = 16 x views_per_cpu_s (this CPU). `vs_peer` = views_per_cpu_s over the peer
 configuration's (peer_full_decode, always run first), and `projected_peer_host_16_cores` = vs_peer x 780, the
 peer's measured clips/s on a 16-core H100 host. The machine may be shared: compare ratios within one run.
+
+--s3 reads every configuration twice: from local disk ("storage": "local") and from the same shard sets in a
+local S3 API server (moto, benchmarks/local_s3.py, started and stopped here; "storage": "s3"), streamed
+without a local copy. `vs_local` = the s3 row's views_per_s over the local row's of the same mode and workers
+(aim: >= 0.8); per_worker rows add `cpu_vs_local`, the same ratio in this process's CPU time (the client's own
+cost of reading from S3). The server runs on this machine's cores too, so on a small machine it competes with
+the decoding workers.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 
-from data.common.assets import carphone_video
-from data.shards.loader import LoaderConfig, make_dataset, make_loader
-from data.shards.pack import PackConfig, pack
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+from benchmarks.local_s3 import LocalS3  # noqa: E402
+from data.common.assets import carphone_video  # noqa: E402
+from data.common.storage import upload_folder  # noqa: E402
+from data.shards.loader import LoaderConfig, make_dataset, make_loader  # noqa: E402
+from data.shards.pack import PackConfig, pack  # noqa: E402
 
 PEER_HOST_16_CORES = 780  # clips/s: a decord reader per clip, 16 of 64 frames at stride 4, 16-core H100 host
 LAYOUTS = {  # name -> PackConfig overrides
@@ -58,6 +70,13 @@ def pack_layouts(out: Path, copies: int) -> dict[str, Path]:
     return shards
 
 
+def s3_copies(s3: LocalS3, folders: dict[str, Path]) -> dict[str, str]:
+    """The local shard sets uploaded to the local S3 server, as layout -> URL."""
+    for layout, folder in folders.items():
+        upload_folder(folder, s3.url(layout))
+    return {layout: s3.url(layout) for layout in folders}
+
+
 def measure(batches, seconds: float, repeats: int) -> dict:
     """Views/s after the first batch (worker start-up and shuffle-buffer fill are not throughput), by wall
     clock and by this process's CPU time (steadier on a shared machine; meaningful for in-process runs)."""
@@ -72,7 +91,7 @@ def measure(batches, seconds: float, repeats: int) -> dict:
             "views_per_cpu_s": round(cpu_rate, 1)}
 
 
-def run(name: str, layout: str, shards: Path, overrides: dict, args, peer_rate: float | None) -> list[dict]:
+def run(name: str, layout: str, shards, overrides: dict, args) -> list[dict]:
     import cv2
     import torch
 
@@ -86,12 +105,8 @@ def run(name: str, layout: str, shards: Path, overrides: dict, args, peer_rate: 
     cv2.setNumThreads(1)
     one = measure(make_dataset(dataclasses.replace(cfg, num_workers=0), rank=0, world_size=1), args.seconds,
                   cfg.repeats)
-    # vs_peer: this per-core rate over the peer layout's (first configuration), in CPU time; scaled onto the
-    # peer's measured 780 clips/s on a 16-core H100 host, it projects this configuration onto that host
-    ratio = one["views_per_cpu_s"] / (peer_rate or one["views_per_cpu_s"])
     rows = [{**head, "mode": "per_worker", "workers": 1, **one,
-             "projected_16_cores": round(16 * one["views_per_cpu_s"]), "vs_peer": round(ratio, 2),
-             "projected_peer_host_16_cores": round(ratio * PEER_HOST_16_CORES)}]
+             "projected_16_cores": round(16 * one["views_per_cpu_s"])}]
     loader = make_loader(cfg, rank=0, world_size=1)
     total = measure(loader, args.seconds, cfg.repeats)
     del total["views_per_cpu_s"]  # the work happens in the worker processes
@@ -101,6 +116,32 @@ def run(name: str, layout: str, shards: Path, overrides: dict, args, peer_rate: 
     return rows
 
 
+def add_peer_ratio(row: dict, peer_rate: float) -> None:
+    """vs_peer: a per_worker row's per-core rate over the peer configuration's (local disk), in CPU time; scaled
+    onto the peer's measured 780 clips/s on a 16-core H100 host, it projects the row onto that host."""
+    ratio = row["views_per_cpu_s"] / peer_rate
+    row.update(vs_peer=round(ratio, 2), projected_peer_host_16_cores=round(ratio * PEER_HOST_16_CORES))
+
+
+def compare(name: str, layout: str, overrides: dict, stores: dict, args) -> dict[str, list[dict]]:
+    """Rows per storage for one configuration, each the best of --rounds alternating runs (on a shared machine
+    the best run is the one least disturbed); the non-local rows with their ratios to the local ones."""
+    best: dict[str, list[dict]] = {}
+    for _ in range(args.rounds):
+        for storage, shards in stores.items():
+            rows = [{**row, "storage": storage} for row in run(name, layout, shards[layout], overrides, args)]
+            kept = best.get(storage, rows)
+            best[storage] = [max(a, b, key=lambda r: r["views_per_s"]) for a, b in zip(kept, rows)]
+    local = best["local"]
+    for storage, rows in best.items():
+        if storage != "local":
+            for row, ref in zip(rows, local):
+                row["vs_local"] = round(row["views_per_s"] / ref["views_per_s"], 2)
+                if "views_per_cpu_s" in row:  # steadier than wall clock on a shared machine
+                    row["cpu_vs_local"] = round(row["views_per_cpu_s"] / ref["views_per_cpu_s"], 2)
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=4.0, help="measuring time per configuration and mode")
@@ -108,16 +149,23 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=8, help="copies of the source video (8 clips each)")
     parser.add_argument("--out", default="runs/bench_loader", help="where the shard sets are packed (reused)")
     parser.add_argument("--only", nargs="*", help="run only these configuration names")
+    parser.add_argument("--s3", action="store_true", help="also read every shard set from a local S3 server")
+    parser.add_argument("--rounds", type=int, default=1, help="alternating runs per storage; the best is kept")
     args = parser.parse_args()
-    shards = pack_layouts(Path(args.out), args.copies)
-    peer_rate = None
-    for name, layout, overrides in CONFIGS:
-        if args.only and name not in args.only and name != CONFIGS[0][0]:
-            continue  # the peer layout always runs: the others are reported relative to it
-        rows = run(name, layout, shards[layout], overrides, args, peer_rate)
-        for row in rows:
-            print(json.dumps(row), flush=True)
-        peer_rate = peer_rate or rows[0]["views_per_cpu_s"]
+    stores = {"local": pack_layouts(Path(args.out), args.copies)}
+    with contextlib.ExitStack() as stack:
+        if args.s3:
+            stores["s3"] = s3_copies(stack.enter_context(LocalS3("spotmae-bench")), stores["local"])
+        peer_rate = None
+        for name, layout, overrides in CONFIGS:
+            if args.only and name not in args.only and name != CONFIGS[0][0]:
+                continue  # the peer layout always runs: the others are reported relative to it
+            results = compare(name, layout, overrides, stores, args)
+            peer_rate = peer_rate or results["local"][0]["views_per_cpu_s"]  # the first configuration's
+            for rows in results.values():
+                add_peer_ratio(rows[0], peer_rate)
+                for row in rows:
+                    print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":
