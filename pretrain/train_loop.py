@@ -11,6 +11,7 @@ random ops inside the model draw the same numbers in a resumed run as in an unin
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -207,8 +208,17 @@ def tensorboard_writer(cfg: PretrainConfig, start_step: int):
     folder = join(cfg.checkpoint.storage_path, cfg.checkpoint.name, "tensorboard")
     purge_step = start_step + 1 if start_step else None
     if is_url(folder):
-        return UploadingWriter(SummaryWriter(tempfile.mkdtemp(prefix="spotmae_tb_"), purge_step=purge_step), folder)
+        return UploadingWriter(SummaryWriter(_local_events_folder(folder), purge_step=purge_step), folder)
     return SummaryWriter(log_dir=str(folder), purge_step=purge_step)
+
+
+def _local_events_folder(url: str) -> str:
+    """An empty local folder for this attempt's events of the run at `url`: one per run, emptied at start
+    (what a killed attempt left there was uploaded up to its last report; the rest is purged on resume)."""
+    folder = Path(tempfile.gettempdir()) / f"spotmae_tb_{hashlib.sha256(url.encode()).hexdigest()[:16]}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return str(folder)
 
 
 class UploadingWriter:
