@@ -16,6 +16,7 @@ import tarfile
 from pathlib import Path
 
 from data.common.atomic import atomic_path, write_json
+from data.common.checksums import sha256_file
 from data.common.errors import DataError
 
 MANIFEST = "manifest.json"
@@ -24,14 +25,6 @@ FORMAT = "spotmae-shards/1"
 
 def shard_name(index: int) -> str:
     return f"shard-{index:06d}.tar"
-
-
-def sha256_file(path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def fingerprint(obj) -> str:
