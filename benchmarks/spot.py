@@ -38,7 +38,6 @@ from spotting.spot import default_fusion, spot  # noqa: E402
 
 def untrained_model(folder: Path, with_cues: bool) -> Path:
     cfg = FinetuneConfig()
-    save_spotter(build_spotter(load_encoder(None, cfg.model.name), cfg), cfg, folder)
     grans = [g.name for g in cfg.granularities]
     fusion = default_fusion(grans)
     if with_cues:
@@ -50,6 +49,7 @@ def untrained_model(folder: Path, with_cues: bool) -> Path:
         fusion = Fusion(FusionConfig(), types)
         write_json(folder / "cues.json", to_dict(BaselineConfig()))
     fusion.save(folder / "fusion.json")
+    save_spotter(build_spotter(load_encoder(None, cfg.model.name), cfg), cfg, folder)  # last: records the files
     return folder
 
 

@@ -124,41 +124,66 @@ def set_layer_norm_eps(module: torch.nn.Module, eps: float) -> torch.nn.Module:
     return module
 
 
-def read_state(source) -> tuple[dict[str, torch.Tensor], ModelConfig | None]:
-    """Encoder tensors and, when stored beside them, the model config."""
+def load_safetensors(path, field: str | None = None) -> dict[str, torch.Tensor]:
+    """safetensors.torch.load_file, with a truncated or non-safetensors file reported as a DataError naming it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise DataError(f"not a readable safetensors file ({' '.join(str(e).split())[:160]})", path=path,
+                        field=field, fix="copy or export the file again; a cut-off copy is the usual cause") from None
+
+
+def check_torch_file(path, field: str, fix: str) -> None:
+    """Refuse a file that torch.load could only misread: torch.save writes a zip archive (or, before torch
+    1.6, a pickle); anything else, e.g. a text file, fails inside the unpickler with a meaningless IndexError."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        raise DataError(f"not a PyTorch checkpoint (neither a torch.save zip archive nor a pickle; it starts "
+                        f"with {head!r})", path=path, field=field, fix=fix)
+
+
+def read_state(source, field: str = "model.encoder") -> tuple[dict[str, torch.Tensor], ModelConfig | None]:
+    """Encoder tensors and, when stored beside them, the model config; errors name `field` (the setting or
+    option that gave `source`)."""
     path = Path(source)
     if not path.exists():
-        raise DataError("encoder weights not found", path=path, field="model.encoder",
+        raise DataError("encoder weights not found", path=path, field=field,
                         fix="pass an existing checkpoint folder or safetensors file, or null for scratch")
     if path.is_dir() and (path / "model.safetensors").is_file():
         path = path / "model.safetensors"
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         config_json = path.parent / "config.json"
         cfg = model_config_from_json(config_json) if config_json.is_file() else None
-        return encoder_state(load_file(str(path)), path), cfg
+        return encoder_state(load_safetensors(path, field), path), cfg
     states = find_checkpoint_states(path) if path.is_dir() else path
+    fix = "pass a pretraining run folder, a checkpoint_* folder, or an encoder folder / .safetensors file"
+    check_torch_file(states, field, fix)
     try:
         with torch.serialization.safe_globals(numpy_data_types()):
             raw = torch.load(states, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors come in many types; say which file and why
         raise DataError(f"cannot read checkpoint safely ({type(e).__name__}: {str(e)[:200]})", path=states,
-                        field="model.encoder", fix="export the encoder to safetensors") from None
+                        field=field, fix="export the encoder to safetensors") from None
     state = raw.get("module", raw) if isinstance(raw, dict) else None
     if not isinstance(state, dict):
-        raise DataError("checkpoint holds no state dict", path=states, field="model.encoder")
+        raise DataError("checkpoint holds no state dict", path=states, field=field)
     log.info("encoder weights from %s", states)
     return encoder_state(state, states), None
 
 
-def load_encoder(source, model_name: str = "lgi_tiny", seed: int = 0) -> LGIEncoder:
-    """An LGIEncoder with weights from `source` (see module doc); None = fresh init seeded by `seed`."""
+def load_encoder(source, model_name: str = "lgi_tiny", seed: int = 0,
+                 field: str | None = "model.encoder") -> LGIEncoder:
+    """An LGIEncoder with weights from `source` (see module doc); None = fresh init seeded by `seed`. Errors
+    name `field`, the setting that gave `source`."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         if source is None:
             return LGIEncoder(named_config(model_name))
-        state, cfg = read_state(source)
+        state, cfg = read_state(source, field)
         encoder = LGIEncoder(cfg or named_config(model_name))
     eps = release_layer_norm_eps(source)
     if eps is not None:

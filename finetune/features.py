@@ -19,7 +19,7 @@ from tqdm import tqdm
 from data.common.atomic import atomic_path
 from data.common.errors import DataError
 from finetune.config import FinetuneConfig
-from finetune.encoder import encoder_features
+from finetune.encoder import encoder_features, load_safetensors
 from finetune.predict import load_frames, pooled_features
 from finetune.windows import Window, video_windows
 
@@ -57,7 +57,7 @@ def _cache_file(root: Path, gran, video: str) -> Path:
 def compute_features(encoder, videos: pd.DataFrame, cfg: FinetuneConfig, cache_dir,
                      batch_size: int = 16) -> FeatureSet:
     """Pooled features for every window of every video in the video table, from cache where present."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     model_cfg = encoder.cfg
     root = Path(cache_dir) / f"{encoder_digest(encoder)}_rows{cfg.model.pool_rows}"
@@ -82,7 +82,7 @@ def compute_features(encoder, videos: pd.DataFrame, cfg: FinetuneConfig, cache_d
     for g in cfg.granularities:
         for r in videos.itertuples(index=False):
             video = str(r.video)
-            feats = load_file(str(_cache_file(root, g, video)))["pooled"]
+            feats = load_safetensors(_cache_file(root, g, video))["pooled"]
             if len(feats) != len(windows[g.name][video]):
                 raise DataError(f"cached features of {video} have {len(feats)} windows, expected "
                                 f"{len(windows[g.name][video])}", path=root, fix="delete the cache folder")

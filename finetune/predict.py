@@ -18,7 +18,11 @@ from finetune.windows import CurveAccumulator, Window, video_windows
 
 def load_frames(path, size: int) -> np.ndarray:
     """All frames of a face video as uint8 [T, size, size, 3] (resized when the video is another size)."""
-    frames = read_frames(path)
+    return model_frames(read_frames(path), size)
+
+
+def model_frames(frames: np.ndarray, size: int) -> np.ndarray:
+    """Face frames uint8 [T, H, W, 3] at the model's size x size (resized when they are another size)."""
     _, h, w, _ = frames.shape
     if (h, w) != (size, size):
         frames = crop_resize(frames, (0, 0, w, h), size)

@@ -2,23 +2,36 @@
 
 DIR/encoder/model.safetensors + DIR/encoder/config.json   the encoder (finetune.encoder.save_encoder)
 DIR/heads.safetensors                                     one head per granularity
-DIR/spotter.json                                          granularities, head sizes, provenance (written last)
-DIR/fusion.json                                           optional: fusion weights + thresholds (spotting.fusion)
+DIR/fusion.json, DIR/cues.json                            optional: fusion weights + thresholds (spotting.fusion)
+                                                          and the flow-cue config, written before spotter.json
+DIR/spotter.json                                          granularities, head sizes, provenance, and the size
+                                                          and sha256 of every file above (written last)
+
+Loading checks every recorded file first: a missing, cut-off or altered file is an error naming it, never a
+spotter that silently scores differently.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 
 from data.common.atomic import write_json
+from data.common.checksums import check_folder, folder_record
 from data.common.errors import DataError
 from finetune.config import FinetuneConfig, FinetuneModelConfig, GranularityConfig
-from finetune.encoder import load_encoder, save_encoder, save_safetensors
+from finetune.encoder import load_encoder, load_safetensors, save_encoder, save_safetensors
 from finetune.heads import Spotter
 from finetune.train import build_spotter
 
+log = logging.getLogger(__name__)
+
 MANIFEST = "spotter.json"
+HEADS = "heads.safetensors"
+FILES = ("encoder/model.safetensors", "encoder/config.json", HEADS)  # what save_spotter writes
+OPTIONAL_FILES = ("fusion.json", "cues.json")  # recorded when present at save time
+RESTORE = "retrain the spotter, or copy the whole model folder again"
 
 
 def is_complete(folder) -> bool:
@@ -28,21 +41,20 @@ def is_complete(folder) -> bool:
 def save_spotter(spotter: Spotter, cfg: FinetuneConfig, folder, extra: dict | None = None) -> Path:
     folder = Path(folder)
     save_encoder(spotter.encoder, folder / "encoder")
-    save_safetensors(spotter.heads, folder / "heads.safetensors")
+    save_safetensors(spotter.heads, folder / HEADS)
+    names = list(FILES) + [name for name in OPTIONAL_FILES if (folder / name).is_file()]
     write_json(folder / MANIFEST, {
         "granularities": [dataclasses.asdict(g) for g in cfg.granularities],
         "model": dataclasses.asdict(cfg.model),
         "train": dataclasses.asdict(cfg.train),
         **(extra or {}),
+        "files": folder_record(folder, names),
     })
     return folder
 
 
 def load_spotter(folder) -> tuple[Spotter, list[GranularityConfig]]:
-    """The spotter and its granularities from a folder written by save_spotter."""
-    from safetensors.torch import load_file
-
-
+    """The spotter and its granularities from a folder written by save_spotter, its files checked first."""
     folder = Path(folder)
     if not is_complete(folder):
         raise DataError(f"no {MANIFEST} in the model folder", path=folder,
@@ -54,8 +66,17 @@ def load_spotter(folder) -> tuple[Spotter, list[GranularityConfig]]:
     except (ValueError, KeyError, TypeError) as e:
         raise DataError(f"unreadable manifest ({type(e).__name__}: {e})", path=folder / MANIFEST,
                         fix="retrain the spotter") from None
-    encoder = load_encoder(folder / "encoder", model.name)
+    if "files" in meta:
+        check_folder(folder, meta["files"], fix=RESTORE)
+    else:
+        log.warning("%s: written without file checksums (an older spotter); its files are not verified", folder)
+    encoder = load_encoder(folder / "encoder", model.name, field=None)
     cfg = FinetuneConfig(model=model, granularities=grans)
     spotter = build_spotter(encoder, cfg)
-    spotter.heads.load_state_dict(load_file(str(folder / "heads.safetensors")))
+    heads = load_safetensors(folder / HEADS)
+    try:
+        spotter.heads.load_state_dict(heads)
+    except RuntimeError as e:  # missing, unexpected or misshapen tensors
+        raise DataError(f"heads do not fit the spotter in {MANIFEST}: {str(e).splitlines()[0][:200]}",
+                        path=folder / HEADS, fix=RESTORE) from None
     return spotter.eval(), grans

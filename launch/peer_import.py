@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from data.common.errors import ConfigError, DataError
+from finetune.encoder import check_torch_file
 from pretrain.lgi_former import LGIEncoder
 from pretrain.model_config import ModelConfig
 
@@ -54,6 +55,7 @@ def read_peer_checkpoint(path) -> tuple[dict[str, torch.Tensor], dict]:
     path = Path(path)
     if not path.is_file():
         raise DataError("peer checkpoint not found", path=path, field="--checkpoint", fix="pass the .pth file")
+    check_torch_file(path, "--checkpoint", fix="pass a MAE-DFER checkpoint-*.pth")
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             raw = torch.load(path, map_location="cpu", weights_only=True)

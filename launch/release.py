@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -40,6 +39,7 @@ from pathlib import Path
 import torch
 
 from data.common.atomic import write_bytes, write_json, write_text
+from data.common.checksums import sha256_file
 from data.common.errors import ConfigError, DataError
 from finetune.encoder import find_checkpoint_states, read_state
 from finetune.store import load_spotter
@@ -87,7 +87,7 @@ def read_source(checkpoint, model_name: str | None, pretrain_cfg, peer: bool, pe
     if (path / "spotter.json").is_file():
         return _spotter_source(path)
 
-    state, cfg = read_state(path)
+    state, cfg = read_state(path, field="--checkpoint")
     if cfg is None:  # DeepSpeed checkpoints hold weights only
         cfg = pretrain_cfg.model if pretrain_cfg is not None else named_config(model_name or "lgi_base")
     with torch.random.fork_rng():
@@ -218,14 +218,6 @@ def check_same(expected: dict, got: dict, what: str, path, atol: float = 1e-6) -
 
 
 # ---------------------------------------------------------------- writing the folder
-
-
-def sha256_file(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def is_complete(folder) -> bool:

@@ -21,10 +21,10 @@ from tqdm import tqdm
 
 from data.common.config import Config, setting
 from data.common.errors import ConfigError, DataError
-from data.common.tables import TYPES, empty_intervals, read_videos, write_predictions
+from data.common.tables import TYPES, check_video_lengths, empty_intervals, read_videos, write_predictions
 from data.common.video_io import video_info
 from data.flow import regions as fl
-from data.flow.curves import LANDMARK_SOURCES, video_curves
+from data.flow.curves import LANDMARK_SOURCES, frame_curves, video_curves
 from spotting import intervals as iv
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,8 @@ def monotonicity(m_k: np.ndarray, m_hop: np.ndarray, hop: int, hops: int) -> np.
     """
     path = np.zeros_like(m_hop)
     for j in range(hops):
-        path[:len(path) - j * hop] += m_hop[j * hop:]
+        n = max(0, len(path) - j * hop)  # a video shorter than the hops has fewer terms, not an error
+        path[:n] += m_hop[j * hop:j * hop + n]
     return np.clip(m_k / np.maximum(path, m_k + 1e-6), 0.0, 1.0)
 
 
@@ -185,6 +186,13 @@ def video_region_curves(path, cfg: BaselineConfig, cache_path, landmarks=None) -
                         cfg.landmarks if landmarks is None else landmarks, head_model=cfg.head_model)
 
 
+def frame_region_curves(frames: np.ndarray, fps: float, cfg: BaselineConfig, landmarks=None,
+                        name: str = "<frames>") -> dict:
+    """video_region_curves of RGB frames held in memory (data.flow.curves.frame_curves: nothing cached)."""
+    return frame_curves(frames, fps, needed_ks(cfg, fps), cfg.method, cfg.scale,
+                        cfg.landmarks if landmarks is None else landmarks, cfg.head_model, name)
+
+
 def spot_video(path, cfg: BaselineConfig, cache_path, landmarks=None) -> list[iv.Interval]:
     """Spot one video from its (cached) region curves."""
     result = video_region_curves(path, cfg, cache_path, landmarks)
@@ -242,6 +250,7 @@ def run_baseline(cfg: BaselineConfig, data_dir, out_dir) -> Path:
         raise DataError("dataset folder has no videos.csv", path=data_dir,
                         fix="point --data at a folder made by `python -m data synth` or an adapter")
     videos = read_videos(table)
+    check_video_lengths(videos, table)
     predictions = spot_dataset(cfg, videos, out_dir / "curves")
     path = write_predictions(predictions, out_dir / "predictions.csv")
     log.info("%d predictions for %d videos -> %s", len(predictions), len(videos), path)

@@ -75,7 +75,18 @@ def model_channels(curves: dict[str, np.ndarray]) -> dict[Channel, np.ndarray]:
 def cue_channels(path, bcfg: bl.BaselineConfig, cache_path, landmarks=None) -> dict[Channel, np.ndarray]:
     """The flow baseline's per-frame score of each type, overall and from each face region alone; the flow is
     cached at `cache_path` (spotting.baseline.video_region_curves)."""
-    result = bl.video_region_curves(path, bcfg, cache_path, landmarks)
+    return region_channels(bl.video_region_curves(path, bcfg, cache_path, landmarks), bcfg)
+
+
+def frame_cue_channels(frames: np.ndarray, fps: float, bcfg: bl.BaselineConfig, landmarks=None,
+                       name: str = "<frames>") -> dict[Channel, np.ndarray]:
+    """cue_channels of RGB frames held in memory (the aligned crops `spotting spot` made, not a lossy re-encoding
+    of them, so the same video gives the same cues every time): nothing cached; `name` names them in messages."""
+    return region_channels(bl.frame_region_curves(frames, fps, bcfg, landmarks, name), bcfg)
+
+
+def region_channels(result: dict, bcfg: bl.BaselineConfig) -> dict[Channel, np.ndarray]:
+    """Region curves (spotting.baseline.video_region_curves' result) -> the cue channels."""
     curves, fps, n = result["curves"], result["fps"], result["num_frames"]
     out = {}
     for kind in TYPES:

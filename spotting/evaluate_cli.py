@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from data.annotations.adapters import FORMATS, load_annotations
+from data.common.outputs import output_file
 from data.common.tables import (
     INTERVAL_COLUMNS,
     PREDICTION_COLUMNS,
@@ -51,6 +52,18 @@ def _header(path: Path) -> list[str]:
         return []  # let the full reader raise its own error naming the file
 
 
+def warn_unmatched(gt: pd.DataFrame, pred: pd.DataFrame, gt_path, pred_path, shown: int = 3) -> None:
+    """Warn when no prediction names a ground-truth video: every prediction is then a false positive and
+    every event a miss (F1 = 0), which is almost always mismatched ids, not a spotter that found nothing."""
+    gt_ids, pred_ids = set(gt["video"]), set(pred["video"])
+    if not gt_ids or not pred_ids or gt_ids & pred_ids:
+        return
+    hint = " (the prediction ids end in a file suffix)" if any(Path(v).suffix for v in pred_ids) else ""
+    log.warning("no prediction video is a ground-truth video, so every prediction is a false positive: "
+                "predictions in %s name %s, ground truth in %s names %s%s; use the same video ids in both",
+                pred_path, sorted(pred_ids)[:shown], gt_path, sorted(gt_ids)[:shown], hint)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m spotting evaluate",
                                 description="Score predicted intervals against ground truth (DESIGN.md §5).")
@@ -67,8 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    if args.per_video:
+        output_file(args.per_video, "--per-video")
     gt = load_annotations(args.gt, format=args.gt_format)
     pred = read_prediction_file(args.pred)
+    warn_unmatched(gt, pred, args.gt, args.pred)
     if args.videos:
         lengths = dict(zip(*read_videos(args.videos)[["video", "num_frames"]].T.to_numpy()))
         gt = validate_intervals(gt[INTERVAL_COLUMNS], args.gt, num_frames=lengths)

@@ -28,6 +28,7 @@ def bad(tmp_path_factory) -> Path:
     (d / "pred.csv").write_text(INTERVALS.strip() + ",score\ns1,v1,10,12,15,macro,,0.9\n")
     (d / "videos.csv").write_text("subject,video,path,fps,num_frames\ns1,v1,v1.mp4,30,100\n")
     (d / "notes.xlsx").write_text("not a spreadsheet\n")
+    (d / "notes.pth").write_text("a few notes, not weights\n")  # torch's unpickler reads 'a' as APPEND
     return d
 
 
@@ -69,6 +70,20 @@ CASES = [
      "not a decodable video"),
     ("spot-missing-model", "spotting spot {carphone} --model {d}/nomodel --out {d}/spot", "{d}/nomodel",
      "spotter.json"),
+    # issue 16: outputs that are folders or files where the other is needed, text given as weights, overrides
+    ("annotations-out-is-a-folder", "data annotations {d}/pred.csv --out {d}", "{d}", "--out: is a folder"),
+    ("evaluate-per-video-is-a-folder", "spotting evaluate --gt {d}/pred.csv --pred {d}/pred.csv --per-video {d}",
+     "{d}", "--per-video: is a folder"),
+    ("spot-out-is-a-file", "spotting spot {carphone} --model {d}/nomodel --out {d}/text.mp4", "{d}/text.mp4",
+     "--out: is a file"),
+    ("release-text-checkpoint", "launch release --checkpoint {d}/notes.pth --out {d}/rel", "{d}/notes.pth",
+     "--checkpoint: not a PyTorch checkpoint"),
+    ("release-text-peer-checkpoint", "launch release --peer --checkpoint {d}/notes.pth --out {d}/rel",
+     "{d}/notes.pth", "not a PyTorch checkpoint"),
+    ("synth-override-typo", "data synth --config configs/data/synthetic_demo.yaml subjets=2 --out {d}/o",
+     "override 'subjets=2'", "unknown key.*did you mean 'subjects'"),
+    ("finetune-negative-lr", "finetune train --config configs/finetune/synthetic.yaml train.lr=-1 out={d}/ft",
+     "override 'train.lr=-1'", "train.lr: must be > 0"),
 ]
 
 
@@ -91,6 +106,18 @@ def test_bad_input_gives_one_error_line(bad, argv, named, detail):
     assert len(errors) == 1, proc.stderr[-2000:]
     assert fill(named, bad) in errors[0]
     assert re.search(detail, errors[0]), errors[0]
+
+
+@pytest.mark.parametrize("argv", ["data faces {d}/text.mp4 --out {d}/o", "data flow {d}/empty.mp4 --out {d}/o",
+                                  "spotting spot {d}/text.mp4 --model {d}/nomodel --out {d}/o"])
+def test_decoder_log_lines_do_not_bury_the_error(bad, argv):
+    """FFmpeg and decord print their own lines ('moov atom not found', 'ERROR opening: ...'); the one error line
+    must be the only thing a bad video prints, with the decoder's reason inside it."""
+    proc = run_cli(fill(argv, bad).split())
+    lines = [ln.strip() for ln in re.split(r"[\r\n]+", proc.stderr) if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith("flow pairs:")]  # data flow's progress bar
+    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
+    assert "not a decodable video (Invalid data found when processing input)" in lines[0]
 
 
 def test_debug_shows_the_traceback(bad):

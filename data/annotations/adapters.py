@@ -23,7 +23,7 @@ import pandas as pd
 import xlrd
 
 from data.common.errors import DataError
-from data.common.tables import INTERVAL_COLUMNS, validate_intervals
+from data.common.tables import INTERVAL_COLUMNS, drop_repeats, validate_intervals
 
 log = logging.getLogger(__name__)
 
@@ -163,9 +163,11 @@ def _interval(row: _Row, stats: Counter, *, base: int, to_index=None, names=("on
 
 
 def _finish(records: list[dict], path, stats: Counter) -> pd.DataFrame:
+    """The interval table of the records (each with its source "row" number), repairs and repeats reported."""
     for what, count in sorted(stats.items()):
         log.warning("%s: %d row(s): %s", path, count, what)
-    df = pd.DataFrame(records, columns=INTERVAL_COLUMNS)
+    rows = [r["row"] for r in records]
+    df = drop_repeats(pd.DataFrame(records, columns=INTERVAL_COLUMNS), path, rows)
     log.info("%s: %d intervals (%d macro, %d micro) in %d videos", path, len(df),
              int((df["type"] == "macro").sum()), int((df["type"] == "micro").sum()), df["video"].nunique())
     return validate_intervals(df, str(path))
@@ -280,7 +282,7 @@ def load_casme2(path) -> pd.DataFrame:
             raise row.error("expression", f"stimulus code {code} has no known CAS(ME)^2 video name",
                             fix=f"known codes: {sorted(CASME2_VIDEO_NAMES)}")
         onset, apex, offset = _interval(row, stats, base=1)
-        records.append({"subject": f"s{number}", "video": f"{number}_{code}{CASME2_VIDEO_NAMES[code]}",
+        records.append({"row": row.line, "subject": f"s{number}", "video": f"{number}_{code}{CASME2_VIDEO_NAMES[code]}",
                         "onset": onset, "apex": apex, "offset": offset, "type": row.kind("type"),
                         "emotion": row.text("emotion", required=False)})
     return _finish(records, path, stats)
@@ -316,8 +318,9 @@ def load_samm(path) -> pd.DataFrame:
         subject = row.text("Subject")
         subject = f"{int(subject):03d}" if subject.isdigit() else subject
         onset, apex, offset = _interval(row, stats, base=1, names=("Onset", "Apex", "Offset"))
-        records.append({"subject": subject, "video": filename.rsplit("_", 1)[0], "onset": onset, "apex": apex,
-                        "offset": offset, "type": row.kind("Type"), "emotion": row.text("Emotion", required=False)})
+        records.append({"row": row.line, "subject": subject, "video": filename.rsplit("_", 1)[0], "onset": onset,
+                        "apex": apex, "offset": offset, "type": row.kind("Type"),
+                        "emotion": row.text("Emotion", required=False)})
     return _finish(records, path, stats)
 
 
@@ -364,8 +367,8 @@ def load_casme3(path, frames_root=None) -> pd.DataFrame:
                 cache[subject, session] = _position_mapper(_casme3_frame_numbers(frames_root, subject, session, path))
             mapper = cache[subject, session]
         onset, apex, offset = _interval(row, stats, base=1, to_index=mapper, names=("Onset", "Apex", "Offset"))
-        records.append({"subject": subject, "video": f"{subject}_{session}", "onset": onset, "apex": apex,
-                        "offset": offset, "type": row.kind("Expression type"),
+        records.append({"row": row.line, "subject": subject, "video": f"{subject}_{session}", "onset": onset,
+                        "apex": apex, "offset": offset, "type": row.kind("Expression type"),
                         "emotion": row.text(emotion, required=False)})
     return _finish(records, path, stats)
 
@@ -399,8 +402,8 @@ def load_csv(path) -> pd.DataFrame:
     for row in _rows(df, 0, columns, path, first_number=2, letters=False):
         video = row.text("video")
         onset, apex, offset = _interval(row, stats, base=0, integer=True)
-        records.append({"subject": row.text("subject", required=False) or video, "video": video, "onset": onset,
-                        "apex": apex, "offset": offset, "type": row.kind("type"),
+        records.append({"row": row.line, "subject": row.text("subject", required=False) or video, "video": video,
+                        "onset": onset, "apex": apex, "offset": offset, "type": row.kind("type"),
                         "emotion": row.text("emotion", required=False)})
     if "apex" not in columns:
         stats.pop("apex missing -> midpoint", None)  # no apex column is a documented default, not a repair

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from data.annotations.adapters import FORMATS, load_annotations
+from data.common.outputs import output_file
 from data.common.tables import write_intervals
 
 
@@ -20,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    output_file(args.out)
     df = load_annotations(args.file, format=args.format, frames_root=args.frames_root)
     write_intervals(df, args.out)
     counts = df["type"].value_counts()

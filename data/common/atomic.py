@@ -2,16 +2,21 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import tempfile
 from pathlib import Path
+
+from data.common.errors import DataError
 
 
 @contextlib.contextmanager
 def atomic_path(path, suffix: str | None = None):
     """Yield a temp path beside `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
+    if path.is_dir():  # os.replace would fail only after the work, with IsADirectoryError
+        raise DataError("is a folder; a file was to be written here", path=path, fix="pass a file path")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix or ".tmp", dir=path.parent)
     os.close(fd)
@@ -23,6 +28,15 @@ def atomic_path(path, suffix: str | None = None):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def stale_temps(path, suffix: str | None = None) -> list[Path]:
+    """Temp files that atomic_path(path, suffix) left behind when its process was killed before cleaning up
+    (SIGKILL, power loss): safe to delete once no process is writing `path`."""
+    path = Path(path)
+    suffix = suffix or path.suffix or ".tmp"
+    pattern = f".{glob.escape(path.name)}.*{glob.escape(suffix)}"
+    return sorted(p for p in path.parent.glob(pattern) if p.is_file())
 
 
 def _umask() -> int:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import signal
 import sys
 
 from data.common.errors import SpotMAEError
@@ -29,8 +30,34 @@ def dispatch(stage: str, commands: dict[str, tuple[str, str]], argv: list[str] |
     return run_main(module.main, argv[1:], debug)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, like Ctrl-C: temp files are removed on the way out
+    (data.common.atomic) and nothing half-written is left, whichever of the two signals stopped the command."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def interrupt_on_sigterm() -> None:
+    """Treat SIGTERM as SIGINT in this process."""
+    signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def _exit_terminated(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def exit_on_sigterm() -> None:
+    """A process-pool initializer: SIGTERM unwinds the worker's task (its temp files are removed on the way
+    out) and ends the worker quietly. SystemExit, not KeyboardInterrupt: multiprocessing prints a traceback
+    for a worker that ends with anything else."""
+    signal.signal(signal.SIGTERM, _exit_terminated)
+
+
 def run_main(main, argv: list[str], debug: bool = False) -> int:
     """Call main(argv); a SpotMAEError becomes one line on stderr and exit 2 (traceback with --debug)."""
+    interrupt_on_sigterm()
     try:
         return int(main(argv) or 0)
     except SpotMAEError as e:
@@ -39,7 +66,12 @@ def run_main(main, argv: list[str], debug: bool = False) -> int:
         _end_progress_bars()
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Terminated:
+        _end_progress_bars()
+        print("terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
+        _end_progress_bars()
         print("interrupted", file=sys.stderr)
         return 130
 

@@ -10,7 +10,7 @@ import pandas as pd
 
 from data.common.config import Config
 from data.common.errors import DataError
-from data.common.tables import read_intervals, read_videos
+from data.common.tables import check_video_lengths, read_intervals, read_videos
 
 
 @dataclasses.dataclass
@@ -19,13 +19,15 @@ class DatasetConfig(Config):
 
 
 def read_dataset(root, field: str = "data.root") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(video table, interval table) of a dataset folder; every annotated video must be in the video table."""
+    """(video table, interval table) of a dataset folder; every annotated video must be in the video table and
+    every video's num_frames must be its video's frame count."""
     root = Path(root)
     if not (root / "videos.csv").is_file():
         raise DataError("dataset folder has no videos.csv", path=root, field=field,
                         fix=f"make one with `python -m data synth --config configs/data/synthetic_demo.yaml "
                             f"--out {root}` or point {field} at a dataset folder")
     videos = read_videos(root / "videos.csv")
+    check_video_lengths(videos, root / "videos.csv")
     gt = read_intervals(root / "intervals.csv", num_frames=dict(zip(videos["video"], videos["num_frames"])))
     unknown = sorted(set(gt["video"]) - set(videos["video"]))
     if unknown:

@@ -5,17 +5,22 @@ Predictions: the same columns plus score. Video table: subject,video,path,fps,nu
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pandas as pd
 
 from data.common.atomic import atomic_path
 from data.common.errors import DataError
+from data.common.video_io import video_info
 
 INTERVAL_COLUMNS = ["subject", "video", "onset", "apex", "offset", "type", "emotion"]
 PREDICTION_COLUMNS = INTERVAL_COLUMNS + ["score"]
 VIDEO_COLUMNS = ["subject", "video", "path", "fps", "num_frames"]
 TYPES = ("macro", "micro")
+EVENT_COLUMNS = ["subject", "video", "onset", "apex", "offset", "type"]  # what makes two rows the same event
+
+log = logging.getLogger(__name__)
 
 
 def empty_intervals(with_score: bool = False) -> pd.DataFrame:
@@ -48,6 +53,29 @@ def _as_int(df: pd.DataFrame, col: str, source: str) -> None:
     df[col] = values.astype("int64")
 
 
+def drop_repeats(df: pd.DataFrame, source, rows: list[int] | None = None, shown: int = 5) -> pd.DataFrame:
+    """`df` without the rows that repeat an earlier row's event (EVENT_COLUMNS), with a warning naming them.
+
+    A repeated ground-truth event is a second event that no prediction can match (one prediction matches one
+    event): it would count as one more miss. `rows` are the row numbers the user sees (default: CSV lines,
+    header = line 1).
+    """
+    repeated = df.duplicated(subset=EVENT_COLUMNS, keep="first")
+    if not repeated.any():
+        return df
+    numbers = list(rows) if rows is not None else list(range(2, len(df) + 2))
+    first_of = {}
+    pairs = []
+    for number, key, again in zip(numbers, df[EVENT_COLUMNS].itertuples(index=False, name=None), repeated):
+        if again:
+            pairs.append(f"row {number} repeats row {first_of[key]}")
+        else:
+            first_of[key] = number
+    log.warning("%s: %d repeated row(s) dropped (each event counts once): %s%s", source, len(pairs),
+                "; ".join(pairs[:shown]), "; ..." if len(pairs) > shown else "")
+    return df[~repeated.to_numpy()]
+
+
 def validate_intervals(df: pd.DataFrame, source="<table>", with_score: bool = False,
                        num_frames: dict | None = None) -> pd.DataFrame:
     """Check types and ordering; row numbers in errors are CSV line numbers (header = line 1)."""
@@ -77,6 +105,8 @@ def validate_intervals(df: pd.DataFrame, source="<table>", with_score: bool = Fa
             r = df.iloc[row]
             raise DataError(f"row {row + 2} ({r['video']} {r['onset']}-{r['offset']} {r['type']!r}): {message}",
                             path=source, field=field, fix="correct the row")
+    if not with_score:  # predictions may repeat an interval: each copy is a false positive, as it should be
+        df = drop_repeats(df, source)
     return df.reset_index(drop=True)
 
 
@@ -103,6 +133,16 @@ def read_videos(path) -> pd.DataFrame:
     if dup.any():
         raise DataError(f"video {df['video'][dup].iloc[0]!r} is listed twice", path=path, field="video")
     return df.reset_index(drop=True)
+
+
+def check_video_lengths(videos: pd.DataFrame, table) -> None:
+    """DataError naming the first row of a video table (read_videos) whose num_frames differs from its video's
+    frame count: a wrong count puts windows, labels and the last-frame check in the wrong place."""
+    for i, r in enumerate(videos.itertuples(index=False)):
+        actual = video_info(r.path)["num_frames"]
+        if actual != int(r.num_frames):
+            raise DataError(f"row {i + 2} ({r.video}): num_frames is {r.num_frames}, but {r.path} has {actual} "
+                            f"frames", path=table, field="num_frames", fix="correct the row to the video's length")
 
 
 def write_table(df: pd.DataFrame, path, columns: list[str]) -> Path:

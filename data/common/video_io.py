@@ -1,7 +1,12 @@
 """Video in and out: H.264 encoding with PyAV (opencv's wheel has no encoder), decoding with decord."""
 from __future__ import annotations
 
+import contextlib
 import io
+import os
+import re
+import sys
+import tempfile
 from fractions import Fraction
 from pathlib import Path
 
@@ -50,9 +55,35 @@ def write_mp4(path, frames: np.ndarray, fps: float, **kwargs) -> Path:
     return Path(path)
 
 
+@contextlib.contextmanager
+def _native_stderr(captured: list[str]):
+    """Collect what native code (FFmpeg, decord's C++ logging) writes to file descriptor 2 inside the block:
+    those lines ("moov atom not found", "ERROR opening: ...") would print before, and bury, the one `error:`
+    line. The text is appended to `captured` so the error can quote the decoder's reason."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured.append(sink.read().decode("utf-8", "replace"))
+
+
+def _decoder_reason(err: Exception, log_text: str) -> str:
+    """One line on why the decoder refused a file, e.g. 'Invalid data found when processing input'."""
+    found = re.search(r"ERROR opening: .*?, ([^\n]+)", log_text)
+    text = found.group(1).strip() if found else f"{type(err).__name__}: {' '.join(str(err).split())}"
+    return text[:160]
+
+
 def _reader(source, width: int = -1, height: int = -1):
     import decord
 
+    decord.logging.set_level(decord.logging.QUIET)  # FFmpeg's own log lines
     name = source if isinstance(source, (str, Path)) else "<bytes>"
     if isinstance(source, (str, Path)):
         if not Path(source).is_file():
@@ -60,11 +91,13 @@ def _reader(source, width: int = -1, height: int = -1):
         arg = str(source)
     else:
         arg = io.BytesIO(bytes(source))
+    log_text: list[str] = []
     try:
-        vr = decord.VideoReader(arg, ctx=decord.cpu(0), width=width, height=height, num_threads=1)
+        with _native_stderr(log_text):
+            vr = decord.VideoReader(arg, ctx=decord.cpu(0), width=width, height=height, num_threads=1)
     except Exception as e:  # decord raises its own DECORDError / RuntimeError for undecodable input
-        raise DataError(f"not a decodable video ({type(e).__name__}: {str(e).splitlines()[0][:120]})",
-                        path=name, fix="pass an mp4/avi/mov file") from None
+        raise DataError(f"not a decodable video ({_decoder_reason(e, ''.join(log_text))})", path=name,
+                        fix="pass an mp4/avi/mov file") from None
     if len(vr) == 0:
         raise DataError("video has zero frames", path=name, fix="re-export the video")
     return vr

@@ -93,6 +93,8 @@ def centred_mean(values: np.ndarray, valid: np.ndarray, window: int) -> np.ndarr
     n = len(values)
     for k, w in zip(range(-half, half + 1), weights):
         lo, hi = max(0, -k), min(n, n - k)  # out[t] += w * values[t + k] for t in [lo, hi)
+        if hi <= lo:
+            continue  # a video shorter than the window: this offset reaches past both ends
         total[lo:hi] += w * clean[lo + k:hi + k]
         norm[lo:hi] += w * mask[lo + k:hi + k]
     out[valid] = (total / np.maximum(norm, 1e-12))[valid]

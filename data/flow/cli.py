@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from data.common.errors import DataError
 from data.common.video_io import find_videos
@@ -45,13 +46,12 @@ def main(argv: list[str]) -> int:
     videos = find_videos(args.source, exclude=out)
     done = frames = 0
     start = time.perf_counter()
-    with tqdm(desc="flow pairs", unit="pair") as bar:
+    with tqdm(desc="flow pairs", unit="pair") as bar, logging_redirect_tqdm():  # warnings on their own lines
         for name, video in videos.items():
-            before = bar.n
             result = video_curves(video, out / f"{name}.npz", args.k, args.method, args.scale, args.landmarks, bar,
                                   args.head_model, track_path=out / "faces" / f"{name}.npz")
-            done += bar.n > before
-            frames += result["num_frames"] if bar.n > before else 0
+            done += bool(result["computed"])
+            frames += result["num_frames"] if result["computed"] else 0
     seconds = time.perf_counter() - start
     log.info("%d video(s), %d computed, %d cached; %d frames in %.1f s -> %s", len(videos), done,
              len(videos) - done, frames, seconds, out)

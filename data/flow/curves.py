@@ -80,11 +80,15 @@ def video_track(path, track_path):
 def tracked_landmarks(path, track_path, source: str = "tracked") -> np.ndarray:
     """Full-resolution landmarks from the tracked face: [68, 2] median ("tracked") or [T, 68, 2] per frame
     ("tracked-frame"); frames without a face take the nearest frame's landmarks."""
-    track = video_track(path, track_path)
+    return track_landmarks(video_track(path, track_path), source, path)
+
+
+def track_landmarks(track, source: str, name) -> np.ndarray:
+    """tracked_landmarks of a FaceTrack already at hand."""
     missing = 1.0 - track.face_fraction
     level = logging.WARNING if missing > 0.5 else logging.INFO
     log.log(level, "%s: no face in %.1f%% of %d frames (their regions come from the nearest frame with a face)",
-            path, 100 * missing, track.num_frames)
+            name, 100 * missing, track.num_frames)
     filled = track.filled_landmarks()  # raises DataError (naming the video) when no frame has a face
     if source == "tracked-frame":
         return filled
@@ -115,11 +119,13 @@ class _PerFrameGeometry(Sequence):
         return fl.RegionGeometry.from_landmarks(self.points[i], self.size, self.scale)
 
 
-def _geometry(path, landmarks, grey: np.ndarray, scale: float):
-    """Region masks at the flow's resolution: from a landmark source name, one [68, 2] set, or [T, 68, 2]."""
+def _geometry(path, landmarks, grey: np.ndarray, scale: float, first: np.ndarray | None = None):
+    """Region masks at the flow's resolution: from a landmark source name, one [68, 2] set, or [T, 68, 2].
+    `first`: the first RGB frame when at hand (else decoded from `path`)."""
     size = (grey.shape[2], grey.shape[1])
     if isinstance(landmarks, str):
-        first = read_frames(path, [0])[0]  # landmarks are found at full resolution, then scaled
+        if first is None:
+            first = read_frames(path, [0])[0]  # landmarks are found at full resolution, then scaled
         points = video_landmarks(first, (first.shape[1], first.shape[0]), landmarks, path)
         return fl.RegionGeometry.from_landmarks(points, size, scale)
     points = np.asarray(landmarks, dtype=np.float32)
@@ -162,32 +168,68 @@ def save_curves(npz_path, curves: dict[int, np.ndarray], fps: float, num_frames:
                             regions=np.array(fl.REGIONS), **{f"k{k}": v for k, v in curves.items()})
 
 
+def _check_params(method: str, scale: float, head_model: str) -> None:
+    fl.check_method(method)
+    fl.check_scale(scale)
+    if head_model not in fl.HEAD_MODELS:
+        raise DataError(f"unknown head motion model {head_model!r}", field="head_model",
+                        fix=f"use one of {list(fl.HEAD_MODELS)}")
+
+
+def _warn_short(num_frames: int, ks, name) -> None:
+    """A gap as long as the video has no frame pair: its curve is all zero, which a user should hear about."""
+    short = sorted({int(k) for k in ks if k >= num_frames})
+    if short:
+        log.warning("%s: %d frame(s), too short for frame gap(s) k=%s: no two frames are that far apart, so "
+                    "those curves are all zero", name, num_frames, ", ".join(map(str, short)))
+
+
+def _compute(grey: np.ndarray, ks, geometry, method: str, head_model: str, bar: tqdm | None) -> dict:
+    """{k: [F, T, R]} for the gaps `ks`."""
+    flow_fn = fl.make_flow(method)
+    progress = bar.update if bar is not None else None
+    return {k: fl.region_curves(grey, k, geometry, flow_fn, progress, head_model) for k in ks}
+
+
 def video_curves(path, npz_path, ks=None, method: str = "dis", scale: float = 1.0, landmarks="auto",
                  bar: tqdm | None = None, head_model: str = "affine", track_path=None) -> dict:
     """Compute (or load from `npz_path`) the region curves of one video; `ks=None` derives k from its fps.
 
     `landmarks`: a LANDMARK_SOURCES name, or an array at full resolution: [68, 2] fixed or [T, 68, 2] tracked.
     A TRACKED_SOURCES name caches the face track at `track_path` (default track_cache_path(npz_path)).
+    The result's "computed" lists the gaps computed now (empty: all came from the cache).
     """
-    fl.check_method(method)
-    fl.check_scale(scale)
+    _check_params(method, scale, head_model)
     if ks is None:
-            ks = default_ks(video_info(path)["fps"])
-    if head_model not in fl.HEAD_MODELS:
-        raise DataError(f"unknown head motion model {head_model!r}", field="head_model",
-                        fix=f"use one of {list(fl.HEAD_MODELS)}")
+        ks = default_ks(video_info(path)["fps"])
     params = _params(method, scale, _landmark_key(landmarks), head_model)
     cached = load_curves(npz_path, params) or {"curves": {}}
     missing = sorted(set(int(k) for k in ks) - set(cached["curves"]))
     if not missing:
-        return cached
+        _warn_short(cached["num_frames"], ks, path)
+        return {**cached, "computed": []}
     grey, fps = fl.read_grey(path, scale)
+    _warn_short(len(grey), ks, path)
     if isinstance(landmarks, str) and landmarks in TRACKED_SOURCES:
         landmarks = tracked_landmarks(path, track_path or track_cache_path(npz_path), landmarks)
     geometry = _geometry(path, landmarks, grey, scale)
-    flow_fn = fl.make_flow(method)
-    progress = bar.update if bar is not None else None
-    curves = dict(cached["curves"])
-    curves.update({k: fl.region_curves(grey, k, geometry, flow_fn, progress, head_model) for k in missing})
+    curves = {**cached["curves"], **_compute(grey, missing, geometry, method, head_model, bar)}
     save_curves(npz_path, curves, fps, len(grey), params)
-    return {"curves": curves, "fps": fps, "num_frames": len(grey), "params": params}
+    return {"curves": curves, "fps": fps, "num_frames": len(grey), "params": params, "computed": missing}
+
+
+def frame_curves(frames: np.ndarray, fps: float, ks, method: str = "dis", scale: float = 1.0, landmarks="auto",
+                 head_model: str = "affine", name: str = "<frames>") -> dict:
+    """video_curves of RGB frames held in memory [T, H, W, 3]: nothing decoded, cached or written. The cues
+    then see exactly these frames, not a lossy re-encoding of them (x264 output is not bit-exact from run to
+    run, so cues from a re-encoded copy differ between two runs on the same input). `name` names the video."""
+    _check_params(method, scale, head_model)
+    if isinstance(landmarks, str) and landmarks in TRACKED_SOURCES:
+        landmarks = track_landmarks(faces.track_faces(frames), landmarks, name)
+    grey = fl.to_grey(frames, scale)
+    _warn_short(len(grey), ks, name)
+    geometry = _geometry(name, landmarks, grey, scale, first=frames[0])
+    ks = sorted({int(k) for k in ks})
+    return {"curves": _compute(grey, ks, geometry, method, head_model, None), "fps": float(fps),
+            "num_frames": len(grey), "params": _params(method, scale, _landmark_key(landmarks), head_model),
+            "computed": ks}

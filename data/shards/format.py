@@ -15,8 +15,9 @@ import io
 import json
 import tarfile
 
+from data.common.checksums import sha256_file
 from data.common.errors import DataError
-from data.common.storage import file_sizes, join, open_read, read_bytes, size, staged, write_json
+from data.common.storage import file_sizes, join, read_bytes, size, staged, write_json
 
 MANIFEST = "manifest.json"
 FORMAT = "spotmae-shards/1"
@@ -24,14 +25,6 @@ FORMAT = "spotmae-shards/1"
 
 def shard_name(index: int) -> str:
     return f"shard-{index:06d}.tar"
-
-
-def sha256_file(path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open_read(path) as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def fingerprint(obj) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import posixpath
 import re
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -20,8 +21,10 @@ from typing import Literal
 
 import numpy as np
 
+from data.common.atomic import stale_temps
+from data.common.cli import Terminated, exit_on_sigterm
 from data.common.errors import ConfigError, DataError
-from data.common.storage import join
+from data.common.storage import filesystem, is_url, join
 from data.common.tables import read_videos
 from data.common.video_io import encode_mp4, find_videos, read_frames, video_info
 from data.faces.align import align_video
@@ -29,6 +32,7 @@ from data.faces.track import TRACK_ARRAYS, track_faces
 from data.shards.format import (
     FORMAT,
     MANIFEST,
+    done_path,
     fingerprint,
     read_done,
     read_manifest,
@@ -257,12 +261,42 @@ def _start_manifest(cfg: PackConfig, sources: list[dict], plan: list, plan_id: s
         raise ConfigError(f"{out} holds shards packed with another config or other sources "
                           f"(plan {manifest['plan']}, now {plan_id}); shards are immutable",
                           path=join(out, MANIFEST), field="out_dir", fix="pack into a new out_dir")
+    _refuse_strays(out, len(plan) if manifest is not None else 0)
     if manifest is None:
         manifest = {"format": FORMAT, "plan": plan_id, "config": dataclasses.asdict(cfg), "sources": sources,
                     "num_shards": len(plan), "num_clips": sum(len(s) for s in plan), "shards": {},
                     "complete": False}
         write_manifest(out, manifest)
     return manifest
+
+
+def _refuse_strays(out, planned: int) -> None:
+    """Shard files the manifest does not describe (none at all before a manifest exists) are someone else's
+    shards: packing would overwrite some and leave the others beside a manifest that does not list them."""
+    fs, root = filesystem(out)
+    ours = {shard_name(i) for i in range(planned)}
+    strays = sorted(name for name in (posixpath.basename(p) for p in fs.glob(f"{root}/shard-*.tar"))
+                    if name not in ours)
+    if strays:
+        described = f"its manifest describes {planned} shard(s)" if planned else "it has no manifest.json"
+        raise DataError(f"holds shard files that are not part of this shard set ({', '.join(strays[:3])}"
+                        f"{', ...' if len(strays) > 3 else ''}; {described})", path=out, field="out_dir",
+                        fix="pack into a new or empty out_dir, or move those files away")
+
+
+def _remove_stale_temps(out, shards: int) -> None:
+    """Temp files of this shard set's own writes (shards, done records, manifest) left by a run that was
+    killed too hard to clean up (SIGKILL, a lost machine): nothing else writes them, so a rerun removes them.
+    Object storage never holds such files: objects are staged locally and uploaded whole."""
+    if is_url(out):
+        return
+    out = Path(out)
+    targets = [out / shard_name(i) for i in range(shards)] + [done_path(out, i) for i in range(shards)]
+    stale = [t for target in targets + [out / MANIFEST] for t in stale_temps(target)]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        log.info("removed %d temp file(s) an interrupted run left in %s", len(stale), out)
 
 
 def pack(cfg: PackConfig, progress: bool = True):
@@ -279,6 +313,7 @@ def pack(cfg: PackConfig, progress: bool = True):
         raise DataError(f"no source video is long enough for one clip of {clip_span(cfg)} frames",
                         path=cfg.source_path, fix="lower clip_frames / frame_step")
     manifest = _start_manifest(cfg, sources, plan, plan_fingerprint(cfg, sources))
+    _remove_stale_temps(out, len(plan))
     todo = [i for i in range(len(plan)) if read_done(out, i) is None]
     log.info("%d sources -> %d clips in %d shards; %d to build", len(sources), manifest["num_clips"],
              len(plan), len(todo))
@@ -307,8 +342,17 @@ def _run(cfg: PackConfig, sources: list[dict], plan: list, todo: list[int]):
         return
     import multiprocessing
 
-    # spawn: decord/x264/OpenCV threads in the parent must not be forked mid-flight
-    with ProcessPoolExecutor(cfg.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    # spawn: decord/x264/OpenCV threads in the parent must not be forked mid-flight. A terminated worker
+    # removes its half-written shard (exit_on_sigterm).
+    with ProcessPoolExecutor(cfg.workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=exit_on_sigterm) as pool:
         futures = {pool.submit(build_shard, cfg, _sources_of(sources, plan[i]), i, plan[i]): i for i in todo}
-        for future in as_completed(futures):
-            yield futures[future], future.result()
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        except BaseException as e:
+            pool.shutdown(wait=False, cancel_futures=True)  # queued shards never start
+            if isinstance(e, Terminated):  # Ctrl-C reaches the workers itself; a SIGTERM to us alone does not
+                for worker in multiprocessing.active_children():
+                    worker.terminate()
+            raise

@@ -23,7 +23,7 @@ from data.common.atomic import write_json, write_text
 from data.common.config import to_dict
 from data.common.errors import ConfigError, DataError
 from data.common.tables import INTERVAL_COLUMNS, VIDEO_COLUMNS, write_intervals, write_videos
-from data.common.video_io import write_mp4
+from data.common.video_io import video_info, write_mp4
 from data.synthetic import motion
 from data.synthetic.config import (
     BlinkConfig,
@@ -131,6 +131,23 @@ def _tables(cfg: SyntheticConfig, out: Path):
     return intervals, pd.DataFrame(videos, columns=VIDEO_COLUMNS)
 
 
+def _is_written(out: Path, vid: str) -> bool:
+    """A video counts as written when its meta file (written last) exists and the mp4 decodes to the meta's
+    frame count: one cut short (a full disk, an interrupted copy of the folder) is rendered again."""
+    video, meta = out / "videos" / f"{vid}.mp4", out / "meta" / f"{vid}.json"
+    if not (video.is_file() and meta.is_file()):
+        return False
+    try:
+        expected = json.loads(meta.read_text())["num_frames"]
+        found = video_info(video)["num_frames"]
+    except (OSError, ValueError, KeyError, DataError) as e:
+        log.warning("%s: unreadable (%s): rendering it again", video, e)
+        return False
+    if found != expected:
+        log.warning("%s: %d frames, its meta file says %d: rendering it again", video, found, expected)
+    return found == expected
+
+
 def generate(cfg: SyntheticConfig, out_dir=None, force: bool = False, progress: bool = True) -> Path:
     """Write the dataset folder (see module doc); returns its path. Finished videos are skipped unless `force`."""
     from tqdm import tqdm
@@ -139,8 +156,7 @@ def generate(cfg: SyntheticConfig, out_dir=None, force: bool = False, progress: 
     out = Path(out_dir or cfg.out_dir)
     _check_out_dir(cfg, out, force)
     write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    todo = [(s, v, vid) for s, v, vid in video_ids(cfg)
-            if force or not ((out / "meta" / f"{vid}.json").is_file() and (out / "videos" / f"{vid}.mp4").is_file())]
+    todo = [(s, v, vid) for s, v, vid in video_ids(cfg) if force or not _is_written(out, vid)]
     skipped = len(video_ids(cfg)) - len(todo)
     if skipped:
         log.info("%d of %d videos already written in %s: skipping them", skipped, len(video_ids(cfg)), out)

@@ -1,0 +1,176 @@
+"""Bad input to `spotting spot` and the model folders it loads (issue 16): short videos, damaged spotter folders,
+output folders shared with the user's files, and the same video spotted twice. Real CLIs as subprocesses, a
+real (untrained) spotter with flow-cue fusion, real H.264 video cut from the carphone clip."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data.common.assets import carphone_video
+from data.common.video_io import read_frames, write_mp4
+
+REPO = Path(__file__).resolve().parents[1]
+SHORT = (3, 4, 5, 8)  # 3: shorter than the 9-frame box smoothing; 4-8: shorter than the baseline's hops
+
+
+def run_cli(*argv) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *map(str, argv)], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+
+
+def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    return [ln for ln in re.split(r"[\r\n]+", proc.stderr) if ln.startswith("error:")]
+
+
+def assert_one_error(proc, *texts) -> str:
+    errors = error_lines(proc)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert len(errors) == 1, proc.stderr[-2000:]
+    for text in texts:
+        assert text in errors[0], errors[0]
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def spotter(tmp_path_factory) -> Path:
+    """benchmarks/spot.py's untrained spotter (fresh lgi_tiny encoder, default heads) with a fusion that uses
+    the flow cues, so spot runs every stage: faces, cues, model, intervals."""
+    path = REPO / "benchmarks" / "spot.py"
+    spec = importlib.util.spec_from_file_location("bench_spot", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench.untrained_model(tmp_path_factory.mktemp("spotter"), with_cues=True)
+
+
+@pytest.fixture(scope="module")
+def short_videos(tmp_path_factory) -> dict[int, Path]:
+    """The first 3, 4, 5 and 8 frames of the carphone video, encoded with PyAV."""
+    folder = tmp_path_factory.mktemp("short")
+    frames = read_frames(carphone_video(), range(max(SHORT)))
+    return {n: write_mp4(folder / f"first{n}.mp4", frames[:n], 29.97) for n in SHORT}
+
+
+@pytest.fixture(scope="module")
+def carphone_clip(tmp_path_factory) -> Path:
+    """The first 60 frames of the carphone video (a face, head motion): enough for every stage, half the time."""
+    frames = read_frames(carphone_video(), range(60))
+    return write_mp4(tmp_path_factory.mktemp("clip") / "carphone60.mp4", frames, 29.97)
+
+
+def damaged_copy(spotter: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(spotter, tmp_path / "model"))
+
+
+@pytest.mark.parametrize("frames", SHORT)
+def test_spot_on_a_short_video_writes_its_results(spotter, short_videos, tmp_path, frames):
+    proc = run_cli("spotting", "spot", short_videos[frames], "--model", spotter, "--out", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / f"first{frames}.json").read_text())
+    assert summary["num_frames"] == frames
+    assert np.load(tmp_path / f"first{frames}_curves.npz")["fused__micro"].shape == (frames,)
+    assert "too short for frame gap(s)" in proc.stderr  # the flow cues say why they are empty
+
+
+def test_faces_on_a_short_video_alone_and_in_a_folder(short_videos, tmp_path):
+    single = run_cli("data", "faces", short_videos[3], "--out", tmp_path / "single")
+    assert single.returncode == 0, single.stderr[-3000:]
+    assert json.loads((tmp_path / "single" / "first3.json").read_text())["status"] == "ok"
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    shutil.copy(short_videos[3], folder / "a_short.mp4")
+    shutil.copy(carphone_video(), folder / "b_carphone.mp4")
+    both = run_cli("data", "faces", folder, "--out", tmp_path / "both")
+    assert both.returncode == 0, both.stderr[-3000:]
+    assert "2 done" in both.stdout and "0 failed" in both.stdout
+    assert (tmp_path / "both" / "b_carphone_aligned.mp4").is_file()
+
+
+def test_spotter_folder_without_heads_is_one_error(spotter, carphone_clip, tmp_path):
+    model = damaged_copy(spotter, tmp_path)
+    (model / "heads.safetensors").unlink()
+    proc = run_cli("spotting", "spot", carphone_clip, "--model", model, "--out", tmp_path / "out")
+    assert_one_error(proc, str(model / "heads.safetensors"), "missing")
+    assert not (tmp_path / "out").exists()
+
+
+def test_truncated_encoder_weights_are_one_error_in_spot_and_release(spotter, carphone_clip, tmp_path):
+    model = damaged_copy(spotter, tmp_path)
+    weights = model / "encoder" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:300])
+    spot = run_cli("spotting", "spot", carphone_clip, "--model", model, "--out", tmp_path / "out")
+    assert_one_error(spot, str(weights), "truncated")
+    release = run_cli("launch", "release", "--checkpoint", model, "--out", tmp_path / "release")
+    assert_one_error(release, str(weights), "truncated")
+    # the encoder folder alone has no checksum record: the reader itself must say the file is unreadable
+    alone = run_cli("launch", "release", "--checkpoint", model / "encoder", "--out", tmp_path / "release")
+    assert_one_error(alone, str(weights), "not a readable safetensors file")
+
+
+def test_bit_flipped_heads_are_refused_not_scored(spotter, carphone_clip, tmp_path):
+    model = damaged_copy(spotter, tmp_path)
+    heads = model / "heads.safetensors"
+    data = bytearray(heads.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 1000] = bytes(b ^ 0xFF for b in data[middle:middle + 1000])
+    heads.write_bytes(bytes(data))
+    proc = run_cli("spotting", "spot", carphone_clip, "--model", model, "--out", tmp_path / "out")
+    assert_one_error(proc, str(heads), "sha256")
+
+
+def test_spotter_folder_records_the_size_and_sha256_of_its_files(spotter):
+    from data.common.checksums import file_record
+
+    files = json.loads((spotter / "spotter.json").read_text())["files"]
+    assert set(files) == {"encoder/model.safetensors", "encoder/config.json", "heads.safetensors", "fusion.json",
+                          "cues.json"}
+    for name, record in files.items():
+        assert record == file_record(spotter / name)
+
+
+def test_spot_out_that_is_a_file_is_one_error(spotter, carphone_clip, tmp_path):
+    target = tmp_path / "results.txt"
+    target.write_text("my notes\n")
+    proc = run_cli("spotting", "spot", carphone_clip, "--model", spotter, "--out", target)
+    assert_one_error(proc, str(target), "is a file")
+    assert target.read_text() == "my notes\n"
+
+
+def test_spot_never_replaces_a_file_it_did_not_write(spotter, carphone_clip, tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    video = Path(shutil.copy(carphone_clip, folder / "x.mp4"))
+    (folder / "x_aligned.mp4").write_bytes(b"the user's own aligned video")
+    proc = run_cli("spotting", "spot", video, "--model", spotter, "--out", folder)
+    assert_one_error(proc, str(folder / "x_aligned.mp4"), "did not write it")
+    assert (folder / "x_aligned.mp4").read_bytes() == b"the user's own aligned video"
+    assert sorted(p.name for p in folder.iterdir()) == ["x.mp4", "x_aligned.mp4"]
+    (folder / "x_aligned.mp4").unlink()
+    first = run_cli("spotting", "spot", video, "--model", spotter, "--out", folder)
+    assert first.returncode == 0, first.stderr[-3000:]
+    again = run_cli("spotting", "spot", video, "--model", spotter, "--out", folder)  # its own files: replaced
+    assert again.returncode == 0, again.stderr[-3000:]
+    (folder / "x.csv").write_text("edited by the user\n")
+    edited = run_cli("spotting", "spot", video, "--model", spotter, "--out", folder)
+    assert_one_error(edited, str(folder / "x.csv"), "changed since")
+    assert (folder / "x.csv").read_text() == "edited by the user\n"
+
+
+def test_the_same_video_spotted_twice_gives_the_same_output(spotter, carphone_clip, tmp_path):
+    runs = [run_cli("spotting", "spot", carphone_clip, "--model", spotter, "--out", tmp_path / f"run{i}")
+            for i in (1, 2)]
+    for proc in runs:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    stem = carphone_clip.stem
+    first, second = (np.load(tmp_path / f"run{i}" / f"{stem}_curves.npz") for i in (1, 2))
+    assert sorted(first.files) == sorted(second.files) and any(k.startswith("cue__") for k in first.files)
+    for key in first.files:  # model and flow-cue curves, bit for bit
+        assert np.array_equal(first[key], second[key]), key
+    assert (tmp_path / "run1" / f"{stem}.csv").read_text() == (tmp_path / "run2" / f"{stem}.csv").read_text()
