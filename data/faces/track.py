@@ -10,12 +10,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
 from data.common.atomic import atomic_path
 from data.common.errors import ConfigError, DataError
+from data.common.frames import FrameFolder
 from data.common.video_io import read_frames, video_info
 from data.faces import landmarks as lmk
 
@@ -101,9 +102,19 @@ def centred_mean(values: np.ndarray, valid: np.ndarray, window: int) -> np.ndarr
     return out.astype(np.float32)
 
 
+DETECT_MIN_SIDE = 400  # the short side HOG detection works at: faces of >= ~80 px, no more pixels than needed
+
+
 def auto_upsample(height: int, width: int) -> int:
     """HOG needs faces of ~80 px: upsample small frames (176x144 faces are ~45 px) once, large ones not at all."""
-    return 1 if min(height, width) < 400 else 0
+    return 1 if min(height, width) < DETECT_MIN_SIDE else 0
+
+
+def auto_shrink(height: int, width: int) -> int:
+    """The integer factor that brings a large frame's short side down to DETECT_MIN_SIDE..2x for detection:
+    HOG cost grows with the pixels (~650 ms on a 2040x1088 SAMM-LV frame, ~30 ms at half size) while the face
+    it finds there is still ~200 px wide. Landmarks are fitted on the full frame."""
+    return max(1, min(height, width) // DETECT_MIN_SIDE)
 
 
 def _box_relation(box, landmarks: np.ndarray) -> np.ndarray:
@@ -176,8 +187,7 @@ class _Tracker:
         self.missed = 0  # consecutive frames whose detection attempt failed while propagating
 
     def _detect(self, frame: np.ndarray):
-        up = auto_upsample(*frame.shape[:2]) if self.upsample is None else self.upsample
-        boxes = lmk.detect_faces(frame, up)
+        boxes = self._detect_boxes(frame)
         if not boxes:
             return None
         if self.last is not None and self.relation is not None:  # stay on the tracked face
@@ -186,6 +196,17 @@ class _Tracker:
             if _iou(best, guess) > 0.2:
                 return best
         return boxes[0]
+
+    def _detect_boxes(self, frame: np.ndarray) -> list:
+        if self.upsample is not None:
+            return lmk.detect_faces(frame, self.upsample)
+        shrink = auto_shrink(*frame.shape[:2])
+        if shrink == 1:
+            return lmk.detect_faces(frame, auto_upsample(*frame.shape[:2]))
+        import cv2
+
+        small = cv2.resize(frame, (frame.shape[1] // shrink, frame.shape[0] // shrink), interpolation=cv2.INTER_AREA)
+        return [tuple(v * shrink for v in box) for box in lmk.detect_faces(small, 0)]
 
     def _fit(self, frame, box, previous=None):
         landmarks = lmk.predict_landmarks(frame, box)
@@ -233,7 +254,9 @@ class _Tracker:
 
 
 def iter_frame_chunks(source, chunk: int = 256) -> tuple[Iterator[np.ndarray], int, str]:
-    """(chunks of RGB frames, frame count, name) from a path or an array [T, H, W, 3]."""
+    """(chunks of RGB frames, frame count, name) from a video path, a FrameFolder or an array [T, H, W, 3]."""
+    if isinstance(source, FrameFolder):
+        return source.chunks(), source.num_frames, str(source.folder)
     if isinstance(source, (str, Path)):
         total = video_info(source)["num_frames"]
 
@@ -255,13 +278,16 @@ def iter_frame_chunks(source, chunk: int = 256) -> tuple[Iterator[np.ndarray], i
 
 
 def track_faces(source, detect_every: int = 10, upsample: int | None = None, smooth: int = 3,
-                box_smooth: int = 9, max_missed: int = 15, progress: bool = False) -> FaceTrack:
-    """Track the main face through a video path or frames [T, H, W, 3] (RGB uint8).
+                box_smooth: int = 9, max_missed: int = 15, progress: bool = False,
+                on_frames: Callable[[int], None] | None = None) -> FaceTrack:
+    """Track the main face through a video path, a FrameFolder or frames [T, H, W, 3] (RGB uint8).
 
     detect_every: frames between scheduled detections (1 = detect every frame).
-    upsample: dlib detector upsampling; None picks auto_upsample(H, W).
+    upsample: dlib detector upsampling; None picks auto_upsample(H, W), and detects on a frame shrunk by
+    auto_shrink(H, W) when the frame is large.
     smooth / box_smooth: centred window (frames) for landmarks / boxes; 1 turns smoothing off.
     max_missed: frames a face may be carried on propagated boxes while the detector fails to find it.
+    on_frames: called with the number of frames after each chunk (progress reported across processes).
     """
     if detect_every < 1 or max_missed < 0 or smooth < 1 or box_smooth < 1:
         raise ConfigError(f"detect_every={detect_every}, smooth={smooth}, box_smooth={box_smooth} must be >= 1 "
@@ -287,6 +313,8 @@ def track_faces(source, detect_every: int = 10, upsample: int | None = None, smo
                     found[t] = True
                 t += 1
             bar.update(len(frames))
+            if on_frames is not None:
+                on_frames(len(frames))
     log.debug("%s: face in %d/%d frames, %d detections", name, found.sum(), total, detected.sum())
     return FaceTrack(landmarks=centred_mean(raw, found, smooth), raw_landmarks=raw,
                      boxes=centred_mean(boxes, found, box_smooth), found=found, detected=detected,
