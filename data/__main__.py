@@ -8,6 +8,7 @@ COMMANDS = {
     "flow": ("data.flow.cli", "optical flow, strain and region motion curves"),
     "pack": ("data.shards.cli", "pack face clips into WebDataset shards"),
     "annotations": ("data.annotations.cli", "convert a dataset annotation file to the interval table"),
+    "prepare": ("data.prepare.cli", "a published dataset or folder + CSV -> aligned faces, videos.csv, intervals.csv"),
 }
 
 if __name__ == "__main__":

@@ -19,9 +19,7 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from data.common.atomic import write_json, write_text
 from data.common.config import Config, load_config, replace, setting, to_dict
 from data.common.dataset import read_dataset
 from data.common.errors import ConfigError, DataError
+from data.common.ray_session import ray_session
 from data.common.storage import shared_location
 from data.common.tables import read_intervals, read_predictions, read_videos
 from data.shards.pack import PackConfig, check_config, pack
@@ -118,23 +117,10 @@ def pack_shards(cfg: DemoConfig, data_dir: Path, out: Path) -> Path:
 @contextlib.contextmanager
 def local_ray():
     """One local Ray for pretraining and the LOSO folds; shut down only if this call started it."""
-    import ray
-
     # DeepSpeed JIT-builds its comm op once per environment: workers inherit this and reuse the venv's cache
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
-    started = not ray.is_initialized()
-    if started:
-        # address="local": a new instance even when someone's `ray start` cluster runs on this machine;
-        # a short temp dir keeps Ray's socket paths under the 107-character Unix limit
-        temp_dir = tempfile.mkdtemp(prefix="rd", dir="/tmp")
-        ray.init(address="local", num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False,
-                 configure_logging=False, _temp_dir=temp_dir)
-    try:
+    with ray_session():
         yield
-    finally:
-        if started:
-            ray.shutdown()
-            shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def pretrain(cfg: DemoConfig, shards: Path, out: Path) -> dict:

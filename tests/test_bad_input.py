@@ -44,6 +44,9 @@ CASES = [
     ("annotations-onset-after-offset", "data annotations {d}/onset_after_offset.csv --out {d}/o.csv",
      "{d}/onset_after_offset.csv", "row 3.*offset"),
     ("annotations-unknown-format", "data annotations {d}/notes.xlsx --out {d}/o.csv", "{d}/notes.xlsx", "format"),
+    ("prepare-missing-root", "data prepare {d}/nodir --format casme2 --out {d}/o", "{d}/nodir", "no such folder"),
+    ("prepare-bad-annotations", "data prepare {d} --format folder --fps 30 --annotations {d}/onset_after_offset.csv "
+     "--out {d}/o", "{d}/onset_after_offset.csv", "row 3.*offset"),
     ("pretrain-unknown-key", "pretrain train --config {d}/unknown.yaml", "{d}/unknown.yaml", "no_such_key"),
     ("pretrain-flops-unknown-key", "pretrain flops --config {d}/unknown.yaml", "{d}/unknown.yaml", "no_such_key"),
     ("pretrain-missing-shards", "pretrain --config configs/pretrain/lgi_tiny.yaml data.shards={d}/noshards",

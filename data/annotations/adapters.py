@@ -26,9 +26,12 @@ from data.common.errors import DataError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FORMATS", "guess_format", "load_annotations", "load_casme2", "load_casme3", "load_csv", "load_samm"]
+__all__ = ["FORMATS", "LOADERS", "guess_format", "load_annotations", "load_casme2", "load_casme3", "load_csv",
+           "load_samm"]
 
-FORMATS = ("casme2", "samm", "casme3", "csv")
+# Each reader returns 0-based frames; those of the published datasets count from their 1-based file numbers.
+LOADERS = {"casme2": load_casme2, "samm": load_samm, "casme3": load_casme3, "csv": load_csv}
+FORMATS = tuple(LOADERS)
 
 
 def guess_format(path) -> str:
@@ -51,7 +54,9 @@ def load_annotations(path, format: str | None = None, frames_root=None) -> pd.Da
     if fmt not in FORMATS:
         raise DataError(f"unknown annotation format {fmt!r}", path=path, field="format", fix=f"use one of {FORMATS}")
     if fmt == "casme3":
+        if frames_root is None:
+            log.warning("%s: no frames_root: assuming gap-free 1-based frame numbers", path)
         return load_casme3(path, frames_root=frames_root)
     if frames_root is not None:
         log.warning("frames_root is only used by the casme3 format; ignored for %s", fmt)
-    return {"casme2": load_casme2, "samm": load_samm, "csv": load_csv}[fmt](path)
+    return LOADERS[fmt](path)

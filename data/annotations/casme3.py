@@ -1,7 +1,6 @@
 """CAS(ME)^3 part A `CAS(ME)3_part_A_v1.xls` -> the interval table."""
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from pathlib import Path
 
@@ -10,8 +9,6 @@ import pandas as pd
 
 from data.annotations.reading import finish, header_columns, interval, position_mapper, read_excel, rows
 from data.common.errors import DataError
-
-log = logging.getLogger("data.annotations.adapters")
 
 CASME3_REQUIRED = ["Subject", "Filename", "Onset", "Apex", "Offset", "Expression type"]
 
@@ -51,8 +48,6 @@ def load_casme3(path, frames_root=None) -> pd.DataFrame:
     columns = header_columns(list(df.iloc[0]) if len(df) else [], CASME3_REQUIRED, path, 1,
                              optional=("emotion", "Objective class"))
     emotion = "emotion" if "emotion" in columns else "Objective class"
-    if frames_root is None:
-        log.warning("%s: no frames_root: assuming gap-free 1-based frame numbers", path)
     records, stats, cache = [], Counter(), {}
     for row in rows(df, 1, columns, path, first_number=2):
         subject, session = row.text("Subject"), row.text("Filename")

@@ -127,9 +127,13 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpe
 
 
 def video_name(path: Path, root: Path) -> str:
-    """A video's name inside a searched folder: its relative path without suffix, folders joined by '__', so
-    sub1/clip.mp4 and sub2/clip.mp4 get different names (and different output files)."""
-    return str(path.relative_to(root).with_suffix("")).replace("/", "__").replace("\\", "__")
+    """A video's name inside a searched folder: its relative path without the video suffix, folders joined by
+    '__', so sub1/clip.mp4 and sub2/clip.mp4 get different names (and different output files). A frame folder
+    (data.common.frames) is named the same way: sub1/take2/ -> sub1__take2."""
+    relative = Path(path).relative_to(root)
+    if relative.suffix.lower() in VIDEO_SUFFIXES:
+        relative = relative.with_suffix("")
+    return str(relative).replace("/", "__").replace("\\", "__")
 
 
 def find_videos(source, exclude=None) -> dict[str, Path]:

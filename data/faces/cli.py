@@ -25,6 +25,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("input", type=Path, help="a video file or a folder searched recursively for videos")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     add_face_args(p)
+    p.add_argument("--no-video", action="store_true", help="do not write NAME_aligned.mp4")
     p.add_argument("--force", action="store_true", help="redo videos that already have results")
     return p.parse_args(argv)
 
@@ -41,12 +42,11 @@ def add_face_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--upsample", type=int, default=d.upsample, help="dlib detector upsampling (default: by size)")
     p.add_argument("--smooth", type=int, default=d.smooth,
                    help=f"centred landmark smoothing window, frames (1 = off, default {d.smooth})")
-    p.add_argument("--no-video", action="store_true", help="do not write NAME_aligned.mp4")
 
 
 def face_config(args: argparse.Namespace) -> FacesConfig:
     return FacesConfig(size=args.size, reference=args.reference, detect_every=args.detect_every,
-                       upsample=args.upsample, smooth=args.smooth, video=not args.no_video)
+                       upsample=args.upsample, smooth=args.smooth, video=not getattr(args, "no_video", False))
 
 
 def main(argv: list[str]) -> int:
