@@ -95,11 +95,11 @@ class FrameFolder:
 
 def frame_folder(folder, fps: float) -> FrameFolder:
     """The images in `folder` as one video at `fps` frames per second."""
-    files = image_files(folder)
+    files = image_files(Path(folder).resolve())  # resolved once, not per frame (~7,000 per SAMM-LV video)
     if not files:
         raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder", path=folder, field="frames",
                         fix="point at the folder that holds the video's frames")
-    return FrameFolder(tuple(str(Path(f).resolve()) for f in files), float(fps))
+    return FrameFolder(tuple(map(str, files)), float(fps))
 
 
 def read_image(path) -> np.ndarray:

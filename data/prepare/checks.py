@@ -87,14 +87,15 @@ def match_annotations(layout: Layout, videos: list[SourceVideo], intervals: pd.D
     """Videos and intervals that meet on their ids; subjects filled in and compared."""
     on_disk = {v.video for v in videos}
     annotated = set(intervals["video"])
-    f.unannotated = sorted(on_disk - annotated)
+    if annotations is not None:  # without an annotation file, no video is expected to have one
+        f.unannotated = sorted(on_disk - annotated)
     f.missing = sorted(annotated - on_disk)
     if f.missing and not skip_missing:
         subjects = dict(zip(intervals["video"], intervals["subject"]))
         shown = []
         for video in f.missing[:SHOWN]:
             where = layout.frame_path("ROOT", subjects[video], video, 1).parent
-            close = difflib.get_close_matches(video, f.unannotated, n=1)
+            close = difflib.get_close_matches(video, sorted(on_disk - annotated), n=1)
             shown.append(f"{video} (expected in {where}" + (f"; an unannotated folder is {close[0]!r}" if close else "")
                          + ")")
         more = f" and {len(f.missing) - SHOWN} more" if len(f.missing) > SHOWN else ""
@@ -134,8 +135,9 @@ def frame_numbers(v: SourceVideo, numbered: bool, f: Findings) -> np.ndarray | N
         i = int(repeated[0])
         raise DataError(f"frames {v.source.files[i]} and {v.source.files[i + 1]} carry the same number "
                         f"{numbers[i]}", path=v.source.folder, field="frames", fix="remove the duplicate frame")
-    if v.source.gaps():
-        f.gaps[v.video] = v.source.gaps()
+    gaps = v.source.gaps()
+    if gaps:
+        f.gaps[v.video] = gaps
     return numbers
 
 

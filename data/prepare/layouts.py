@@ -19,7 +19,7 @@ from typing import Callable
 
 from data.annotations import casme3
 from data.common.errors import ConfigError, DataError
-from data.common.frames import FrameFolder, frame_folder, image_files, is_image
+from data.common.frames import FrameFolder, frame_folder, is_image
 from data.common.video_io import VIDEO_SUFFIXES, video_info, video_name
 
 
@@ -65,9 +65,10 @@ def _inside(root: Path, name: str) -> Path:
 
 def _frames(subject: str | None, video: str, folder: Path, fps: float) -> SourceVideo | None:
     """The frame folder as a SourceVideo, or None when it holds no images (then it is no video)."""
-    if not image_files(folder):
+    try:
+        frames = frame_folder(folder, fps)
+    except DataError:
         return None
-    frames = frame_folder(folder, fps)
     return SourceVideo(subject, video, frames, frames.num_frames, fps)
 
 

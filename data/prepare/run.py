@@ -99,6 +99,7 @@ def prepare_dataset(cfg: PrepareConfig, progress: bool = True) -> dict:
               "videos": len(videos), "processed": len(todo), "intervals": len(intervals),
               "findings": dataclasses.asdict(found), "config": to_dict(cfg),
               "face_fraction": {v: s.get("face_fraction") for v, s in summaries.items()},
+              "task_cpu_s": {v: s["task_cpu_s"] for v, s in summaries.items() if "task_cpu_s" in s},
               "lines": checks.report_lines(found, cfg.min_face_fraction), "complete": not found.failed}
     if not found.failed:
         write_videos(video_table(videos, summaries, faces_dir, out), out / "videos.csv")

@@ -8,6 +8,7 @@ and write the same files when ROOT and OUT are on a shared filesystem.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from data.common.errors import SpotMAEError
@@ -21,15 +22,18 @@ POLL_S = 0.5  # how often the driver reads the frame counter while it waits for 
 
 
 def prepare_video(video: SourceVideo, out: str, cfg: FacesConfig, counter=None) -> dict:
-    """One video's face result set in `out`; returns its summary, or {"status": "failed", "error": ...}."""
+    """One video's face result set in `out`; returns its summary (+ the task's CPU seconds), or
+    {"status": "failed", "error": ...}."""
     import cv2
 
     cv2.setNumThreads(1)  # one core per task: the tasks are the parallelism
     on_frames = None if counter is None else (lambda n: counter.add.remote(n))
+    start = time.process_time()
     try:
-        return process_video(video.source, video.video, Path(out), cfg, progress=False, on_frames=on_frames)
+        summary = process_video(video.source, video.video, Path(out), cfg, progress=False, on_frames=on_frames)
     except SpotMAEError as e:
         return {"status": "failed", "error": str(e), "name": video.video}
+    return {**summary, "task_cpu_s": round(time.process_time() - start, 3)}
 
 
 def _frame_counter():
