@@ -68,7 +68,8 @@ def test_published_layout_gives_the_synthetic_sets_intervals_and_f1(fmt, tmp_pat
     """The synthetic set as CAS(ME)^2 (30 fps) or SAMM-LV (200 fps) publishes it -> prepare -> the same intervals,
     and the same flow-baseline F1 as the synthetic set read directly. The LOSO spotter (cue fusion fitted on
     1-2 training subjects) runs on the result with the published subjects as folds; its F1 is not compared:
-    its thresholds come from tied grid points on so few events and move with the compression noise."""
+    its thresholds come from tied grid points on so few events and move with the compression noise (measured:
+    equal at 30 fps, one false positive apart at 200 fps)."""
     dataset = generate(load_synthetic_config(None, SETS[fmt] + CLEAR_EVENTS), tmp_path / "synthetic",
                        progress=False)
     book, expected = export(dataset, fmt, tmp_path / fmt)
