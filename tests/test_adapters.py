@@ -11,8 +11,16 @@ from data.annotations.adapters import guess_format, load_annotations, load_casme
 from data.common.cli import dispatch
 from data.common.errors import DataError
 from data.common.tables import INTERVAL_COLUMNS, read_intervals, write_intervals
-from tests.workbooks import (CASME2_ROWS, CASME3_HEADER, CASME3_ROWS, SAMM_HEADER, SAMM_ROWS, write_casme2,
-                             write_casme3, write_samm)
+from tests.workbooks import (
+    CASME2_ROWS,
+    CASME3_HEADER,
+    CASME3_ROWS,
+    SAMM_HEADER,
+    SAMM_ROWS,
+    write_casme2,
+    write_casme3,
+    write_samm,
+)
 
 
 def as_tuples(df):

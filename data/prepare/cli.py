@@ -66,5 +66,5 @@ def main(argv: list[str]) -> int:
     print(f"wrote {out / 'videos.csv'} and {out / 'intervals.csv'} (report: {out / 'prepare.json'})")
     print(f"next: python -m spotting baseline --data {out} --out runs/baseline_{out.name}\n"
           f"      python -m spotting loso --config configs/spotting/loso.yaml finetune.data.root={out} "
-          f"finetune.data.synthetic_config=null out=runs/loso_{out.name}")
+          f"out=runs/loso_{out.name}")
     return 0
