@@ -22,6 +22,7 @@ from data.annotations.adapters import LOADERS
 from data.common.atomic import write_json
 from data.common.config import Config, setting, to_dict
 from data.common.errors import ConfigError
+from data.common.outputs import OwnedOutputs
 from data.common.tables import VIDEO_COLUMNS, empty_intervals, write_intervals, write_videos
 from data.faces.results import FacesConfig, aligned_video_path, is_done, read_summary
 from data.prepare import checks
@@ -29,6 +30,8 @@ from data.prepare.layouts import LAYOUTS, SourceVideo, probe, scan
 from data.prepare.tasks import run_videos
 
 log = logging.getLogger(__name__)
+
+TABLES = ("videos.csv", "intervals.csv", "prepare.json")  # what prepare writes at the top of OUT
 
 
 @dataclasses.dataclass
@@ -72,6 +75,8 @@ def prepare_dataset(cfg: PrepareConfig, progress: bool = True) -> dict:
     """Run the whole preparation (see module doc); returns the report (also in OUT/prepare.json)."""
     layout = LAYOUTS[cfg.format]
     out = Path(cfg.out).resolve()
+    # the tables may go into a folder the user already uses: never replace a file prepare did not write
+    outputs = OwnedOutputs(out, TABLES)
     faces_dir = out / "faces"
     found = checks.Findings()
     videos = scan(layout, cfg.root, cfg.fps, exclude=out)
@@ -102,7 +107,10 @@ def prepare_dataset(cfg: PrepareConfig, progress: bool = True) -> dict:
               "task_cpu_s": {v: s["task_cpu_s"] for v, s in summaries.items() if "task_cpu_s" in s},
               "lines": checks.report_lines(found, cfg.min_face_fraction), "complete": not found.failed}
     if not found.failed:
-        write_videos(video_table(videos, summaries, faces_dir, out), out / "videos.csv")
-        write_intervals(intervals, out / "intervals.csv")
-    write_json(out / "prepare.json", report)
+        write_videos(video_table(videos, summaries, faces_dir, out), outputs.path("videos.csv"))
+        outputs.wrote("videos.csv")
+        write_intervals(intervals, outputs.path("intervals.csv"))
+        outputs.wrote("intervals.csv")
+    write_json(outputs.path("prepare.json"), report)
+    outputs.wrote("prepare.json")
     return report
