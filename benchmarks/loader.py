@@ -37,6 +37,9 @@ from data.common.assets import carphone_video  # noqa: E402
 from data.common.storage import upload_folder  # noqa: E402
 from data.shards.loader import LoaderConfig, make_dataset, make_loader  # noqa: E402
 from data.shards.pack import PackConfig, pack  # noqa: E402
+from pretrain.model_config import ModelConfig  # noqa: E402
+
+GEOMETRY = ModelConfig().geometry  # the base model's clips: 16 frames of 160 x 160, region-balanced masks
 
 PEER_HOST_16_CORES = 780  # clips/s: a decord reader per clip, 16 of 64 frames at stride 4, 16-core H100 host
 LAYOUTS = {  # name -> PackConfig overrides
@@ -103,11 +106,11 @@ def run(name: str, layout: str, shards, overrides: dict, args) -> list[dict]:
             ("frame_stride", "partial_decode", "repeats", "output", "batch_size")}}
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    one = measure(make_dataset(dataclasses.replace(cfg, num_workers=0), rank=0, world_size=1), args.seconds,
-                  cfg.repeats)
+    one = measure(make_dataset(dataclasses.replace(cfg, num_workers=0), GEOMETRY, rank=0, world_size=1),
+                  args.seconds, cfg.repeats)
     rows = [{**head, "mode": "per_worker", "workers": 1, **one,
              "projected_16_cores": round(16 * one["views_per_cpu_s"])}]
-    loader = make_loader(cfg, rank=0, world_size=1)
+    loader = make_loader(cfg, GEOMETRY, rank=0, world_size=1)
     total = measure(loader, args.seconds, cfg.repeats)
     del total["views_per_cpu_s"]  # the work happens in the worker processes
     rows.append({**head, "mode": "total", "workers": cfg.num_workers, **total,

@@ -25,10 +25,15 @@ class GranularityConfig(Config):
     hop_seconds: float = setting(0.25, gt=0)  # start-to-start distance of sliding windows; overlaps are averaged
 
 
+SCRATCH_MODEL = "lgi_tiny"  # the encoder trained from scratch when model.name is null: CPU-sized
+
+
 @dataclasses.dataclass
 class FinetuneModelConfig(Config):
-    name: str = "lgi_tiny"  # pretrain.model_config.named_config
     encoder: str | None = None  # pretraining checkpoint folder, safetensors file/folder, or null = from scratch
+    # the architecture comes with the encoder (checkpoints carry their model config); a name given here must
+    # match it. From scratch: this named config (pretrain.model_config.named_config), null = SCRATCH_MODEL.
+    name: str | None = None
     pool_rows: int = setting(2, ge=1)  # feature rows kept after pooling: 2 = upper / lower face, 1 = pool everything
     head_hidden: int = setting(64, ge=1)
     head_kernel: int = setting(3, ge=1)  # temporal receptive field of the head, in tubelets (odd)

@@ -1,27 +1,32 @@
 """Loading the pretrained LGI-Former encoder for fine-tuning, and saving spotter weights.
 
 An encoder source is one of:
-  - None: a freshly initialised encoder (the "from scratch" ablation);
-  - a safetensors file, or a folder holding model.safetensors (+ config.json with ModelConfig fields, and
-    optionally `layer_norm_eps`, which a release folder carries: peer-weight releases use 1e-6);
+  - None: a freshly initialised encoder (the "from scratch" ablation) of a named config;
+  - a safetensors file, or a folder holding model.safetensors, with config.json beside it (the ModelConfig, or a
+    release's config.json, which holds the same fields);
   - a pretraining checkpoint folder written by pretrain/train_loop.py: a Ray run folder (checkpoint_* inside), one
-    Ray checkpoint_* folder, or a DeepSpeed folder (`latest` + <tag>/mp_rank_00_model_states.pt). The module
-    weights come from mp_rank_00_model_states.pt (ZeRO 1/2 keep them whole there; bf16 engines store them in
-    bf16 and they are cast to fp32), read with torch.load(weights_only=True) plus numpy scalar types only: no
-    arbitrary unpickling. (The fp32 masters live in the optimizer shards, which pickle DeepSpeed objects.)
+    Ray checkpoint_* folder, or a DeepSpeed folder (`latest` + <tag>/mp_rank_00_model_states.pt), with the run's
+    config beside `latest` (pretrain.config.RUN_CONFIG). The module weights come from mp_rank_00_model_states.pt
+    (ZeRO 1/2 keep them whole there; bf16 engines store them in bf16 and they are cast to fp32), read with
+    torch.load(weights_only=True) plus numpy scalar types only: no arbitrary unpickling. (The fp32 masters live
+    in the optimizer shards, which pickle DeepSpeed objects.)
+Every source but None carries its model config, so the architecture is never named again; a name the user does
+give must match the checkpoint's.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 
 import torch
 
-from data.common.atomic import atomic_path, write_json
+from data.common.atomic import atomic_path, read_json, write_json
+from data.common.config import build, to_dict
 from data.common.errors import ConfigError, DataError
+from finetune.config import SCRATCH_MODEL
 from pretrain.checkpoint_commit import problems
+from pretrain.config import PretrainConfig, read_run_config
 from pretrain.lgi_former import LGIEncoder
 from pretrain.model_config import ModelConfig, named_config
 
@@ -36,13 +41,11 @@ def encoder_features(encoder: LGIEncoder, video: torch.Tensor) -> torch.Tensor:
 
 
 def model_config_from_json(path) -> ModelConfig:
-    raw = json.loads(Path(path).read_text())
+    """The ModelConfig in an encoder folder's config.json; a release's config.json holds the same fields among
+    transformers' own keys, which are passed over."""
+    raw = read_json(path, fix="re-export the encoder")
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
-    known = {k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.items() if k in fields}
-    try:
-        return ModelConfig(**known)
-    except TypeError as e:
-        raise ConfigError(f"not a model config: {e}", path=path, fix="write config.json from ModelConfig") from None
+    return build(ModelConfig, {k: v for k, v in raw.items() if k in fields}, str(path))
 
 
 def encoder_state(state: dict, source) -> dict[str, torch.Tensor]:
@@ -105,23 +108,15 @@ def numpy_data_types() -> list:
     return [np._core.multiarray.scalar, np.dtype, *dtypes]
 
 
-def layer_norm_eps_from_json(path) -> float | None:
-    """`layer_norm_eps` of a release folder's config.json (peer-weight releases use 1e-6), None when absent."""
-    eps = json.loads(Path(path).read_text()).get("layer_norm_eps")
-    if eps is None:
-        return None
-    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not 0 < eps < 1:
-        raise ConfigError(f"layer_norm_eps must be a small positive number, got {eps!r}", path=path,
-                          field="layer_norm_eps", fix="write e.g. 1e-5 (ours) or 1e-6 (peer weights)")
-    return float(eps)
-
-
-def set_layer_norm_eps(module: torch.nn.Module, eps: float) -> torch.nn.Module:
-    """Set every LayerNorm's eps (the encoder builds them with torch's default 1e-5)."""
-    for m in module.modules():
-        if isinstance(m, torch.nn.LayerNorm):
-            m.eps = eps
-    return module
+def checkpoint_run_config(states: Path, field: str | None = "model.encoder") -> PretrainConfig:
+    """The run config of the pretraining checkpoint that holds module-states file `states`."""
+    folder = Path(states).parent.parent  # <checkpoint>/<tag>/mp_rank_00_model_states.pt
+    run_config = read_run_config(folder)
+    if run_config is None:
+        raise DataError("the checkpoint holds no model config (written before checkpoints carried one)",
+                        path=folder, field=field,
+                        fix="pretrain again with this version, or export the encoder with its config.json")
+    return run_config
 
 
 def load_safetensors(path, field: str | None = None) -> dict[str, torch.Tensor]:
@@ -146,9 +141,9 @@ def check_torch_file(path, field: str, fix: str) -> None:
                         f"with {head!r})", path=path, field=field, fix=fix)
 
 
-def read_state(source, field: str = "model.encoder") -> tuple[dict[str, torch.Tensor], ModelConfig | None]:
-    """Encoder tensors and, when stored beside them, the model config; errors name `field` (the setting or
-    option that gave `source`)."""
+def read_state(source, field: str = "model.encoder") -> tuple[dict[str, torch.Tensor], ModelConfig]:
+    """Encoder tensors and the model config stored beside them; errors name `field` (the setting or option that
+    gave `source`)."""
     path = Path(source)
     if not path.exists():
         raise DataError("encoder weights not found", path=path, field=field,
@@ -157,8 +152,10 @@ def read_state(source, field: str = "model.encoder") -> tuple[dict[str, torch.Te
         path = path / "model.safetensors"
     if path.suffix == ".safetensors":
         config_json = path.parent / "config.json"
-        cfg = model_config_from_json(config_json) if config_json.is_file() else None
-        return encoder_state(load_safetensors(path, field), path), cfg
+        if not config_json.is_file():
+            raise DataError("no config.json beside the weights", path=path, field=field,
+                            fix="save encoders with finetune.encoder.save_encoder (weights + config.json)")
+        return encoder_state(load_safetensors(path, field), path), model_config_from_json(config_json)
     states = find_checkpoint_states(path) if path.is_dir() else path
     fix = "pass a pretraining run folder, a checkpoint_* folder, or an encoder folder / .safetensors file"
     check_torch_file(states, field, fix)
@@ -172,42 +169,37 @@ def read_state(source, field: str = "model.encoder") -> tuple[dict[str, torch.Te
     if not isinstance(state, dict):
         raise DataError("checkpoint holds no state dict", path=states, field=field)
     log.info("encoder weights from %s", states)
-    return encoder_state(state, states), None
+    return encoder_state(state, states), checkpoint_run_config(states, field).model
 
 
-def load_encoder(source, model_name: str = "lgi_tiny", seed: int = 0,
+def check_model_name(name: str | None, cfg: ModelConfig, source) -> None:
+    """A model name the user gave must be the one the checkpoint was made with."""
+    if name is not None and name != cfg.name:
+        raise ConfigError(f"model.name {name!r} contradicts the checkpoint's model config {cfg.name!r}",
+                          path=source, field="model.name",
+                          fix=f"leave model.name null (the checkpoint's config is used) or set it to {cfg.name!r}")
+
+
+def load_encoder(source, model_name: str | None = None, seed: int = 0,
                  field: str | None = "model.encoder") -> LGIEncoder:
-    """An LGIEncoder with weights from `source` (see module doc); None = fresh init seeded by `seed`. Errors
-    name `field`, the setting that gave `source`."""
+    """An LGIEncoder with weights and config from `source` (see module doc); None = a fresh `model_name` encoder
+    (SCRATCH_MODEL when None) seeded by `seed`. Errors name `field`, the setting that gave `source`."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         if source is None:
-            return LGIEncoder(named_config(model_name))
+            return LGIEncoder(named_config(model_name or SCRATCH_MODEL))
         state, cfg = read_state(source, field)
-        encoder = LGIEncoder(cfg or named_config(model_name))
-    eps = release_layer_norm_eps(source)
-    if eps is not None:
-        set_layer_norm_eps(encoder, eps)  # weights trained with another eps give other features with ours
+        check_model_name(model_name, cfg, source)
+        encoder = LGIEncoder(cfg)
     try:
         missing, unexpected = encoder.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatches
         missing, unexpected = [str(e).splitlines()[-1].strip()[:160]], []
     if missing or unexpected:
-        raise ConfigError(f"weights do not fit model {encoder.cfg.name!r}: missing {missing[:3]}, "
-                          f"unexpected {unexpected[:3]}", path=source, field="model.name",
-                          fix="set model.name to the config the encoder was pretrained with")
+        raise DataError(f"weights do not fit their own model config {cfg.name!r}: missing {missing[:3]}, "
+                        f"unexpected {unexpected[:3]}", path=source, field=field,
+                        fix="the checkpoint's weights and config disagree: re-export or re-train it")
     return encoder
-
-
-def release_layer_norm_eps(source) -> float | None:
-    """The eps a safetensors release declares in the config.json beside its weights (None: keep the default).
-    Pretraining checkpoints are built by our own code, so they use our default eps."""
-    path = Path(source)
-    if path.is_dir():
-        config_json = path / "config.json" if (path / "model.safetensors").is_file() else None
-    else:
-        config_json = path.parent / "config.json" if path.suffix == ".safetensors" else None
-    return layer_norm_eps_from_json(config_json) if config_json and config_json.is_file() else None
 
 
 def save_safetensors(module: torch.nn.Module, path, metadata: dict | None = None) -> Path:
@@ -224,5 +216,5 @@ def save_encoder(encoder: LGIEncoder, folder) -> Path:
     """folder/model.safetensors + folder/config.json (the ModelConfig), loadable by load_encoder."""
     folder = Path(folder)
     save_safetensors(encoder, folder / "model.safetensors")
-    write_json(folder / "config.json", dataclasses.asdict(encoder.cfg))
+    write_json(folder / "config.json", to_dict(encoder.cfg))
     return folder

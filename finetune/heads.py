@@ -23,10 +23,11 @@ def pool_features(features: torch.Tensor, rows: int) -> torch.Tensor:
 
 
 class SpottingHead(nn.Module):
-    def __init__(self, dim: int, rows: int = 2, hidden: int = 64, kernel: int = 3, tubelet: int = 2):
+    def __init__(self, dim: int, rows: int = 2, hidden: int = 64, kernel: int = 3, tubelet: int = 2,
+                 eps: float = 1e-5):
         super().__init__()
         self.rows, self.tubelet = rows, tubelet
-        self.norm = nn.LayerNorm(rows * dim)
+        self.norm = nn.LayerNorm(rows * dim, eps=eps)  # the encoder's eps: a release builds both with one value
         self.temporal = nn.Conv1d(rows * dim, hidden, kernel, padding=kernel // 2)
         self.out = nn.Linear(hidden, len(CHANNELS))
 
@@ -47,11 +48,11 @@ class Spotter(nn.Module):
     """An encoder shared by one head per granularity."""
 
     def __init__(self, encoder: nn.Module, features_fn, dim: int, granularities: list[str], rows: int = 2,
-                 hidden: int = 64, kernel: int = 3, tubelet: int = 2):
+                 hidden: int = 64, kernel: int = 3, tubelet: int = 2, eps: float = 1e-5):
         super().__init__()
         self.encoder = encoder
         self.features_fn = features_fn  # (encoder, video [B,3,T,H,W]) -> [B, T', H', W', D]
-        self.heads = nn.ModuleDict({g: SpottingHead(dim, rows, hidden, kernel, tubelet) for g in granularities})
+        self.heads = nn.ModuleDict({g: SpottingHead(dim, rows, hidden, kernel, tubelet, eps) for g in granularities})
 
     def pooled(self, video: torch.Tensor, rows: int) -> torch.Tensor:
         return pool_features(self.features_fn(self.encoder, video), rows)

@@ -70,7 +70,7 @@ def load_spotter(folder) -> tuple[Spotter, list[GranularityConfig]]:
         check_folder(folder, meta["files"], fix=RESTORE)
     else:
         log.warning("%s: written without file checksums (an older spotter); its files are not verified", folder)
-    encoder = load_encoder(folder / "encoder", model.name, field=None)
+    encoder = load_encoder(folder / "encoder", field=None)  # its config.json is the architecture
     cfg = FinetuneConfig(model=model, granularities=grans)
     spotter = build_spotter(encoder, cfg)
     heads = load_safetensors(folder / HEADS)

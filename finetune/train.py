@@ -161,7 +161,8 @@ def build_spotter(encoder, cfg: FinetuneConfig) -> Spotter:
     with torch.random.fork_rng():
         torch.manual_seed(cfg.train.seed)
         return Spotter(encoder, encoder_features, encoder.cfg.dim, [g.name for g in cfg.granularities],
-                       cfg.model.pool_rows, cfg.model.head_hidden, cfg.model.head_kernel, encoder.cfg.tubelet)
+                       cfg.model.pool_rows, cfg.model.head_hidden, cfg.model.head_kernel, encoder.cfg.tubelet,
+                       encoder.cfg.layer_norm_eps)
 
 
 def train_spotter(cfg: FinetuneConfig, videos: pd.DataFrame, gt: pd.DataFrame, features: FeatureSet | None = None,

@@ -31,10 +31,10 @@ from data.common.errors import ConfigError, DataError
 from data.common.ray_session import ray_session
 from data.common.storage import shared_location
 from data.common.tables import read_intervals, read_predictions, read_videos
-from data.shards.pack import PackConfig, check_config, pack
+from data.shards.pack import PackConfig, pack
 from data.synthetic.config import load_synthetic_config
 from data.synthetic.generate import generate
-from pretrain.config import check_runnable, load_pretrain_config
+from pretrain.config import load_pretrain_config
 from pretrain.trainer import check_inputs, fit
 from spotting import protocol
 from spotting.baseline import BaselineConfig
@@ -108,7 +108,6 @@ def pack_shards(cfg: DemoConfig, data_dir: Path, out: Path) -> Path:
     path = resolve(cfg.pack_config, "pack_config")
     pack_cfg = replace(load_config(path, PackConfig, cfg.pack_overrides),
                        {"source": "list", "source_path": str(data_dir / "videos.csv")})
-    check_config(pack_cfg, str(path))
     # shards are immutable: another pack config gets its own folder instead of an error
     tag = fingerprint({k: v for k, v in to_dict(pack_cfg).items() if k not in ("workers", "out_dir")})
     return pack(dataclasses.replace(pack_cfg, out_dir=str(out / "shards" / tag)))
@@ -128,7 +127,6 @@ def pretrain(cfg: DemoConfig, shards: Path, out: Path) -> dict:
 
     path = resolve(cfg.pretrain_config, "pretrain_config")
     pre = replace(load_pretrain_config(path, cfg.pretrain_overrides), {"data.shards": str(shards)})
-    check_runnable(pre, path)
     # One run folder per model/data/recipe: more steps resume the run (Ray: same storage + name), while
     # another model or data starts a new one instead of resuming from weights that do not fit.
     recipe = {k: v for k, v in to_dict(pre).items() if k not in ("schedule", "checkpoint")}
@@ -156,7 +154,8 @@ def loso_settings(cfg: DemoConfig, data_dir: Path, out: Path, encoder: dict | No
     # The flow cues are the baseline's, so the table's baseline row and the fused cues are the same signal.
     wiring = {"finetune.data.root": str(data_dir), "baseline": baseline_config(cfg), "out": ""}
     if encoder is not None:
-        wiring |= {"finetune.model.encoder": encoder["run"], "finetune.model.name": encoder["model"]}
+        # the checkpoint carries its model config: the LOSO config's architecture name must not override it
+        wiring |= {"finetune.model.encoder": encoder["run"], "finetune.model.name": None}
     loso = replace(load_config(resolve(cfg.loso_config, "loso_config"), LosoConfig, cfg.loso_overrides), wiring)
     tag = fingerprint(to_dict(loso), encoder and encoder["checkpoint"])
     return replace(loso, {"out": str(out / "loso" / tag)})

@@ -51,8 +51,8 @@ def data_summary(pretrain_cfg) -> dict:
     if manifest:
         summary.update({"clips": manifest.get("num_clips"), "shards": manifest.get("num_shards"),
                         "bytes": manifest.get("num_bytes"), "source videos": len(manifest.get("sources", []))})
-    d = pretrain_cfg.data
-    summary["clip"] = f"{d.num_frames} frames at stride {d.frame_stride}, {d.size}x{d.size}"
+    m = pretrain_cfg.model
+    summary["clip"] = f"{m.frames} frames at stride {pretrain_cfg.data.frame_stride}, {m.img_size}x{m.img_size}"
     return summary
 
 

@@ -168,7 +168,8 @@ def peer_model_config(peer: dict, args: dict, heads: int | None = None, source=N
                    visible_per_region=visible, dim=dim, depth=block_count(peer, "encoder.blocks."),
                    heads=heads or max(1, dim // 64), mlp_ratio=hidden / dim, decoder_dim=decoder_dim,
                    decoder_depth=max(1, block_count(peer, "decoder.blocks.")), decoder_heads=max(1, decoder_dim // 64),
-                   target="frame_diff" if args.get("use_frame_diff_as_target") else "pixel")
+                   target="frame_diff" if args.get("use_frame_diff_as_target") else "pixel",
+                   layer_norm_eps=PEER_LAYER_NORM_EPS)
     try:
         cfg = ModelConfig(**changes)  # the base config's (lgi_base) defaults for anything not set here
     except ConfigError as e:
@@ -181,13 +182,6 @@ def peer_model_config(peer: dict, args: dict, heads: int | None = None, source=N
         raise DataError(f"lg_region_tokens has {tokens.shape[0]} regions, the geometry gives {cfg.num_regions}",
                         path=source, field="encoder.lg_region_tokens", fix="check args.lg_region_size/input_size")
     return cfg
-
-
-def set_layer_norm_eps(module: torch.nn.Module, eps: float) -> torch.nn.Module:
-    for m in module.modules():
-        if isinstance(m, torch.nn.LayerNorm):
-            m.eps = eps
-    return module
 
 
 def load_peer_encoder(path, heads: int | None = None) -> LGIEncoder:
@@ -203,4 +197,4 @@ def load_peer_encoder(path, heads: int | None = None) -> LGIEncoder:
     except RuntimeError as e:
         raise DataError(f"peer weights do not fit: {str(e).splitlines()[-1].strip()[:200]}", path=path,
                         field="state_dict") from None
-    return set_layer_norm_eps(encoder, PEER_LAYER_NORM_EPS).eval()
+    return encoder.eval()

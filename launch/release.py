@@ -2,7 +2,8 @@
 
 SRC is a pretraining run (Ray run folder, checkpoint_* folder, DeepSpeed folder), an encoder folder or
 safetensors file (finetune.encoder), a trained spotter folder (finetune.store: encoder + heads), or with --peer
-a MAE-DFER pretraining checkpoint (launch.peer_import). DIR receives:
+a MAE-DFER pretraining checkpoint (launch.peer_import). Each carries its model config (a peer file: in its shapes
+and run arguments), so the architecture is never named here. DIR receives:
 
   config.json          SpotMAEConfig, every architecture value explicit, auto_map -> modeling_spotmae.py
   model.safetensors    weights (SpotMAEModel: encoder.*; SpotMAEForSpotting: encoder.* + heads.*)
@@ -40,15 +41,15 @@ import torch
 
 from data.common.atomic import write_bytes, write_json, write_text
 from data.common.checksums import sha256_file
+from data.common.config import to_dict
 from data.common.errors import ConfigError, DataError
-from finetune.encoder import find_checkpoint_states, read_state
+from finetune.encoder import checkpoint_run_config, find_checkpoint_states, read_state
 from finetune.store import load_spotter
 from launch import model_card
 from launch.hf.modeling_spotmae import SpotMAEConfig, SpotMAEForSpotting, SpotMAEModel, SpotMAESpottingConfig
 from launch.peer_import import load_peer_encoder
-from pretrain.config import load_pretrain_config
+from pretrain.config import PretrainConfig, load_pretrain_config
 from pretrain.lgi_former import LGIEncoder
-from pretrain.model_config import named_config
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ class Source:
     path: str
     head: dict = dataclasses.field(default_factory=dict)
     run: dict = dataclasses.field(default_factory=dict)  # step / loss / epoch recorded by the training run
+    pretraining: PretrainConfig | None = None  # the run config a pretraining checkpoint carries
 
     @property
     def encoder(self):
@@ -76,7 +78,8 @@ class Source:
 # ---------------------------------------------------------------- reading the source
 
 
-def read_source(checkpoint, model_name: str | None, pretrain_cfg, peer: bool, peer_heads: int | None) -> Source:
+def read_source(checkpoint, peer: bool, peer_heads: int | None) -> Source:
+    """The checkpoint's model, built from the config it carries (a peer .pth: from its shapes and arguments)."""
     path = Path(checkpoint)
     if not path.exists():
         raise DataError("checkpoint not found", path=path, field="--checkpoint",
@@ -88,12 +91,12 @@ def read_source(checkpoint, model_name: str | None, pretrain_cfg, peer: bool, pe
         return _spotter_source(path)
 
     state, cfg = read_state(path, field="--checkpoint")
-    if cfg is None:  # DeepSpeed checkpoints hold weights only
-        cfg = pretrain_cfg.model if pretrain_cfg is not None else named_config(model_name or "lgi_base")
     with torch.random.fork_rng():
         encoder = LGIEncoder(cfg)
     _load_strict(encoder, state, path)
-    return Source("encoder", encoder.eval(), str(path), run=checkpoint_metrics(path))
+    pretraining = None if path.suffix == ".safetensors" or (path / "model.safetensors").is_file() else \
+        checkpoint_run_config(find_checkpoint_states(path) if path.is_dir() else path, "--checkpoint")
+    return Source("encoder", encoder.eval(), str(path), run=checkpoint_metrics(path), pretraining=pretraining)
 
 
 def _spotter_source(path: Path) -> Source:
@@ -109,11 +112,11 @@ def _load_strict(module: torch.nn.Module, state: dict, path) -> None:
     try:
         missing, unexpected = module.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatch
-        raise ConfigError(f"weights do not fit the model config: {str(e).splitlines()[-1].strip()[:200]}",
-                          path=path, field="model", fix="pass --pretrain-config or --model matching the run") from None
+        raise DataError(f"weights do not fit their model config: {str(e).splitlines()[-1].strip()[:200]}",
+                        path=path, field="model", fix="the checkpoint's weights and config disagree") from None
     if missing or unexpected:
-        raise ConfigError(f"weights do not fit the model config: missing {missing[:3]}, unexpected {unexpected[:3]}",
-                          path=path, field="model", fix="pass --pretrain-config or --model matching the run")
+        raise DataError(f"weights do not fit their model config: missing {missing[:3]}, unexpected {unexpected[:3]}",
+                        path=path, field="model", fix="the checkpoint's weights and config disagree")
 
 
 def checkpoint_metrics(path: Path) -> dict:
@@ -145,19 +148,12 @@ def checkpoint_metrics(path: Path) -> dict:
 # ---------------------------------------------------------------- building the transformers model
 
 
-def layer_norm_eps(module: torch.nn.Module) -> float:
-    """The one LayerNorm eps a model uses (written to config.json, so the release computes the same)."""
-    eps = {m.eps for m in module.modules() if isinstance(m, torch.nn.LayerNorm)}
-    if len(eps) != 1:
-        raise DataError(f"the model mixes LayerNorm eps values {sorted(eps)}", field="layer_norm_eps")
-    return eps.pop()
-
-
 def hf_config(source: Source):
+    """Every ModelConfig field (layer_norm_eps included) plus the heads' sizes, in transformers' config."""
     cfg = source.encoder.cfg
     values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
     kind = SpotMAESpottingConfig if source.kind == "spotter" else SpotMAEConfig
-    config = kind(**values, layer_norm_eps=layer_norm_eps(source.reference), **source.head)
+    config = kind(**values, **source.head)
     config.auto_map = AUTO_MAP[source.kind]
     return config
 
@@ -290,6 +286,21 @@ def _replace_folder(new: Path, out: Path) -> None:
 # ---------------------------------------------------------------- model card facts
 
 
+def pretraining_config(source: Source, given: PretrainConfig | None, path=None) -> PretrainConfig | None:
+    """The pretraining config the card describes: the one given (--pretrain-config), else the checkpoint's own.
+    A given config whose model differs from the checkpoint's describes another run: refused, naming both."""
+    if given is None:
+        return source.pretraining
+    ours, theirs = to_dict(given.model), to_dict(source.encoder.cfg)
+    changed = [f"{k}: checkpoint {theirs.get(k)!r}, --pretrain-config {v!r}" for k, v in ours.items()
+               if v != theirs.get(k)]
+    if changed:
+        raise ConfigError(f"the pretraining config's model is not the checkpoint's ({'; '.join(changed[:4])})",
+                          path=path, field="--pretrain-config",
+                          fix="pass the run's own pretraining YAML, or leave --pretrain-config out")
+    return given
+
+
 def gather_facts(source: Source, args, pretrain_cfg) -> dict:
     results_path = Path(args.results) if args.results else Path(source.path) / "results.json"
     results = model_card.read_results(results_path) if (args.results or results_path.is_file()) else {}
@@ -346,18 +357,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--push", metavar="REPO_ID", help="upload to this Hub repo (token from HF_TOKEN)")
     parser.add_argument("--endpoint", help="Hub URL (default: HF_ENDPOINT or huggingface.co)")
     parser.add_argument("--private", action="store_true", help="create the Hub repo private")
-    parser.add_argument("--pretrain-config", help="the run's pretraining YAML: model config + data summary")
-    parser.add_argument("--model", help="named model config for weights-only checkpoints (default lgi_base)")
+    parser.add_argument("--pretrain-config", help="the run's pretraining YAML, for the model card's data and recipe "
+                        "(default: the config a pretraining checkpoint carries)")
     parser.add_argument("--results", help="results JSON for the model card (default: CHECKPOINT/results.json)")
     parser.add_argument("--peer", action="store_true", help="CHECKPOINT is a MAE-DFER pretraining .pth")
     parser.add_argument("--peer-heads", type=int, help="attention heads of the peer model (default dim // 64)")
     parser.add_argument("--force", action="store_true", help="re-export even if OUT is a finished release")
     args = parser.parse_args(argv)
 
-    pretrain_cfg = None
-    if args.pretrain_config:
-
-        pretrain_cfg = load_pretrain_config(args.pretrain_config)
+    given = load_pretrain_config(args.pretrain_config) if args.pretrain_config else None
     out = Path(args.out)
     if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
         raise DataError(f"exists and is not a release folder (no {MANIFEST}); replacing it would delete it",
@@ -365,7 +373,8 @@ def main(argv: list[str]) -> int:
     if is_complete(out) and not args.force:
         log.info("%s is a finished release (use --force to re-export)", out)
     else:
-        source = read_source(args.checkpoint, args.model, pretrain_cfg, args.peer, args.peer_heads)
+        source = read_source(args.checkpoint, args.peer, args.peer_heads)
+        pretrain_cfg = pretraining_config(source, given, args.pretrain_config)
         export(source, out, gather_facts(source, args, pretrain_cfg))
     pushed = push_folder(out, args.push, args.endpoint, args.private) if args.push else None
     print(json.dumps({"release": str(out), "pushed": pushed}))

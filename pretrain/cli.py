@@ -9,7 +9,7 @@ import argparse
 import json
 
 from data.common.config import to_dict
-from pretrain.config import check_runnable, load_pretrain_config
+from pretrain.config import load_pretrain_config
 from pretrain.trainer import check_inputs, fit
 
 
@@ -20,7 +20,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     args = parser.parse_args(argv)
     cfg = load_pretrain_config(args.config, args.overrides)
-    check_runnable(cfg, args.config)
     if args.print_config:
         print(json.dumps(to_dict(cfg), indent=2))
         return 0

@@ -75,16 +75,16 @@ class Mlp(nn.Module):
 
 
 class LGIBlock(nn.Module):
-    def __init__(self, dim: int, heads: int, mlp_ratio: float):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, eps: float):
         super().__init__()
-        self.norm_local = nn.LayerNorm(dim)
+        self.norm_local = nn.LayerNorm(dim, eps=eps)
         self.local_attn = Attention(dim, heads)
-        self.norm_region = nn.LayerNorm(dim)
+        self.norm_region = nn.LayerNorm(dim, eps=eps)
         self.region_attn = Attention(dim, heads)
-        self.norm_query = nn.LayerNorm(dim)
-        self.norm_context = nn.LayerNorm(dim)
+        self.norm_query = nn.LayerNorm(dim, eps=eps)
+        self.norm_context = nn.LayerNorm(dim, eps=eps)
         self.cross_attn = Attention(dim, heads)
-        self.norm_mlp = nn.LayerNorm(dim)
+        self.norm_mlp = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, mlp_ratio)
 
     def forward(self, local: torch.Tensor, regions: torch.Tensor):
@@ -109,8 +109,9 @@ class LGIEncoder(nn.Module):
         self.patch_embed = nn.Conv3d(cfg.in_chans, cfg.dim, kernel_size=(cfg.tubelet, cfg.patch, cfg.patch),
                                      stride=(cfg.tubelet, cfg.patch, cfg.patch))
         self.region_tokens = nn.Parameter(torch.zeros(cfg.num_regions, cfg.dim))
-        self.blocks = nn.ModuleList(LGIBlock(cfg.dim, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
-        self.norm = nn.LayerNorm(cfg.dim)
+        self.blocks = nn.ModuleList(LGIBlock(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.layer_norm_eps)
+                                    for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(cfg.dim, eps=cfg.layer_norm_eps)
         # fixed tables are rebuilt from the config, so they stay out of checkpoints
         self.register_buffer("pos", sinusoid_positions(cfg.num_tokens, cfg.dim), persistent=False)
         order = torch.from_numpy(region_order(cfg.token_grid, cfg.region))

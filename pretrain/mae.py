@@ -30,11 +30,11 @@ from pretrain.targets import make_target
 
 
 class ViTBlock(nn.Module):
-    def __init__(self, dim: int, heads: int, mlp_ratio: float):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, eps: float):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = Attention(dim, heads)
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, mlp_ratio)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -47,9 +47,9 @@ class MAEDecoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.blocks = nn.ModuleList(ViTBlock(cfg.decoder_dim, cfg.decoder_heads, cfg.mlp_ratio)
+        self.blocks = nn.ModuleList(ViTBlock(cfg.decoder_dim, cfg.decoder_heads, cfg.mlp_ratio, cfg.layer_norm_eps)
                                     for _ in range(cfg.decoder_depth))
-        self.norm = nn.LayerNorm(cfg.decoder_dim)
+        self.norm = nn.LayerNorm(cfg.decoder_dim, eps=cfg.layer_norm_eps)
         self.head = nn.Linear(cfg.decoder_dim, cfg.patch_values)
 
     def forward(self, x: torch.Tensor, num_masked: int) -> torch.Tensor:

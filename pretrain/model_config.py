@@ -1,72 +1,79 @@
 """ModelConfig: the geometry and sizes of the LGI-Former VideoMAE, plus the named configs.
 
-`named_config("lgi_base")` is the seed (16 x 160 x 160 input, dim 512, depth 16, decoder 4 x 384);
-`named_config("lgi_tiny")` trains in minutes on a CPU. A YAML file loads with
-`data.common.config.load_config(path, ModelConfig, overrides)`; geometry is checked on construction.
+`named_config("lgi_base")` is the seed (16 x 160 x 160 input, dim 512, depth 16, decoder 4 x 384: the dataclass
+defaults); `named_config("lgi_tiny")` trains in minutes on a CPU. In YAML a model section starts from the named
+config it names and changes what it lists: `model: {name: lgi_tiny, depth: 3}`. Sizes and geometry are checked
+whenever a config is built. Checkpoints and encoder folders store the whole config, so nothing downstream asks
+for the architecture again.
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import Literal
 
+from data.clips.geometry import ClipGeometry
 from data.clips.masking import check_geometry
-from data.common.config import apply_overrides, build, read_yaml
+from data.common.config import Config, apply_overrides, build, read_yaml, setting
 from data.common.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Config):
     name: str = "lgi_base"
     # input geometry: frames x img_size x img_size, cut into tubelet x patch x patch tokens
-    frames: int = 16
-    img_size: int = 160
-    patch: int = 16
-    tubelet: int = 2
-    in_chans: int = 3
+    frames: int = setting(16, ge=1)
+    img_size: int = setting(160, ge=1)
+    patch: int = setting(16, ge=1)
+    tubelet: int = setting(2, ge=1)
+    in_chans: int = setting(3, ge=1)
     # regions in token units (t, h, w): local attention runs inside one region
-    region: tuple[int, int, int] = (2, 5, 10)
-    visible_per_region: int = 10
+    region: tuple[int, int, int] = setting((2, 5, 10), ge=1)
+    visible_per_region: int = setting(10, ge=1)
     mask_mode: Literal["window", "tube", "random"] = "window"
     # encoder
-    dim: int = 512
-    depth: int = 16
-    heads: int = 8
-    mlp_ratio: float = 4.0
+    dim: int = setting(512, ge=1)
+    depth: int = setting(16, ge=1)
+    heads: int = setting(8, ge=1)
+    mlp_ratio: float = setting(4.0, gt=0)
+    # every LayerNorm's eps: ours train with torch's 1e-5; imported peer (MAE-DFER) weights need 1e-6
+    layer_norm_eps: float = setting(1e-5, gt=0, lt=1)
     # decoder (plain ViT blocks on visible + mask tokens)
-    decoder_dim: int = 384
-    decoder_depth: int = 4
-    decoder_heads: int = 6
+    decoder_dim: int = setting(384, ge=1)
+    decoder_depth: int = setting(4, ge=1)
+    decoder_heads: int = setting(6, ge=1)
     # reconstruction target: per-tubelet normalised pixels, or frame 2 as its difference from frame 1
     target: Literal["pixel", "frame_diff"] = "pixel"
 
-    def __post_init__(self):
-        self.validate()
-
-    def validate(self, source=None) -> None:
-        """Raise ConfigError naming the field when sizes do not fit together."""
-        for field in ("frames", "img_size", "patch", "tubelet", "in_chans", "dim", "depth", "heads",
-                      "decoder_dim", "decoder_depth", "decoder_heads"):
-            if getattr(self, field) < 1:
-                raise ConfigError(f"must be a positive integer, got {getattr(self, field)}", path=source,
-                                  field=field)
+    def check(self) -> None:
         if self.frames % self.tubelet:
-            raise ConfigError(f"frames={self.frames} is not divisible by tubelet={self.tubelet}", path=source,
-                              field="frames", fix="use a multiple of the tubelet length (e.g. 16 with tubelet 2)")
+            raise ConfigError(f"frames={self.frames} is not divisible by tubelet={self.tubelet}", field="frames",
+                              fix="use a multiple of the tubelet length (e.g. 16 with tubelet 2)")
         if self.img_size % self.patch:
-            raise ConfigError(f"img_size={self.img_size} is not divisible by patch={self.patch}", path=source,
-                              field="img_size", fix="use a multiple of the patch size (e.g. 160 with patch 16)")
+            raise ConfigError(f"img_size={self.img_size} is not divisible by patch={self.patch}", field="img_size",
+                              fix="use a multiple of the patch size (e.g. 160 with patch 16)")
         for dim_field, heads_field in (("dim", "heads"), ("decoder_dim", "decoder_heads")):
             if getattr(self, dim_field) % getattr(self, heads_field):
                 raise ConfigError(f"{dim_field}={getattr(self, dim_field)} is not divisible by "
-                                  f"{heads_field}={getattr(self, heads_field)}", path=source, field=dim_field)
-        if self.mlp_ratio <= 0:
-            raise ConfigError(f"must be positive, got {self.mlp_ratio}", path=source, field="mlp_ratio")
-        check_geometry(self.token_grid, self.region, self.visible_per_region, self.mask_mode, source)
+                                  f"{heads_field}={getattr(self, heads_field)}", field=dim_field)
+        check_geometry(self.token_grid, self.region, self.visible_per_region, self.mask_mode)
+
+    @classmethod
+    def preset(cls, raw: dict) -> ModelConfig | None:
+        """A partial mapping starts from the named config its `name` gives; a complete one (a checkpoint's) needs
+        none, so its name may be anything."""
+        if "name" not in raw or {f.name for f in dataclasses.fields(cls)} <= set(raw):
+            return None
+        return named_config(raw["name"])
+
+    @property
+    def geometry(self) -> ClipGeometry:
+        """What the shard loader cuts, sizes and masks for this model."""
+        return ClipGeometry(self.frames, self.img_size, self.patch, self.tubelet, tuple(self.region),
+                            self.visible_per_region, self.mask_mode)
 
     @property
     def token_grid(self) -> tuple[int, int, int]:
-        side = self.img_size // self.patch
-        return (self.frames // self.tubelet, side, side)
+        return self.geometry.token_grid
 
     @property
     def num_tokens(self) -> int:
@@ -116,12 +123,9 @@ def named_config(name: str, **changes) -> ModelConfig:
 def load_model_config(path=None, name: str = "lgi_base", overrides=()) -> ModelConfig:
     """A model config from YAML (the file itself, or its `model:` section for a pretraining YAML), or else
     the named config; then `key=value` overrides. Types and geometry are checked."""
-    if path is None:
-        raw, source = dataclasses.asdict(named_config(name)), f"<named config {name}>"
-    else:
-        raw, source = read_yaml(path), str(path)
-        if isinstance(raw.get("model"), dict):
-            raw = raw["model"]
+    raw, source = ({"name": name}, f"<named config {name}>") if path is None else (read_yaml(path), str(path))
+    if isinstance(raw.get("model"), dict):
+        raw = raw["model"]
     raw = dict(raw)
     apply_overrides(raw, overrides)
     return build(ModelConfig, raw, source)

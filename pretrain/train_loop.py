@@ -26,11 +26,12 @@ import torch
 
 from data.clips.augment import normalise
 from data.common.atomic import write_json
-from data.common.errors import DataError
+from data.common.config import to_dict
+from data.common.errors import ConfigError, DataError
 from data.common.storage import is_url, join, upload_folder
 from data.shards.loader import CorruptTally, make_loader
 from pretrain.checkpoint_commit import candidates, problems, run_location, write_marker
-from pretrain.config import PretrainConfig, config_from_raw
+from pretrain.config import PretrainConfig, config_from_raw, read_run_config, write_run_config
 from pretrain.mae import VideoMAE
 from pretrain.stability import BadStepGuard, finite_on_all_ranks, poison, zero_loss
 
@@ -138,6 +139,7 @@ def restore(cfg: PretrainConfig, engine) -> dict:
             if wrong:
                 log.warning("checkpoint %s is incomplete (%s); trying an older one", path, "; ".join(wrong[:3]))
                 continue
+            check_same_model(cfg, read_run_config(folder), path)
             loaded, client_state = engine.load_checkpoint(folder)
         if loaded is None or STATE_KEY not in (client_state or {}):
             raise DataError(f"no DeepSpeed checkpoint with {STATE_KEY!r} state in it", path=path,
@@ -152,10 +154,24 @@ def restore(cfg: PretrainConfig, engine) -> dict:
     return {}
 
 
-def report(engine, metrics: dict, state: dict | None) -> None:
+def check_same_model(cfg: PretrainConfig, saved: PretrainConfig | None, path) -> None:
+    """A run resumes only with the model it was started with (weights of another shape, or another mask or
+    target, would fail to load or silently train something else)."""
+    if saved is None:
+        return
+    ours, theirs = to_dict(cfg.model), to_dict(saved.model)
+    changed = {k: (theirs[k], ours[k]) for k in ours if ours[k] != theirs.get(k)}
+    if changed:
+        detail = ", ".join(f"{k}: checkpoint {a!r}, config {b!r}" for k, (a, b) in changed.items())
+        raise ConfigError(f"the run was started with another model ({detail})", path=path, field="model",
+                          fix="use the run's model settings, or a new checkpoint.name for a new run")
+
+
+def report(cfg: PretrainConfig, engine, metrics: dict, state: dict | None) -> None:
     """ray.train.report from every rank; with `state`, each rank also ships its DeepSpeed checkpoint shard.
 
-    DeepSpeed writes into a fresh temp folder per rank, then the rank's commit marker lists its files; Ray
+    DeepSpeed writes into a fresh temp folder per rank (rank 0 adds the run's config, pretrain.config.RUN_CONFIG: the
+    checkpoint describes its own model), then the rank's commit marker lists its files; Ray
     uploads and merges the folders and registers the checkpoint only once all of it is stored. restore()
     checks the markers, so a partial upload on storage is never loaded (see pretrain.checkpoint_commit).
     """
@@ -169,6 +185,8 @@ def report(engine, metrics: dict, state: dict | None) -> None:
     ctx = ray.train.get_context()
     with tempfile.TemporaryDirectory(prefix="spotmae_ckpt_") as tmp:
         engine.save_checkpoint(tmp, tag=tag, client_state={STATE_KEY: state})
+        if ctx.get_world_rank() == 0:
+            write_run_config(tmp, cfg)
         write_marker(tmp, ctx.get_world_rank(), ctx.get_world_size(), state["step"])  # last: the commit
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
                          checkpoint_dir_name=f"checkpoint_{tag}")
@@ -183,7 +201,7 @@ def batch_stream(cfg: PretrainConfig, rank: int, world_size: int, epoch: int, sk
     exactly (use data.resampled with a short epoch_samples to bound that re-reading on large corpora).
     """
 
-    loader = make_loader(cfg.data, rank=rank, world_size=world_size, epoch=epoch)
+    loader = make_loader(cfg.data, cfg.model.geometry, rank=rank, world_size=world_size, epoch=epoch)
     while True:
         done, pending = 0, None
         for batch in loader:
@@ -363,5 +381,5 @@ def run_steps(cfg: PretrainConfig, engine, stream, state: dict, rank: int, write
             bar.set_postfix(loss=f"{metrics['loss']:.4f}", clips_s=f"{metrics['clips_per_s']:.1f}")
             state = {"step": step, "epoch": resume_at[0], "batches_in_epoch": resume_at[1],
                      "corrupt": metrics["corrupt"], "bad_steps": guard.total}
-            report(engine, metrics, state if save else None)
+            report(cfg, engine, metrics, state if save else None)
             meter.reset()

@@ -112,8 +112,10 @@ def test_encoder_from_safetensors_gives_identical_features(tiny_encoder, tmp_pat
     video = torch.randn(2, 3, 16, 160, 160)
     with torch.no_grad():
         for source in (folder, folder / "model.safetensors"):
-            loaded = load_encoder(source, "lgi_base").eval()  # config.json beside the weights wins
+            loaded = load_encoder(source).eval()  # the architecture is the config.json beside the weights
             assert torch.equal(encoder_features(loaded, video), encoder_features(tiny_encoder, video))
+    with pytest.raises(ConfigError, match="'lgi_base' contradicts the checkpoint's model config 'lgi_tiny'"):
+        load_encoder(folder, "lgi_base")
 
 
 def test_encoder_from_release_folder_honours_its_layer_norm_eps(tiny_encoder, tmp_path):
@@ -134,7 +136,9 @@ def test_encoder_from_release_folder_honours_its_layer_norm_eps(tiny_encoder, tm
 
 
 def test_encoder_from_deepspeed_layout_checkpoint(tiny_encoder, tmp_path):
-    """A Ray run folder holding checkpoint_*/<tag>/mp_rank_00_model_states.pt with the VideoMAE under 'module'."""
+    """A Ray run folder holding checkpoint_*/<tag>/mp_rank_00_model_states.pt with the VideoMAE under 'module',
+    and the run's config beside `latest` (as pretrain/train_loop.py writes them)."""
+    from pretrain.config import PretrainConfig, write_run_config
     from pretrain.mae import VideoMAE
 
     mae = VideoMAE(tiny_encoder.cfg)
@@ -144,7 +148,11 @@ def test_encoder_from_deepspeed_layout_checkpoint(tiny_encoder, tmp_path):
     (ckpt / "latest").write_text("step_00000010")
     state = {"module": {k: v.to(torch.bfloat16) for k, v in mae.state_dict().items()}, "global_steps": 10}
     torch.save(state, ckpt / "step_00000010" / "mp_rank_00_model_states.pt")
-    loaded = load_encoder(tmp_path / "run", "lgi_tiny")
+    with pytest.raises(DataError, match="holds no model config"):
+        load_encoder(tmp_path / "run")
+    write_run_config(ckpt, PretrainConfig(model=tiny_encoder.cfg))
+    loaded = load_encoder(tmp_path / "run")
+    assert loaded.cfg == tiny_encoder.cfg
     for name, value in tiny_encoder.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], value.to(torch.bfloat16).float()), name
     with pytest.raises(ConfigError, match="model.name"):
@@ -248,6 +256,7 @@ def test_partial_fine_tuning_updates_only_the_last_block(tiny_spotting_set, tiny
 DEEPSPEED_SAVE = """
 import os, sys, torch
 import deepspeed
+from pretrain.config import PretrainConfig, write_run_config
 from pretrain.mae import VideoMAE
 from pretrain.model_config import named_config
 from safetensors.torch import save_file
@@ -257,6 +266,7 @@ engine, *_ = deepspeed.initialize(model=model, optimizer=torch.optim.AdamW(model
     "train_micro_batch_size_per_gpu": 1, "bf16": {"enabled": True}, "zero_optimization": {"stage": 2},
     "zero_allow_untested_optimizer": True})
 engine.save_checkpoint(os.path.join(sys.argv[1], "checkpoint_step_00000001"), tag="step_00000001")
+write_run_config(os.path.join(sys.argv[1], "checkpoint_step_00000001"), PretrainConfig(model=model.cfg))
 reference = {k: v.float().contiguous() for k, v in engine.module.state_dict().items() if k.startswith("encoder.")}
 save_file(reference, os.path.join(sys.argv[1], "reference.safetensors"))
 """

@@ -16,8 +16,10 @@ from data.common.config import load_config
 from data.common.errors import ConfigError, DataError
 from data.shards.format import shard_urls, write_shard
 from data.shards.loader import CorruptTally, LoaderConfig, make_dataset, make_loader
+from pretrain.model_config import ModelConfig
 
 ALL_KEYS = 12  # clips in the ramp_shards fixture
+GEOMETRY = ModelConfig().geometry  # the seed model's: 16 frames of 160 x 160, token grid 8 x 10 x 10
 
 
 def config(shards, **kw) -> LoaderConfig:
@@ -32,7 +34,7 @@ def clip_start(sample_json: bytes) -> int:
 
 def test_batch_layout_normalisation_and_masks(ramp_shards):
     cfg = config(ramp_shards, repeats=2)
-    batches = list(make_loader(cfg))
+    batches = list(make_loader(cfg, GEOMETRY))
     assert sum(len(b["key"]) for b in batches) == 2 * ALL_KEYS
     batch = batches[0]
     assert batch["video"].shape == (4, 3, 16, 160, 160) and batch["video"].dtype == torch.float32
@@ -57,7 +59,7 @@ def test_sampled_frames_are_in_order_with_stride(ramp_shards):
             for m in tar:
                 if m.name.endswith(".json"):
                     starts[m.name.split(".")[0]] = clip_start(tar.extractfile(m).read())
-    for batch in make_loader(cfg):
+    for batch in make_loader(cfg, GEOMETRY):
         assert batch["video"].dtype == torch.uint8
         for video, key in zip(batch["video"], batch["key"]):
             grey = video.float().mean(dim=(0, 2, 3)).numpy()  # [T]
@@ -73,14 +75,14 @@ def test_partial_and_full_decode_give_the_same_frames(ramp_shards):
     out = {}
     for partial in (True, False):
         cfg = config(ramp_shards, output="uint8", partial_decode=partial, shuffle_shards=False, shuffle_buffer=0)
-        out[partial] = [b["video"] for b in make_loader(cfg)]
+        out[partial] = [b["video"] for b in make_loader(cfg, GEOMETRY)]
     for a, b in zip(out[True], out[False]):
         assert torch.equal(a, b)
 
 
 def test_every_sample_once_per_epoch_across_two_ranks_and_two_workers(ramp_shards):
     cfg = config(ramp_shards, num_workers=2, batch_size=2)
-    loaders = [make_loader(cfg, rank=rank, world_size=2) for rank in range(2)]
+    loaders = [make_loader(cfg, GEOMETRY, rank=rank, world_size=2) for rank in range(2)]
     orders = []
     for epoch in range(2):
         seen = Counter()
@@ -99,9 +101,9 @@ def test_stream_depends_only_on_seed_epoch_rank_worker(ramp_shards):
     def epoch_of(loader):
         return [(b["key"], b["mask"], b["video"]) for b in loader]
 
-    first = make_loader(cfg, rank=0, world_size=1, epoch=0)
+    first = make_loader(cfg, GEOMETRY, rank=0, world_size=1, epoch=0)
     epochs = [epoch_of(first), epoch_of(first)]
-    resumed = epoch_of(make_loader(cfg, rank=0, world_size=1, epoch=1))
+    resumed = epoch_of(make_loader(cfg, GEOMETRY, rank=0, world_size=1, epoch=1))
     assert [k for k, _, _ in epochs[0]] != [k for k, _, _ in epochs[1]]
     for (k1, m1, v1), (k2, m2, v2) in zip(epochs[1], resumed, strict=True):
         assert k1 == k2 and torch.equal(m1, m2) and torch.equal(v1, v2)
@@ -126,7 +128,7 @@ def test_multi_scale_crop_boxes_follow_videomae():
 
 def test_resampled_mode_gives_fixed_length_epochs(ramp_shards):
     cfg = config(ramp_shards, resampled=True, epoch_samples=20, batch_size=2, shuffle_buffer=0, drop_last=True)
-    loader = make_loader(cfg)
+    loader = make_loader(cfg, GEOMETRY)
     for _ in range(2):
         batches = list(loader)
         assert len(batches) == 10 and all(len(b["key"]) == 2 for b in batches)
@@ -153,24 +155,24 @@ def test_corrupt_samples_are_skipped_and_counted(broken_shards, caplog):
     cfg = config("broken-set", num_workers=2, batch_size=1)
     tally = CorruptTally()
     keys = []
-    for batch in make_loader(cfg, urls=broken_shards):
+    for batch in make_loader(cfg, GEOMETRY, urls=broken_shards):
         keys += batch["key"]
         tally.update(batch)
     # 12 clips, less the truncated one, plus nothing from the garbage shard: the epoch went on past both
     assert len(keys) == ALL_KEYS - 1 and "garbage" not in keys
     assert tally.total == 2  # one truncated shard tail + one undecodable sample
     with caplog.at_level("WARNING", logger="data.shards.loader"):
-        list(make_dataset(config("broken-set"), urls=broken_shards, rank=0, world_size=1))
+        list(make_dataset(config("broken-set"), GEOMETRY, urls=broken_shards, rank=0, world_size=1))
     assert "garbage" in caplog.text and "shard-000001.tar" in caplog.text
 
 
 def test_corrupt_budget_stops_with_a_clear_error(broken_shards, tmp_path):
     cfg = config("broken-set", max_corrupt_fraction=0.05, corrupt_min_samples=4, shuffle_shards=False)
     with pytest.raises(DataError, match=f"{tmp_path}.*max_corrupt_fraction"):  # names the shard set
-        list(make_loader(cfg, urls=broken_shards))
+        list(make_loader(cfg, GEOMETRY, urls=broken_shards))
     cfg = config("broken-set", max_corrupt_fraction=0.05, corrupt_min_samples=4, num_workers=1)
     with pytest.raises(DataError, match="max_corrupt_fraction"):  # raised in a worker, re-raised here
-        list(make_loader(cfg, urls=broken_shards))
+        list(make_loader(cfg, GEOMETRY, urls=broken_shards))
 
 
 def test_bad_loader_config_rejected(tmp_path):
@@ -179,11 +181,11 @@ def test_bad_loader_config_rejected(tmp_path):
     with pytest.raises(ConfigError, match="num_frame"):
         load_config(path, LoaderConfig)
     path.write_text("batch_size: 8\n")
-    for override, words in [("num_frames=15", "tubelet"), ("size=150", "patch"), ("scales=[1.2]", "scales"),
-                            ("mask_visible_per_region=7", "mask"), ("resampled=true", "epoch_samples"),
-                            ("max_corrupt_fraction=2", "max_corrupt_fraction")]:
+    for override, words in [("scales=[1.2]", "scales"), ("resampled=true", "epoch_samples"),
+                            ("max_corrupt_fraction=2", "max_corrupt_fraction"), ("batch_size=0", "batch_size"),
+                            ("size=160", "unknown key")]:  # clip geometry is the model's, not the loader's
         with pytest.raises(ConfigError, match=words) as err:
             load_config(path, LoaderConfig, [override])
-        assert err.value.path == str(path)
+        assert err.value.path in (str(path), f"override {override!r}")  # the override, when it names the field
     with pytest.raises(DataError, match="no manifest"):
-        make_loader(LoaderConfig(shards=str(tmp_path)))
+        make_loader(LoaderConfig(shards=str(tmp_path)), GEOMETRY)

@@ -252,11 +252,17 @@ def test_bad_geometry_raises_config_error(changes, field, text):
 
 def test_configs_load_from_yaml_and_reject_unknown_names(tmp_path):
     path = tmp_path / "model.yaml"
-    path.write_text("name: small\nframes: 8\nimg_size: 64\nregion: [2, 2, 4]\nvisible_per_region: 4\n")
+    path.write_text("frames: 8\nimg_size: 64\nregion: [2, 2, 4]\nvisible_per_region: 4\n")
     cfg = load_config(path, ModelConfig, ["dim=128", "depth=2"])
     assert cfg.token_grid == (4, 4, 4) and cfg.num_regions == 4 and cfg.num_masked == 48 and cfg.depth == 2
+    assert cfg.heads == named_config("lgi_base").heads  # keys left out come from the default model
+    tiny = load_config(path, ModelConfig, ["name=lgi_tiny", "depth=3"])  # ... or from the named config given
+    assert tiny == named_config("lgi_tiny", **SMALL, depth=3)
     with pytest.raises(ConfigError, match="unknown model config 'lgi_huge'"):
         named_config("lgi_huge")
+    with pytest.raises(ConfigError, match="name: unknown model config 'small'") as err:
+        load_config(path, ModelConfig, ["name=small"])
+    assert "lgi_tiny" in str(err.value)  # the known names are listed
     with pytest.raises(ConfigError, match="does not divide"):
         load_config(path, ModelConfig, ["region=[3, 2, 4]"])
 

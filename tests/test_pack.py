@@ -13,7 +13,7 @@ from data.common.errors import ConfigError, DataError
 from data.common.video_io import read_frames, video_info
 from data.shards.cli import main as pack_main
 from data.shards.format import done_path, read_manifest, sha256_file, shard_urls, verify_shards
-from data.shards.pack import PackConfig, check_config, pack
+from data.shards.pack import PackConfig, pack
 
 
 def read_samples(shard_dir) -> dict[str, dict]:
@@ -85,18 +85,21 @@ def test_pack_real_carphone_video_centre_and_face(tmp_path):
                 assert np.asarray(meta["landmarks"]["median_aligned"]).shape == (68, 2)
 
 
-def test_pack_synthetic_source_from_the_generator(tmp_path):
-    import yaml
+def test_pack_synthetic_config_packs_the_generators_video_table(tmp_path):
+    """`python -m data synth` makes the videos; configs/data/pack_synthetic.yaml packs its video table."""
+    from data.synthetic.cli import main as synth_main
 
-    gen = {"seed": 3, "subjects": 1, "videos_per_subject": 1, "duration_s": 6.0, "fps": 30.0, "size": 160,
-           "identity": {"sources": ["astronaut"]}, "talking": {"segments_per_video": [0, 0]},
-           "events": {"macro_per_video": [1, 1], "micro_per_video": [1, 1], "macro_duration_s": [0.6, 1.0]}}
-    (tmp_path / "synth.yaml").write_text(yaml.safe_dump({**gen, "out_dir": str(tmp_path / "synth")}))
+    synth = ["--out", str(tmp_path / "synth"), "--no-progress", "seed=3", "subjects=1", "videos_per_subject=1",
+             "duration_s=6", "identity.sources=[astronaut]", "talking.segments_per_video=[0,0]",
+             "events.macro_per_video=[1,1]", "events.micro_per_video=[1,1]", "events.macro_duration_s=[0.6,1.0]"]
+    assert run_main(synth_main, synth) == 0
     cfg = load_config(Path("configs/data/pack_synthetic.yaml"), PackConfig,
-                      [f"source_path={tmp_path / 'synth.yaml'}", f"out_dir={tmp_path / 'shards'}", "workers=1"])
+                      [f"source_path={tmp_path / 'synth' / 'videos.csv'}", f"out_dir={tmp_path / 'shards'}",
+                       "workers=1"])
     out = pack(cfg, progress=False)
-    assert (tmp_path / "synth" / "videos.csv").is_file()
-    assert pack(cfg, progress=False) == out  # the second run reuses the generated videos and the shards
+    assert pack(cfg, progress=False) == out  # the second run reuses the shards
+    with pytest.raises(ConfigError, match="must be one of"):  # generating is `data synth`'s job, not pack's
+        load_config(Path("configs/data/pack_synthetic.yaml"), PackConfig, ["source=synthetic"])
     samples = read_samples(out)
     assert len(samples) == 4  # 180 frames: 64-frame clips start at 0, 32, 64, 96
     meta = json.loads(next(iter(samples.values()))["json"])
@@ -140,8 +143,8 @@ def test_bad_pack_config_rejected(tmp_path, ramp_videos):
     path.write_text("source: folder\nsource_path: x\n")
     for override, field in [("size=81", "size"), ("clip_frames=0", "clip_frames"), ("crf=60", "crf")]:
         with pytest.raises(ConfigError) as err:
-            check_config(load_config(path, PackConfig, [override]), str(path))
-        assert err.value.field == field and err.value.path == str(path)
+            load_config(path, PackConfig, [override])
+        assert err.value.field == field and err.value.path == f"override {override!r}"  # checked on load
     with pytest.raises(ConfigError, match="must be one of"):
         load_config(path, PackConfig, ["crop=eyes"])
     with pytest.raises(ConfigError, match="does not exist"):

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from data.common.errors import ConfigError
-from pretrain.config import check_runnable, load_pretrain_config
+from pretrain.config import load_pretrain_config
 from pretrain.train_loop import WarmupCosine
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,12 +40,14 @@ events:
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     from data.shards.pack import PackConfig, pack
+    from data.synthetic.config import load_synthetic_config
+    from data.synthetic.generate import generate
 
     root = tmp_path_factory.mktemp("pretrain_shards")
     (root / "synth.yaml").write_text(SYNTH_YAML)
-    cfg = PackConfig(source="synthetic", source_path=str(root / "synth.yaml"), out_dir=str(root / "shards"),
-                     synthetic_dir=str(root / "videos"), clip_frames=32, clip_stride=16, clips_per_shard=2,
-                     workers=1)
+    videos = generate(load_synthetic_config(root / "synth.yaml"), root / "videos", progress=False)
+    cfg = PackConfig(source="list", source_path=str(videos / "videos.csv"), out_dir=str(root / "shards"),
+                     clip_frames=32, clip_stride=16, clips_per_shard=2, workers=1)
     return pack(cfg, progress=False)
 
 
@@ -72,9 +74,7 @@ def tiny_overrides(shards, storage, name) -> list[str]:
 
 
 def tiny_config(shards, storage, name, *extra):
-    cfg = load_pretrain_config(TINY, tiny_overrides(shards, storage, name) + list(extra))
-    check_runnable(cfg, TINY)
-    return cfg
+    return load_pretrain_config(TINY, tiny_overrides(shards, storage, name) + list(extra))
 
 
 def tensorboard_losses(run_dir) -> dict[int, float]:
@@ -139,8 +139,10 @@ def test_warmup_cosine_schedule():
 
 
 def test_config_errors_name_the_field(shards, tmp_path):
-    with pytest.raises(ConfigError, match="data.size"):
-        tiny_config(shards, tmp_path, "x", "data.size=128", "data.mask_region=[2,4,8]")
+    with pytest.raises(ConfigError, match="model.region"):  # a 128-pixel clip is 8 x 8 tokens: 5 rows do not fit
+        tiny_config(shards, tmp_path, "x", "model.img_size=128")
+    with pytest.raises(ConfigError, match="data.size.*unknown key"):  # clip geometry is the model's alone
+        tiny_config(shards, tmp_path, "x", "data.size=128")
     with pytest.raises(ConfigError, match="zero_stage"):
         tiny_config(shards, tmp_path, "x", "deepspeed.zero_stage=3")
     with pytest.raises(ConfigError, match="stop_after_steps"):

@@ -101,7 +101,7 @@ def test_tampered_weights_fail_loudly(exported, tmp_path, what, change):
 
 def test_finetune_accepts_a_release_folder(exported):
     encoder, _, out = exported
-    loaded = load_encoder(out, model_name="lgi_base")  # the config comes from the release, not the name
+    loaded = load_encoder(out)  # the config comes from the release
     x = video(3)
     with torch.no_grad():
         assert torch.equal(loaded.forward_all(x), encoder.forward_all(x))

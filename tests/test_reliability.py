@@ -25,8 +25,10 @@ from data.common.video_io import encode_mp4
 from data.shards.format import read_manifest, shard_name, write_manifest, write_shard
 from data.shards.loader import CorruptTally, LoaderConfig, make_loader
 from pretrain.checkpoint_commit import candidates, marker_name, problems
+from pretrain.model_config import named_config
 
 REPO = Path(__file__).resolve().parents[1]
+GEOMETRY = named_config("lgi_tiny").geometry  # the clips configs/pretrain/lgi_tiny.yaml trains on
 
 
 def checkpoints(run_dir) -> dict[int, Path]:
@@ -191,7 +193,7 @@ def test_corrupt_shards_are_skipped_and_counted(shards, tmp_path, caplog):
     shard_dir, info = broken_shard_set(Path(shards), tmp_path / "broken")
     tally, keys = CorruptTally(), []
     with caplog.at_level("WARNING", logger="data.shards.loader"):
-        for batch in make_loader(loader_config(shard_dir)):
+        for batch in make_loader(loader_config(shard_dir), GEOMETRY):
             keys += batch["key"]
             tally.update(batch)
     print(f"\n{len(keys)} clips read, {tally.total} corrupt skipped")
@@ -206,7 +208,7 @@ def test_corrupt_budget_error_names_the_shard_set(shards, tmp_path):
     shard_dir, _ = broken_shard_set(Path(shards), tmp_path / "broken")
     cfg = loader_config(shard_dir, max_corrupt_fraction=0.05, corrupt_min_samples=10)
     with pytest.raises(DataError, match=re.escape(f"{shard_dir}: max_corrupt_fraction: ") + ".* exceeds"):
-        list(make_loader(cfg))
+        list(make_loader(cfg, GEOMETRY))
 
 
 def test_corrupt_over_budget_stops_pretraining_with_checkpoint_intact(local_ray, shards, tmp_path):

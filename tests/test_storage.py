@@ -26,10 +26,13 @@ from data.shards.loader import CorruptTally, LoaderConfig, make_dataset, make_lo
 from data.shards.pack import PackConfig, pack
 from pretrain.checkpoint_commit import problems
 from pretrain.config import load_pretrain_config
+from pretrain.model_config import ModelConfig
 from pretrain.trainer import check_inputs
 
 REPO = Path(__file__).resolve().parents[1]
 RAMP_CLIPS = 12  # clips in conftest's ramp_shards
+
+GEOMETRY = ModelConfig().geometry  # the base model's clips, as in tests/test_loader.py
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +93,7 @@ def test_loader_streams_s3_exactly_as_local_disk(s3_ramp, ramp_shards):
     def batches(shards, rank, epoch=0, epochs=1):
         cfg = LoaderConfig(shards=str(shards), batch_size=2, num_workers=2, repeats=2, output="uint8",
                            drop_last=False, shuffle_buffer=8)
-        loader = make_loader(cfg, rank=rank, world_size=2, epoch=epoch)
+        loader = make_loader(cfg, GEOMETRY, rank=rank, world_size=2, epoch=epoch)
         return [(b["key"], b["mask"], b["video"]) for _ in range(epochs) for b in loader]
 
     for rank in range(2):
@@ -131,7 +134,7 @@ def test_corrupt_object_is_skipped_and_counted(s3, ramp_shards, tmp_path):
     cfg = LoaderConfig(shards=url, batch_size=1, num_workers=2, drop_last=False, max_corrupt_fraction=0.5,
                        corrupt_min_samples=4)
     tally, keys = CorruptTally(), []
-    for batch in make_loader(cfg):
+    for batch in make_loader(cfg, GEOMETRY):
         keys += batch["key"]
         tally.update(batch)
     assert tally.total == 2  # the truncated shard's tail + the undecodable sample
@@ -148,7 +151,7 @@ def test_missing_object_is_a_clear_error(s3, ramp_shards):
     # gone after the run started: the worker that reaches it stops with the same error, not a corrupt count
     cfg = LoaderConfig(shards=url, batch_size=1, num_workers=1, shuffle_shards=False, drop_last=False)
     with pytest.raises(DataError, match=re.escape(f"{missing}: shard listed in the manifest is missing")):
-        list(make_loader(cfg, urls=urls, rank=0, world_size=1))
+        list(make_loader(cfg, GEOMETRY, urls=urls, rank=0, world_size=1))
     # the CLI checks before any worker starts, and prints one line
     proc = subprocess.run([sys.executable, "-m", "pretrain", "--config", str(TINY), f"data.shards={url}"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -156,7 +159,7 @@ def test_missing_object_is_a_clear_error(s3, ramp_shards):
     assert proc.stderr.strip().splitlines()[-1] == f"error: {missing}: shard listed in the manifest is missing " \
                                                    "(restore the file or re-pack into a new folder)"
     with pytest.raises(DataError, match=re.escape(f"{s3.url('nothing')}: no manifest.json")):
-        make_dataset(LoaderConfig(shards=s3.url("nothing")), rank=0, world_size=1)
+        make_dataset(LoaderConfig(shards=s3.url("nothing")), GEOMETRY, rank=0, world_size=1)
 
 
 # ---- relative paths under ray job submit (the real `ray job submit` case is in test_pretrain) -------------

@@ -1,4 +1,5 @@
-"""Atomic writes: a temp file in the target folder, then rename, so a crash never leaves half a file."""
+"""Atomic writes: a temp file in the target folder, then rename, so a crash never leaves half a file. Plus the
+reader of what write_json writes."""
 from __future__ import annotations
 
 import contextlib
@@ -56,3 +57,12 @@ def write_text(path, text: str) -> None:
 
 def write_json(path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path, fix: str = "restore or rewrite the file"):
+    """The JSON in `path`; a file that does not parse is a DataError naming it (and `fix`)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"not valid JSON ({e})", path=path, fix=fix) from None

@@ -5,6 +5,8 @@
 - Numeric ranges are declared on the field, `lr: float = setting(2e-3, gt=0)`; rules that tie several fields
   together go in `check(self)`, which raises ConfigError(field=...). Both run whenever a config is built (from
   YAML, from overrides, from code, or by `dataclasses.replace`), so a bad value is refused before any work.
+- A class may have named presets (`Config.preset`): a mapping's missing keys then come from the preset it
+  names instead of the dataclass defaults (`model: {name: lgi_tiny, depth: 3}` is lgi_tiny with depth 3).
 - `load_config(path, cls, overrides)` reads YAML, applies `key=value` overrides (dotted keys, YAML values) and
   builds `cls`. Unknown keys and wrong types are errors naming the file and the dotted key, or the override when
   the bad value was typed on the command line. A section given in part keeps its default for the rest (the
@@ -63,6 +65,12 @@ class Config:
 
     def check(self) -> None:
         """Rules across fields; raise ConfigError(message, field=name). Override in subclasses."""
+
+    @classmethod
+    def preset(cls, raw: dict) -> "Config | None":
+        """The config whose values the keys missing from mapping `raw` take when it is built (None: the
+        dataclass defaults). A class with named presets picks one by a key of `raw`, e.g. ModelConfig by name."""
+        return None
 
 
 def load_config(path, cls, overrides: list[str] | tuple[str, ...] = ()):
@@ -157,6 +165,9 @@ def build(cls, raw: dict, source: str = "<dict>", prefix: str = ""):
     kwargs = {name: _coerce(hints[name], _over_default(fields[name], value), source, prefix + name)
               for name, value in raw.items()}
     try:
+        base = cls.preset(raw) if issubclass(cls, Config) else None
+        if base is not None:
+            kwargs = {**{f: getattr(base, f) for f in fields}, **kwargs}
         return cls(**kwargs)
     except ConfigError as e:
         field = prefix + e.field if e.field else (prefix.rstrip(".") or None)
@@ -171,7 +182,20 @@ def _over_default(f: dataclasses.Field, value):
     if not isinstance(value, dict) or f.default_factory is dataclasses.MISSING:
         return value
     default = f.default_factory()
-    return _overlay(default, value) if dataclasses.is_dataclass(default) else value
+    if not dataclasses.is_dataclass(default) or _names_preset(type(default), value):
+        return value
+    return _overlay(default, value)
+
+
+def _names_preset(cls, raw: dict) -> bool:
+    """True when `raw` names a preset of `cls` (Config.preset): it then starts from that, not the parent's default.
+    An unknown name counts as one, so building the section reports it where it stands."""
+    if not issubclass(cls, Config):
+        return False
+    try:
+        return cls.preset(raw) is not None
+    except ConfigError:
+        return True
 
 
 def _overlay(default, raw: dict) -> dict:

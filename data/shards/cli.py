@@ -6,7 +6,7 @@ import argparse
 from data.common.config import load_config
 from data.common.storage import shared_locations
 from data.shards.format import read_manifest
-from data.shards.pack import PackConfig, check_config, pack
+from data.shards.pack import PackConfig, pack
 
 
 def main(argv: list[str]) -> int:
@@ -16,9 +16,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. workers=2")
     args = parser.parse_args(argv)
-    cfg = shared_locations(load_config(args.config, PackConfig, args.overrides), ("out_dir", "synthetic_dir"),
-                           args.config)
-    check_config(cfg, args.config)
+    cfg = shared_locations(load_config(args.config, PackConfig, args.overrides), ("out_dir",), args.config)
     out = pack(cfg, progress=not args.no_progress)
     manifest = read_manifest(out)
     print(f"{out}: {manifest['num_clips']} clips in {manifest['num_shards']} shards, "

@@ -21,6 +21,7 @@ from data.common.storage import file_sizes, join, read_bytes, size, staged, writ
 
 MANIFEST = "manifest.json"
 FORMAT = "spotmae-shards/1"
+DEFAULT_SHARDS = "runs/shards/synthetic"  # where `python -m data pack` writes and the pretraining loader reads
 
 
 def shard_name(index: int) -> str:

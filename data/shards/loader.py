@@ -28,72 +28,47 @@ import numpy as np
 from torch.utils.data import IterableDataset
 
 from data.clips.augment import VIDEOMAE_SCALES, crop_box, crop_resize, normalise
-from data.clips.masking import RegionMaskGenerator
+from data.clips.geometry import ClipGeometry
+from data.common.config import Config, setting
 from data.common.errors import ConfigError, DataError
 from data.common.storage import open_read
 from data.common.video_io import read_frames
-from data.shards.format import read_manifest, shard_urls
+from data.shards.format import DEFAULT_SHARDS, read_manifest, shard_urls
 
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
-class LoaderConfig:
-    shards: str = "runs/shards/synthetic"  # shard set of `python -m data pack` (has manifest.json): folder or URL
-    batch_size: int = 8  # per rank
-    num_workers: int = 2  # DataLoader worker processes per rank (0: decode in the calling process)
-    num_frames: int = 16  # frames per clip given to the model
-    frame_stride: int = 4  # stored frames between sampled frames (1 for clips packed with frame_step > 1)
-    size: int = 160
-    scales: tuple[float, ...] = VIDEOMAE_SCALES  # multi-scale crop: fractions of the short side
-    max_distort: int = 1
-    repeats: int = 1  # views (crop + mask) per decoded clip: VideoMAE V2 repeated sampling
+class LoaderConfig(Config):
+    """How clips are read and augmented. What they are cut to (frames, size, token grid, masks) is the model's:
+    every loader function takes a ClipGeometry (pretrain's ModelConfig.geometry) beside this config."""
+    shards: str = DEFAULT_SHARDS  # shard set of `python -m data pack` (has manifest.json): folder or URL
+    batch_size: int = setting(8, ge=1)  # per rank
+    num_workers: int = setting(2, ge=0)  # DataLoader worker processes per rank (0: decode in the calling process)
+    # stored frames between sampled frames (1 for clips packed with frame_step > 1)
+    frame_stride: int = setting(4, ge=1)
+    scales: tuple[float, ...] = setting(VIDEOMAE_SCALES, gt=0, le=1)  # multi-scale crop: fractions of the short side
+    max_distort: int = setting(1, ge=0)
+    repeats: int = setting(1, ge=1)  # views (crop + mask) per decoded clip: VideoMAE V2 repeated sampling
     partial_decode: bool = True  # decode only the sampled frames (False: whole clip, then pick; for benchmarks)
     output: Literal["float", "uint8"] = "float"
-    patch: int = 16
-    tubelet: int = 2
-    mask_region: tuple[int, int, int] = (2, 5, 10)  # tokens (t, h, w) per region
-    mask_visible_per_region: int = 10
-    mask_mode: str = "window"
     shuffle_shards: bool = True
-    shuffle_buffer: int = 256  # samples; 0 turns sample shuffling off
+    shuffle_buffer: int = setting(256, ge=0)  # samples; 0 turns sample shuffling off
     resampled: bool = False  # draw shards with replacement forever; epochs are epoch_samples long
-    epoch_samples: int = 0  # views per rank per epoch in resampled mode
+    epoch_samples: int = setting(0, ge=0)  # views per rank per epoch in resampled mode
     drop_last: bool = True
     pin_memory: bool = True  # used only when CUDA is available
-    prefetch_factor: int = 2
-    max_corrupt_fraction: float = 0.01  # stop with DataError when a worker skips more than this fraction
-    corrupt_min_samples: int = 200  # ... of at least this many samples (one early bad sample is not a verdict)
+    prefetch_factor: int = setting(2, ge=1)
+    max_corrupt_fraction: float = setting(0.01, ge=0, le=1)  # stop with DataError when a worker skips more ...
+    corrupt_min_samples: int = setting(200, ge=1)  # ... of at least this many samples (one bad sample is no verdict)
     seed: int = 0
 
-    def __post_init__(self):
-        positive = ("batch_size", "num_frames", "frame_stride", "size", "repeats", "patch", "tubelet",
-                    "prefetch_factor", "corrupt_min_samples")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"data.{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_workers < 0 or self.shuffle_buffer < 0 or self.epoch_samples < 0:
-            raise ValueError("data.num_workers, data.shuffle_buffer and data.epoch_samples must be >= 0")
-        if self.num_frames % self.tubelet or self.size % self.patch:
-            raise ValueError(f"data.num_frames ({self.num_frames}) must be a multiple of data.tubelet "
-                             f"({self.tubelet}) and data.size ({self.size}) of data.patch ({self.patch})")
-        if not self.scales or not all(0 < s <= 1 for s in self.scales):
-            raise ValueError(f"data.scales must be fractions in (0, 1], got {self.scales}")
-        if not 0 <= self.max_corrupt_fraction <= 1:
-            raise ValueError(f"data.max_corrupt_fraction must be in [0, 1], got {self.max_corrupt_fraction}")
+    def check(self) -> None:
+        if not self.scales:
+            raise ConfigError("needs at least one crop scale", field="scales", fix="e.g. [1.0, 0.875, 0.75, 0.66]")
         if self.resampled and self.epoch_samples < self.batch_size:
-            raise ValueError("data.resampled needs data.epoch_samples >= data.batch_size (views per rank)")
-        try:
-            self.mask_generator()
-        except ConfigError as e:
-            raise ValueError(f"data mask settings: {e}") from None
-
-    def token_grid(self) -> tuple[int, int, int]:
-        return self.num_frames // self.tubelet, self.size // self.patch, self.size // self.patch
-
-    def mask_generator(self):
-        return RegionMaskGenerator(self.token_grid(), self.mask_region, self.mask_visible_per_region,
-                                   self.mask_mode)
+            raise ConfigError(f"resampled mode needs epoch_samples >= batch_size ({self.batch_size}), got "
+                              f"{self.epoch_samples}", field="epoch_samples", fix="set epoch_samples (views per rank)")
 
 
 # ---- corrupt samples -------------------------------------------------------------------------------------
@@ -242,24 +217,24 @@ class SampleShuffle:
         return wds.shuffle(self.bufsize, initial=min(self.bufsize, 64), rng=rng)(samples)
 
 
-def sample_indices(num_stored: int, cfg: LoaderConfig, rng: np.random.Generator) -> np.ndarray:
-    """num_frames indices frame_stride apart at a random start (temporal jitter)."""
-    span = (cfg.num_frames - 1) * cfg.frame_stride + 1
+def sample_indices(num_stored: int, frames: int, stride: int, rng: np.random.Generator) -> np.ndarray:
+    """`frames` indices `stride` apart at a random start (temporal jitter)."""
+    span = (frames - 1) * stride + 1
     if num_stored < span:
         raise DataError(f"clip has {num_stored} frames, sampling needs {span}", field="num_frames",
                         fix="lower data.frame_stride or pack longer clips")
     start = int(rng.integers(0, num_stored - span + 1))
-    return start + cfg.frame_stride * np.arange(cfg.num_frames)
+    return start + stride * np.arange(frames)
 
 
-def decode_sample(sample: dict, cfg: LoaderConfig, rng: np.random.Generator) -> np.ndarray:
+def decode_sample(sample: dict, cfg: LoaderConfig, frames: int, rng: np.random.Generator) -> np.ndarray:
     """The sampled frames [T, H, W, 3] uint8 of one shard sample (decord, from memory)."""
 
     if "mp4" not in sample or "json" not in sample:
         raise DataError(f"sample has members {sorted(k for k in sample if not k.startswith('__'))}, "
                         "needs mp4 and json", field="mp4")
     num_stored = int(json.loads(sample["json"])["num_frames"])
-    indices = sample_indices(num_stored, cfg, rng)
+    indices = sample_indices(num_stored, frames, cfg.frame_stride, rng)
     if cfg.partial_decode:
         return read_frames(sample["mp4"], indices.tolist())
     return read_frames(sample["mp4"])[indices]
@@ -273,23 +248,23 @@ def _worker_rng(cfg: LoaderConfig, rank: int, epoch: int) -> np.random.Generator
 class DecodeViews:
     """Stage: decode each sample once, yield `repeats` views (the decoded frames, a crop box, a mask)."""
 
-    def __init__(self, cfg: LoaderConfig, counter: CorruptCounter, rank: int, epoch: int = 0,
-                 clip_size: int | None = None):
-        self.cfg, self.counter, self.rank, self.epoch = cfg, counter, rank, epoch
+    def __init__(self, cfg: LoaderConfig, geometry: ClipGeometry, counter: CorruptCounter, rank: int,
+                 epoch: int = 0, clip_size: int | None = None):
+        self.cfg, self.geometry, self.counter, self.rank, self.epoch = cfg, geometry, counter, rank, epoch
         self.clip_size = clip_size  # the shard set's packed clip size; None when unknown (no manifest)
 
     def __call__(self, samples):
-        cfg, counter = self.cfg, self.counter
+        cfg, geometry, counter = self.cfg, self.geometry, self.counter
         rng = _worker_rng(cfg, self.rank, self.epoch)
         self.epoch += 1
-        masks = cfg.mask_generator()
+        masks = geometry.mask_generator()
         for sample in samples:
             counter.seen += 1
             key = sample.get("__key__", "?")
             if counter.incomplete(sample):
                 continue
             try:
-                frames = decode_sample(sample, cfg, rng)
+                frames = decode_sample(sample, cfg, geometry.frames, rng)
             except Exception as e:  # any decode failure is a corrupt sample: skipped, counted, logged
                 counter.skip(key, sample.get("__url__", "?"), f"{type(e).__name__}: {str(e)[:160]}")
                 continue
@@ -301,15 +276,15 @@ class DecodeViews:
                 continue
             for _ in range(cfg.repeats):
                 # the crop itself happens at collation, straight into the batch array
-                box = crop_box(height, width, cfg.size, rng, cfg.scales, cfg.max_distort)
+                box = crop_box(height, width, geometry.size, rng, cfg.scales, cfg.max_distort)
                 yield {"key": key, "frames": frames, "box": box, "mask": masks(rng)}
 
 
 class Batches:
     """Stage: crop views into one batch array and collate, inside the worker (one transfer per batch)."""
 
-    def __init__(self, cfg: LoaderConfig, counter: CorruptCounter):
-        self.cfg, self.counter = cfg, counter
+    def __init__(self, cfg: LoaderConfig, geometry: ClipGeometry, counter: CorruptCounter):
+        self.cfg, self.geometry, self.counter = cfg, geometry, counter
 
     def __call__(self, views):
         buf = []
@@ -324,8 +299,8 @@ class Batches:
     def collate(self, views: list[dict]) -> dict:
         import torch
 
-        size = self.cfg.size
-        frames = np.empty((len(views), self.cfg.num_frames, size, size, 3), np.uint8)
+        size = self.geometry.size
+        frames = np.empty((len(views), self.geometry.frames, size, size, 3), np.uint8)
         for view, out in zip(views, frames):
             crop_resize(view["frames"], view["box"], size, out=out)
         video = torch.from_numpy(frames)  # [B, T, H, W, 3]
@@ -351,9 +326,10 @@ def _rank_world(rank, world_size) -> tuple[int, int]:
     return rank, world
 
 
-def make_dataset(cfg: LoaderConfig, urls: list[str] | None = None, rank: int | None = None,
+def make_dataset(cfg: LoaderConfig, geometry: ClipGeometry, urls: list[str] | None = None, rank: int | None = None,
                  world_size: int | None = None, epoch: int = 0):
-    """The pipeline (an IterableDataset of batches) for one rank; rank/world_size default to torch.distributed."""
+    """The pipeline (an IterableDataset of batches of `geometry`'s clips and masks) for one rank; rank/world_size
+    default to torch.distributed."""
     import webdataset as wds
 
 
@@ -377,7 +353,7 @@ def make_dataset(cfg: LoaderConfig, urls: list[str] | None = None, rank: int | N
               tar_samples(counter)]
     if cfg.shuffle_buffer:
         stages.append(SampleShuffle(cfg.shuffle_buffer, cfg.seed, rank, epoch))
-    stages += [DecodeViews(cfg, counter, rank, epoch, clip_size), Batches(cfg, counter)]
+    stages += [DecodeViews(cfg, geometry, counter, rank, epoch, clip_size), Batches(cfg, geometry, counter)]
     pipeline = wds.DataPipeline(*stages)
     if cfg.resampled:
         workers = max(cfg.num_workers, 1)
@@ -397,12 +373,12 @@ def packed_size(manifest: dict) -> int | None:
     return int(size) if size else None
 
 
-def make_loader(cfg: LoaderConfig, urls: list[str] | None = None, rank: int | None = None,
+def make_loader(cfg: LoaderConfig, geometry: ClipGeometry, urls: list[str] | None = None, rank: int | None = None,
                 world_size: int | None = None, epoch: int = 0):
     """A torch DataLoader over make_dataset; batches come ready-made from the workers."""
     import torch
 
-    dataset = make_dataset(cfg, urls, rank, world_size, epoch)
+    dataset = make_dataset(cfg, geometry, urls, rank, world_size, epoch)
     extra = {}
     if cfg.num_workers:
         # persistent: each worker's shard list keeps its own epoch counter, in step with the others

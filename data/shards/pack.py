@@ -23,6 +23,7 @@ import numpy as np
 
 from data.common.atomic import stale_temps
 from data.common.cli import Terminated, exit_on_sigterm
+from data.common.config import Config, setting
 from data.common.errors import ConfigError, DataError
 from data.common.storage import filesystem, is_url, join
 from data.common.tables import read_videos
@@ -30,6 +31,7 @@ from data.common.video_io import encode_mp4, find_videos, read_frames, video_inf
 from data.faces.align import align_video
 from data.faces.track import TRACK_ARRAYS, track_faces
 from data.shards.format import (
+    DEFAULT_SHARDS,
     FORMAT,
     MANIFEST,
     done_path,
@@ -41,47 +43,39 @@ from data.shards.format import (
     write_manifest,
     write_shard,
 )
-from data.synthetic.config import load_synthetic_config
-from data.synthetic.generate import generate
 
 log = logging.getLogger(__name__)
 
 # Config fields that do not change shard contents, left out of the plan fingerprint.
-_RUNTIME_FIELDS = ("workers", "out_dir", "synthetic_dir")
+_RUNTIME_FIELDS = ("workers", "out_dir")
 
 
 @dataclasses.dataclass
-class PackConfig:
-    source: Literal["folder", "list", "synthetic"] = "synthetic"
-    # folder of videos | list file (.txt: one path a line; .csv: video table) | synthetic generator YAML
-    source_path: str = "configs/data/synthetic_small.yaml"
-    out_dir: str = "runs/shards/synthetic"
-    synthetic_dir: str = ""  # where generated source videos go; empty: the generator config's out_dir
-    clip_frames: int = 64  # frames stored per clip
-    frame_step: int = 1  # keep every n-th source frame (>1 stores pre-strided short clips: cheaper to decode)
-    clip_stride: int = 32  # source frames between consecutive clip starts
-    size: int = 160  # clips are size x size
+class PackConfig(Config):
+    """Sources are video files: a folder, or a list file. Synthetic videos are made by `python -m data synth`
+    first (its videos.csv is a list file)."""
+    source: Literal["folder", "list"] = "folder"
+    # folder of videos (one sub-folder per subject, or flat) | list file (.txt: one path a line; .csv: video table)
+    source_path: str = "videos"
+    out_dir: str = DEFAULT_SHARDS
+    clip_frames: int = setting(64, ge=1)  # frames stored per clip
+    # keep every n-th source frame (>1 stores pre-strided short clips: cheaper to decode)
+    frame_step: int = setting(1, ge=1)
+    clip_stride: int = setting(32, ge=1)  # source frames between consecutive clip starts
+    size: int = setting(160, ge=2)  # clips are size x size
     crop: Literal["center", "face"] = "center"  # face: landmark alignment (data.faces.align); center: square crop
-    clips_per_shard: int = 256
-    crf: int = 23
-    gop: int = 16  # keyframe interval: a reader jumps to the keyframe before the first frame it needs
+    clips_per_shard: int = setting(256, ge=1)
+    crf: int = setting(23, ge=0, le=51)  # x264's range
+    gop: int = setting(16, ge=1)  # keyframe interval: a reader jumps to the keyframe before the first frame it needs
     fast_decode: bool = True  # x264 tune=fastdecode, no B-frames: ~30% less decode CPU, ~15% larger clips
-    workers: int = 2
+    workers: int = setting(2, ge=1)
 
-
-def check_config(cfg: PackConfig, source: str = "<config>") -> None:
-    positive = ("clip_frames", "frame_step", "clip_stride", "size", "clips_per_shard", "gop", "workers")
-    for name in positive:
-        if getattr(cfg, name) < 1:
-            raise ConfigError(f"must be >= 1, got {getattr(cfg, name)}", path=source, field=name)
-    if cfg.size % 2:
-        raise ConfigError(f"H.264 (yuv420p) needs an even size, got {cfg.size}", path=source, field="size",
-                          fix="use e.g. 160")
-    if not 0 <= cfg.crf <= 51:
-        raise ConfigError(f"x264 crf is 0..51, got {cfg.crf}", path=source, field="crf")
-    if not cfg.source_path:
-        raise ConfigError("no source given", path=source, field="source_path",
-                          fix="set source_path to a video folder, a list file or a synthetic config")
+    def check(self) -> None:
+        if self.size % 2:
+            raise ConfigError(f"H.264 (yuv420p) needs an even size, got {self.size}", field="size", fix="use e.g. 160")
+        if not self.source_path:
+            raise ConfigError("no source given", field="source_path",
+                              fix="set source_path to a video folder or a list file")
 
 
 # ---- sources ---------------------------------------------------------------------------------------------
@@ -89,8 +83,6 @@ def check_config(cfg: PackConfig, source: str = "<config>") -> None:
 def find_sources(cfg: PackConfig) -> list[dict]:
     """Source videos as dicts(subject, video, path, fps, num_frames), in a stable order."""
     root = Path(cfg.source_path)
-    if cfg.source == "synthetic":
-        root = _generate_synthetic(cfg)
     if not root.exists():
         raise ConfigError("source path does not exist", path=root, field="source_path",
                           fix="point source_path at a video folder or a list file")
@@ -99,15 +91,6 @@ def find_sources(cfg: PackConfig) -> list[dict]:
     if root.suffix == ".csv":
         return _table_sources(root)
     return _list_sources(root)
-
-
-def _generate_synthetic(cfg: PackConfig) -> Path:
-    """Generate (or finish, or reuse: the generator skips finished videos and refuses a folder made with
-    another config) the synthetic videos; returns their video table."""
-
-    gen_cfg = load_synthetic_config(cfg.source_path)
-    out = Path(generate(gen_cfg, cfg.synthetic_dir or None, progress=False))
-    return out if out.suffix == ".csv" else out / "videos.csv"
 
 
 def _folder_sources(root: Path) -> list[dict]:
@@ -305,7 +288,6 @@ def pack(cfg: PackConfig, progress: bool = True):
     every shard: readers refuse an incomplete set (format.shard_urls)."""
     from tqdm import tqdm
 
-    check_config(cfg)
     out = join(cfg.out_dir)
     sources = find_sources(cfg)
     plan = plan_shards(cfg, sources)

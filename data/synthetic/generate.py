@@ -34,7 +34,6 @@ from data.synthetic.config import (
     SyntheticConfig,
     TalkConfig,
     load_synthetic_config,
-    validate,
 )
 from data.synthetic.faces import build_identity
 from data.synthetic.render import render_frames
@@ -152,7 +151,6 @@ def generate(cfg: SyntheticConfig, out_dir=None, force: bool = False, progress: 
     """Write the dataset folder (see module doc); returns its path. Finished videos are skipped unless `force`."""
     from tqdm import tqdm
 
-    validate(cfg)
     out = Path(out_dir or cfg.out_dir)
     _check_out_dir(cfg, out, force)
     write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
