@@ -53,6 +53,10 @@ class FinetuneTrainConfig(Config):
     batch_size: int = setting(32, ge=1)
     lr: float = setting(2e-3, gt=0)
     layer_decay: float = setting(0.75, gt=0, le=1)  # encoder block i of n gets lr * layer_decay ** (n - i)
+    # stochastic depth of the encoder while it learns (partial/full): the MAE-DFER / VideoMAE fine-tuning recipe
+    # (0.1 with layer decay 0.75); the encoder's last block drops its residual branches at this rate
+    drop_path: float = setting(0.1, ge=0, lt=1)
+    grad_checkpointing: bool = False  # partial/full: recompute encoder blocks in backward (less memory, slower)
     weight_decay: float = setting(0.05, ge=0)
     loss: Literal["bce", "focal"] = "bce"
     pos_weight: float | None = setting(None, gt=0)  # None: negatives / positives of the training labels, capped at 20

@@ -180,17 +180,23 @@ def check_model_name(name: str | None, cfg: ModelConfig, source) -> None:
                           fix=f"leave model.name null (the checkpoint's config is used) or set it to {cfg.name!r}")
 
 
-def load_encoder(source, model_name: str | None = None, seed: int = 0,
-                 field: str | None = "model.encoder") -> LGIEncoder:
+def load_encoder(source, model_name: str | None = None, seed: int = 0, field: str | None = "model.encoder",
+                 drop_path: float | None = None) -> LGIEncoder:
     """An LGIEncoder with weights and config from `source` (see module doc); None = a fresh `model_name` encoder
-    (SCRATCH_MODEL when None) seeded by `seed`. Errors name `field`, the setting that gave `source`."""
+    (SCRATCH_MODEL when None) seeded by `seed`. Errors name `field`, the setting that gave `source`. `drop_path`
+    (fine-tuning's stochastic depth) replaces the config's."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         if source is None:
-            return LGIEncoder(named_config(model_name or SCRATCH_MODEL))
-        state, cfg = read_state(source, field)
-        check_model_name(model_name, cfg, source)
+            state, cfg = None, named_config(model_name or SCRATCH_MODEL)
+        else:
+            state, cfg = read_state(source, field)
+            check_model_name(model_name, cfg, source)
+        if drop_path is not None:
+            cfg = dataclasses.replace(cfg, drop_path=drop_path)
         encoder = LGIEncoder(cfg)
+    if state is None:
+        return encoder
     try:
         missing, unexpected = encoder.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatches

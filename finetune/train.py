@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from timm.models import group_parameters
+from timm.optim import param_groups_layer_decay, param_groups_weight_decay
 from torch.nn import functional as F
 from tqdm import tqdm
 
@@ -98,33 +100,27 @@ def fit_heads(spotter: Spotter, features: FeatureSet, labels: dict[str, np.ndarr
     return spotter
 
 
-def layer_id(name: str, depth: int) -> int:
-    """0 = embedding, i + 1 = encoder block i, depth + 1 = final norm and heads (full lr)."""
-    if name.startswith(("encoder.patch_embed", "encoder.region_tokens")):
-        return 0
-    if name.startswith("encoder.blocks."):
-        return int(name.split(".")[2]) + 1
-    return depth + 1
+def freeze_early_layers(encoder, cfg: FinetuneTrainConfig) -> None:
+    """partial: only the last `trainable_blocks` blocks and the final norm learn; full: the whole encoder.
+    Layers are the encoder's group_matcher groups (0 = embedding, i + 1 = block i, then the final norm)."""
+    layers = group_parameters(encoder, encoder.group_matcher(), reverse=True)
+    first = 0 if cfg.mode == "full" else max(layers.values()) - cfg.trainable_blocks
+    for name, param in encoder.named_parameters():
+        param.requires_grad_(layers[name] >= first)
 
 
 def param_groups(spotter: Spotter, cfg: FinetuneTrainConfig) -> list[dict]:
-    """Layer-wise lr decay: lr * layer_decay ** (depth + 1 - layer); frozen layers are left out."""
-    depth = spotter.encoder.cfg.depth
-    first_trainable = 0 if cfg.mode == "full" else depth + 1 - cfg.trainable_blocks
-    groups: dict[tuple[int, bool], dict] = {}
-    for name, param in spotter.named_parameters():
-        layer = layer_id(name, depth)
-        trainable = not name.startswith("encoder.") or layer >= first_trainable
-        param.requires_grad_(trainable)
-        if not trainable:
-            continue
-        decay = param.ndim > 1 and "region_tokens" not in name
-        key = (layer, decay)
-        if key not in groups:
-            groups[key] = {"params": [], "lr": cfg.lr * cfg.layer_decay ** (depth + 1 - layer),
-                           "weight_decay": cfg.weight_decay if decay else 0.0}
-        groups[key]["params"].append(param)
-    return list(groups.values())
+    """Layer-wise lr decay over the encoder's group_matcher layers, lr * layer_decay ** (last layer - layer), no
+    weight decay on biases, norms and its no_weight_decay() tensors (timm's hooks and param groups); the heads
+    learn at the full lr. Frozen layers are left out."""
+    freeze_early_layers(spotter.encoder, cfg)
+    spotter.heads.requires_grad_(True)
+    groups = param_groups_layer_decay(spotter.encoder, cfg.weight_decay, spotter.encoder.no_weight_decay(),
+                                      layer_decay=cfg.layer_decay)
+    groups += param_groups_weight_decay(spotter.heads, cfg.weight_decay)
+    for group in groups:
+        group["lr"] = cfg.lr * group.pop("lr_scale", 1.0)
+    return groups
 
 
 def fit_end_to_end(spotter: Spotter, videos: pd.DataFrame, labels: dict[str, np.ndarray],
@@ -138,6 +134,7 @@ def fit_end_to_end(spotter: Spotter, videos: pd.DataFrame, labels: dict[str, np.
     pos_weight = (torch.full((2,), cfg.train.pos_weight) if cfg.train.pos_weight else
                   auto_pos_weight(torch.from_numpy(np.concatenate([labels[v] for v in frames]))[None]))
     opt = torch.optim.AdamW(param_groups(spotter, cfg.train))
+    spotter.encoder.set_grad_checkpointing(cfg.train.grad_checkpointing)
     spotter.train()
     for _ in tqdm(range(cfg.train.epochs), desc="fine-tune", unit="epoch"):
         random.shuffle(samples)
@@ -169,7 +166,9 @@ def train_spotter(cfg: FinetuneConfig, videos: pd.DataFrame, gt: pd.DataFrame, f
                   encoder=None) -> Spotter:
     """Train a spotter on every video of `videos` (frozen: from `features`, computed if not given)."""
     torch.set_num_threads(cfg.train.threads)
-    encoder = encoder if encoder is not None else load_encoder(cfg.model.encoder, cfg.model.name, cfg.train.seed)
+    if encoder is None:  # stochastic depth only where the encoder learns (a frozen one runs in eval mode)
+        drop_path = None if cfg.train.mode == "frozen" else cfg.train.drop_path
+        encoder = load_encoder(cfg.model.encoder, cfg.model.name, cfg.train.seed, drop_path=drop_path)
     spotter = build_spotter(encoder, cfg)
     labels = video_labels(videos, gt)
     if cfg.train.mode == "frozen":

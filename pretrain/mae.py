@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from timm.layers import Mlp
 from torch import nn
 
-from pretrain.lgi_former import Attention, LGIEncoder, Mlp, init_linear, sinusoid_positions
+from pretrain.lgi_former import Attention, LGIEncoder, init_linear, sinusoid_positions
 from pretrain.model_config import ModelConfig
 from pretrain.targets import make_target
 
@@ -35,7 +36,7 @@ class ViTBlock(nn.Module):
         self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = Attention(dim, heads)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
-        self.mlp = Mlp(dim, mlp_ratio)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
@@ -70,6 +71,11 @@ class VideoMAE(nn.Module):
         self.encoder_to_decoder.apply(init_linear)
         self.decoder.apply(init_linear)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """timm's hook: the encoder's learned tokens and the mask token stay out of weight decay."""
+        return {f"encoder.{name}" for name in self.encoder.no_weight_decay()} | {"mask_token"}
 
     def forward(self, video: torch.Tensor, mask: torch.Tensor, validate: bool = False) -> dict:
         """`validate=True` checks the mask on the host with a readable error (slow; debug only)."""

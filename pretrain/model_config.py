@@ -1,15 +1,19 @@
-"""ModelConfig: the geometry and sizes of the LGI-Former VideoMAE, plus the named configs.
+"""ModelConfig: the geometry and sizes of the LGI-Former VideoMAE; the named configs are timm models.
 
-`named_config("lgi_base")` is the seed (16 x 160 x 160 input, dim 512, depth 16, decoder 4 x 384: the dataclass
-defaults); `named_config("lgi_tiny")` trains in minutes on a CPU. In YAML a model section starts from the named
-config it names and changes what it lists: `model: {name: lgi_tiny, depth: 3}`. Sizes and geometry are checked
-whenever a config is built. Checkpoints and encoder folders store the whole config, so nothing downstream asks
-for the architecture again.
+The named configs are registered with timm's model registry by pretrain/lgi_former.py (`timm.create_model("lgi_tiny")`
+builds one); `named_config(name)` reads a config from there: "lgi_base" is the seed (16 x 160 x 160 input, dim 512,
+depth 16, decoder 4 x 384: the dataclass defaults), "lgi_tiny" trains in minutes on a CPU. In YAML a model section
+starts from the named config it names and changes what it lists: `model: {name: lgi_tiny, depth: 3}`. Sizes and
+geometry are checked whenever a config is built. Checkpoints and encoder folders store the whole config, so nothing
+downstream asks for the architecture again.
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import Literal
+
+import torch
+from timm.models import is_model, list_models, model_entrypoint
 
 from data.clips.geometry import ClipGeometry
 from data.clips.masking import check_geometry
@@ -37,6 +41,9 @@ class ModelConfig(Config):
     mlp_ratio: float = setting(4.0, gt=0)
     # every LayerNorm's eps: ours train with torch's 1e-5; imported peer (MAE-DFER) weights need 1e-6
     layer_norm_eps: float = setting(1e-5, gt=0, lt=1)
+    # stochastic depth of the last encoder block (0 at the first, linear in between): 0 for pretraining;
+    # fine-tuning sets its own (finetune train.drop_path)
+    drop_path: float = setting(0.0, ge=0, lt=1)
     # decoder (plain ViT blocks on visible + mask tokens)
     decoder_dim: int = setting(384, ge=1)
     decoder_depth: int = setting(4, ge=1)
@@ -102,20 +109,22 @@ class ModelConfig(Config):
         return self.in_chans * self.tubelet * self.patch * self.patch
 
 
-NAMED = {
-    "lgi_base": ModelConfig(),
-    "lgi_tiny": ModelConfig(name="lgi_tiny", dim=128, depth=2, heads=4, decoder_dim=96, decoder_depth=1,
-                            decoder_heads=3),
-}
+def named_configs() -> list[str]:
+    """The names of the models pretrain/lgi_former.py registers with timm."""
+    return list_models(module="lgi_former")
 
 
 def named_config(name: str, **changes) -> ModelConfig:
-    """A named config, optionally with fields changed (checked again): named_config("lgi_tiny", frames=8)."""
-    if name not in NAMED:
-        raise ConfigError(f"unknown model config {name!r}; known: {sorted(NAMED)}", field="name",
+    """The config of a named model in timm's registry, optionally with fields changed (checked again):
+    named_config("lgi_tiny", frames=8). The registered entrypoint is what defines it: it is built on the meta
+    device (no memory, no random numbers drawn) and its config read back."""
+    if not is_model(name) or name not in named_configs():
+        raise ConfigError(f"unknown model config {name!r}; known: {named_configs()}", field="name",
                           fix="use one of the named configs or load a YAML file")
+    with torch.device("meta"):
+        cfg = model_entrypoint(name)().cfg
     try:
-        return dataclasses.replace(NAMED[name], **changes)
+        return dataclasses.replace(cfg, **changes)
     except TypeError as e:
         raise ConfigError(str(e), field="name", fix=f"fields are {[f.name for f in dataclasses.fields(ModelConfig)]}")
 

@@ -58,12 +58,14 @@ class WarmupCosine:
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases, norms and learned tokens (the usual MAE/VideoMAE rule)."""
+    """No weight decay on biases, norms and what the model's no_weight_decay() hook names (its learned tokens),
+    the usual MAE/VideoMAE rule."""
+    skip = model.no_weight_decay()
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 or name.endswith(".bias") or "token" in name else decay).append(p)
+        (no_decay if p.ndim <= 1 or name in skip else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 

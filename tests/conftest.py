@@ -170,3 +170,15 @@ def tiny_loso_run(tiny_spotting_set, tiny_finetune_overrides, tmp_path_factory):
             f"finetune.data.root={tiny_spotting_set}", f"out={out}",
             "parallel=true", *[f"finetune.{o}" for o in tiny_finetune_overrides]]
     return subprocess.run(args, capture_output=True, text=True, timeout=400), out
+
+
+# --- one torch thread (added for tests/test_model.py, tests/test_timm_model.py) ---
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models: on a shared 2-core machine, intra-op threads mostly wait for each other (10x slower)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -253,6 +253,22 @@ def test_partial_fine_tuning_updates_only_the_last_block(tiny_spotting_set, tiny
         p.requires_grad_(True)
 
 
+def test_the_encoder_learns_with_stochastic_depth_only_when_it_trains(tiny_spotting_set, tiny_finetune_overrides,
+                                                                      tmp_path):
+    from data.common.dataset import read_dataset
+    from finetune.train import train_spotter
+
+    videos, gt = read_dataset(tiny_spotting_set)
+    common = [*tiny_finetune_overrides, "train.epochs=1", f"out={tmp_path}"]
+    partial = load_config(None, FinetuneConfig, [*common, "train.mode=partial", "train.drop_path=0.2",
+                                                 "train.grad_checkpointing=true"])
+    spotter = train_spotter(partial, videos.head(1), gt)
+    assert spotter.encoder.cfg.drop_path == 0.2 and spotter.encoder.blocks[-1].drop_path.drop_prob == 0.2
+    assert spotter.encoder.grad_checkpointing
+    frozen = train_spotter(load_config(None, FinetuneConfig, [*common, "train.drop_path=0.2"]), videos.head(1), gt)
+    assert frozen.encoder.cfg.drop_path == 0.0  # a frozen encoder keeps its config (and its feature cache)
+
+
 DEEPSPEED_SAVE = """
 import os, sys, torch
 import deepspeed

@@ -10,6 +10,8 @@ from pretrain.mae import VideoMAE
 from pretrain.model_config import ModelConfig, named_config
 from pretrain.targets import make_target
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 # 8 frames of 64 x 64: token grid 4 x 4 x 4, regions (2, 2, 4) -> 4 regions of 16 tokens, 4 visible each
 SMALL = dict(frames=8, img_size=64, region=(2, 2, 4), visible_per_region=4)
 
@@ -158,15 +160,6 @@ def test_masked_content_does_not_reach_the_encoder():
         base = model.encoder(video, visible)
         torch.testing.assert_close(model.encoder(noisy, visible), base, atol=1e-5, rtol=1e-5)
         assert not torch.allclose(model.encoder(changed_visible, visible), base, atol=1e-3)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny models: on a shared 2-core machine, intra-op threads mostly wait for each other (10x slower)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_loss_decreases_on_a_fixed_batch():
