@@ -260,6 +260,14 @@ def test_configs_load_from_yaml_and_reject_unknown_names(tmp_path):
         load_config(path, ModelConfig, ["region=[3, 2, 4]"])
 
 
+def test_a_pretraining_yaml_model_section_starts_from_its_named_config():
+    from pretrain.config import load_pretrain_config
+
+    cfg = load_pretrain_config("configs/pretrain/lgi_tiny.yaml", ["model.depth=3"])
+    assert cfg.model == named_config("lgi_tiny", depth=3)  # `model: {name: lgi_tiny}` + one change
+    assert cfg.model.geometry.token_grid == (8, 10, 10)  # what the loader cuts: the model's own geometry
+
+
 def test_bad_masks_and_videos_are_refused():
     cfg = small_cfg()
     model = VideoMAE(cfg)
