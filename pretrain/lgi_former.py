@@ -129,7 +129,8 @@ class LGIEncoder(nn.Module):
         order = torch.from_numpy(region_order(cfg.token_grid, cfg.region))
         self.register_buffer("region_order", order.view(cfg.num_regions, cfg.tokens_per_region), persistent=False)
         self.register_buffer("raster_from_region", torch.argsort(order), persistent=False)
-        # torch's trunc_normal_, not timm's: since torch 2.14 they draw different numbers from one seed
+        # torch's trunc_normal_, not timm's: the two draw different numbers from one seed (torch 2.14), and
+        # torch's is what every encoder so far was initialised with
         nn.init.trunc_normal_(self.region_tokens, std=0.02)
         self.apply(init_linear)
 
@@ -143,7 +144,8 @@ class LGIEncoder(nn.Module):
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict:
         """Layer groups for layer-wise lr decay: the embedding, each block, then the final norm as a layer of its
-        own (as VideoMAE's layer decay counts it; timm's ViT folds it into the last block)."""
+        own (as VideoMAE's layer decay counts it; timm's ViT folds it into the last block). Coarse or not, one
+        group per block."""
         return dict(stem=r"^region_tokens|^patch_embed", blocks=r"^blocks\.(\d+)", norm=r"^norm")
 
     @torch.jit.ignore

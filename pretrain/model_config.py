@@ -122,11 +122,7 @@ def named_config(name: str, **changes) -> ModelConfig:
         raise ConfigError(f"unknown model config {name!r}; known: {named_configs()}", field="name",
                           fix="use one of the named configs or load a YAML file")
     with torch.device("meta"):
-        cfg = model_entrypoint(name)().cfg
-    try:
-        return dataclasses.replace(cfg, **changes)
-    except TypeError as e:
-        raise ConfigError(str(e), field="name", fix=f"fields are {[f.name for f in dataclasses.fields(ModelConfig)]}")
+        return model_entrypoint(name)(**changes).cfg
 
 
 def load_model_config(path=None, name: str = "lgi_base", overrides=()) -> ModelConfig:
