@@ -2,8 +2,10 @@
 
 DIR/encoder/model.safetensors + DIR/encoder/config.json   the encoder (finetune.encoder.save_encoder)
 DIR/heads.safetensors                                     one head per granularity
-DIR/fusion.json, DIR/cues.json                            optional: fusion weights + thresholds (spotting.fusion)
-                                                          and the flow-cue config, written before spotter.json
+DIR/fusion.json or DIR/detector.json (+ detector_<i>.safetensors), DIR/cues.json
+                                                          optional: the fitted logistic fusion (spotting.fusion)
+                                                          or temporal detector (spotting.detector_spotter), and
+                                                          the flow-cue config, written before spotter.json
 DIR/spotter.json                                          granularities, head sizes, provenance, and the size
                                                           and sha256 of every file above (written last)
 
@@ -30,7 +32,7 @@ log = logging.getLogger(__name__)
 MANIFEST = "spotter.json"
 HEADS = "heads.safetensors"
 FILES = ("encoder/model.safetensors", "encoder/config.json", HEADS)  # what save_spotter writes
-OPTIONAL_FILES = ("fusion.json", "cues.json")  # recorded when present at save time
+OPTIONAL_FILES = ("fusion.json", "detector.json", "cues.json")  # recorded when present at save time
 RESTORE = "retrain the spotter, or copy the whole model folder again"
 
 

@@ -35,10 +35,11 @@ from finetune.features import compute_features
 from finetune.heads import SpottingHead
 from finetune.predict import curves_from_pooled
 from finetune.train import build_spotter, fit_heads, train_head, video_labels, window_targets
+from spotting import detector_spotter as ds
 from spotting import fusion as fu
 from spotting import protocol
 from spotting.baseline import BaselineConfig
-from spotting.channels import Channel, VideoFeatures, cue_channels, model_channels, video_features
+from spotting.channels import FLOW, Channel, VideoFeatures, cue_channels, model_channels, video_features
 from spotting.metric import format_variants
 from spotting.plots import plot_timeline
 
@@ -49,7 +50,12 @@ log = logging.getLogger(__name__)
 class LosoConfig(Config):
     finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
     baseline: BaselineConfig = dataclasses.field(default_factory=BaselineConfig)  # flow cue settings
+    # What turns a video's channels into intervals: "detector" (spotting.detector_spotter: a temporal detector
+    # with learned boundaries) or "logistic" (spotting.fusion: per-frame logistic fusion, peaks, fixed widths).
+    # Both read the channel sets fusion.use_model / fusion.use_cues switch on (the detector also the FLOW set).
+    spotter: Literal["detector", "logistic"] = "detector"
     fusion: fu.FusionConfig = dataclasses.field(default_factory=fu.FusionConfig)
+    detector: ds.DetectorSpotterConfig = dataclasses.field(default_factory=ds.DetectorSpotterConfig)
     out: str = "runs/loso"
     # How a fold gets out-of-sample head scores for fitting fusion + thresholds on its training subjects:
     # "cross": every training subject scored by heads trained on the other training subjects (inner LOSO);
@@ -60,6 +66,10 @@ class LosoConfig(Config):
     parallel: bool = True  # folds as Ray tasks; false = one after another in this process
     cpus_per_fold: int = setting(1, ge=1)
     final_model: bool = True  # also train on every subject -> <out>/model (for `spotting spot`)
+
+    def detector_sets(self) -> tuple[str, ...]:
+        """The channel sets the detector reads."""
+        return self.fusion.sets() + ((FLOW,) if self.fusion.use_cues else ())
 
     def check(self) -> None:
         if self.fusion.use_model and self.finetune.train.mode != "frozen":
@@ -163,6 +173,35 @@ class FusionFolds:
         return protocol.FoldResult(pred, {**inner, "fusion": fusion.to_dict()}, {"fusion.json": fusion.to_dict()})
 
 
+@dataclasses.dataclass
+class DetectorFolds:
+    """The fold runner of the detector spotter: fitted on the training subjects' channels (head curves
+    out-of-sample, as for the fusion); the held-out subject's labels are never read."""
+    cfg: LosoConfig
+    shared: Shared
+
+    def __call__(self, split: protocol.Split) -> protocol.FoldResult:
+        cfg, shared, train = self.cfg, self.shared, list(split.train)
+        spotter, inner = fit_fold_detector(cfg, shared, train)
+        test_videos = protocol.videos_of(shared.videos, [split.test])
+        model = (model_curves(cfg, shared, protocol.videos_of(shared.videos, train), test_videos)
+                 if cfg.fusion.use_model else None)
+        pred = spotter.predict(features_for(shared, test_videos, model))
+        return protocol.FoldResult(pred, {**inner, "detector": spotter.selection})
+
+
+def fit_fold_detector(cfg: LosoConfig, shared: Shared, train_subjects: list[str]) -> tuple[ds.DetectorSpotter, dict]:
+    """The detector on the training subjects' videos; head curves out-of-sample (inner cross-fitting)."""
+    torch.set_num_threads(max(1, cfg.cpus_per_fold if cfg.parallel else cfg.finetune.train.threads))
+    _, model, split = inner_scores(dataclasses.replace(cfg, inner="cross"), shared, train_subjects)
+    videos = protocol.videos_of(shared.videos, train_subjects)
+    gt_train = shared.gt[shared.gt["subject"].astype(str).isin(train_subjects)]
+    return ds.fit_spotter(features_for(shared, videos, model), gt_train, cfg.detector_sets(), cfg.detector), split
+
+
+RUNNERS = {"detector": DetectorFolds, "logistic": FusionFolds}
+
+
 def compute_cues(cfg: LosoConfig, videos: pd.DataFrame, out: Path) -> dict[str, dict[Channel, np.ndarray]]:
     return {str(r.video): cue_channels(r.path, cfg.baseline, out / "cues" / f"{r.video}.npz")
             for r in tqdm(list(videos.itertuples(index=False)), desc="flow cues", unit="video")}
@@ -187,25 +226,30 @@ def final_model(cfg: LosoConfig, shared: Shared, out: Path) -> Path:
         log.info("final model already in %s: keeping it", folder)
         return folder
     subjects = protocol.subjects_of(shared.videos, cfg.finetune.data.root)
-    fusion, split = fit_fold_fusion(cfg, shared, subjects)
+    if cfg.spotter == "detector":
+        detector, split = fit_fold_detector(cfg, shared, subjects)
+        detector.save(folder)
+    else:
+        fusion, split = fit_fold_fusion(cfg, shared, subjects)
+        fusion.save(folder / "fusion.json")
     ft = cfg.finetune
     encoder = load_encoder(ft.model.encoder, ft.model.name, ft.train.seed)
     spotter = build_spotter(encoder, ft)
     if cfg.fusion.use_model:
         fit_heads(spotter, shared.features, shared.labels, protocol.videos_of(shared.videos, subjects), ft)
-    fusion.save(folder / "fusion.json")
     write_json(folder / "cues.json", to_dict(cfg.baseline))
     store.save_spotter(spotter, ft, folder, {"subjects": subjects, "encoder_source": ft.model.encoder, **split})
     return folder
 
 
-def run_loso(cfg: LosoConfig, runner: Callable[[LosoConfig, Shared], protocol.FoldRunner] = FusionFolds) -> dict:
+def run_loso(cfg: LosoConfig, runner: Callable[[LosoConfig, Shared], protocol.FoldRunner] | None = None) -> dict:
     """Every fold of `runner` (made from the config and the shared inputs), pooled and scored next to the flow
     baseline; returns {"spotter": metrics, "baseline": metrics}."""
     out = Path(cfg.out)
     t0 = time.perf_counter()
     shared = prepare(cfg, out)
     subjects = protocol.subjects_of(shared.videos, cfg.finetune.data.root)
+    runner = runner or RUNNERS[cfg.spotter]
     spotter = protocol.evaluate_folds(runner(cfg, shared), subjects, shared.gt, out, parallel=cfg.parallel,
                                       cpus_per_fold=cfg.cpus_per_fold, desc="LOSO folds")
     # the flow cues are the baseline's own curves: its flow is read from the cue cache

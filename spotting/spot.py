@@ -1,7 +1,10 @@
 """Spot macro/micro expressions in one video with a trained spotter (`python -m spotting spot`, spotting.spot_cli).
 
 faces (dlib track + align to the canonical 160 crop) -> flow region cues -> the spotter's per-frame scores at
-each granularity -> fusion (DIR/fusion.json, or the heads' presence scores alone) -> peaks -> typed intervals.
+each granularity -> the fitted reader of those channels: the temporal detector (DIR/detector.json), the logistic
+fusion (DIR/fusion.json), or without either the heads' presence scores alone -> typed intervals.
+The channels are built as LOSO builds them (spotting.channels): the flow cues come from the video itself with the
+face track this command made, so a video of a LOSO run gets the channels, and the intervals, it got there.
 Writes OUT/<video>.csv (predictions table), OUT/<video>.json (intervals + run facts), OUT/<video>_timeline.png,
 OUT/<video>_curves.npz (the per-frame curves) and OUT/<video>_aligned.mp4 (the face crops the model saw, for
 viewing: the model and the flow cues read the crops from memory, never this lossy re-encoding of them, so the
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,12 +30,15 @@ from data.common.outputs import OwnedOutputs
 from data.common.tables import TYPES, write_predictions
 from data.common.video_io import read_frames, video_info, write_mp4
 from data.faces.align import align_video
-from data.faces.track import track_faces
+from data.faces.track import save_track, track_faces
+from data.flow.curves import track_cache_path
 from finetune.predict import model_frames, video_curves
 from finetune.store import load_spotter
 from spotting import fusion as fu
 from spotting.baseline import BaselineConfig
-from spotting.channels import MODEL, Channel, VideoFeatures, frame_cue_channels, model_channels, video_features
+from spotting.channels import (CUE, FLOW, MODEL, Channel, VideoFeatures, cue_channels, frame_cue_channels,
+                               model_channels, video_features)
+from spotting.detector_spotter import DetectorSpotter
 from spotting.intervals import to_frame
 from spotting.plots import plot_timeline
 
@@ -56,15 +63,53 @@ def load_baseline_config(model_dir: Path):
     return build(BaselineConfig, json.loads(path.read_text()), str(path))
 
 
-def align_faces(video: Path, size: int) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Track + align the main face; returns (aligned crops [T, size, size, 3], median aligned landmarks, track
-    summary)."""
+def load_reader(model_dir: Path, granularities: list[str]) -> tuple[object, str]:
+    """What turns the channels into intervals: (DetectorSpotter or Fusion, its description)."""
+    if (model_dir / DetectorSpotter.FILE).is_file():
+        return DetectorSpotter.load(model_dir), "detector"
+    if (model_dir / "fusion.json").is_file():
+        return fu.Fusion.load(model_dir / "fusion.json"), "fitted fusion"
+    return default_fusion(granularities), "default (heads only)"
+
+
+def reader_sets(reader) -> set[str]:
+    """The channel sets a reader needs."""
+    if isinstance(reader, DetectorSpotter):
+        return {c.set for c in reader.norm.channels}
+    return set(reader.config.sets())
+
+
+def align_faces(video: Path, size: int, track_path: Path) -> tuple[np.ndarray, dict]:
+    """Track + align the main face; the track is saved at `track_path`, where the flow cues look for it.
+    Returns (aligned crops [T, size, size, 3], track summary)."""
     track = track_faces(video, progress=True)
     if track.face_fraction == 0:
         raise DataError("no face found in any frame", path=video, fix="pass a video showing a face")
-    crops, landmarks, _ = align_video(video, track, size=size, reference="first")
-    median = np.nanmedian(landmarks[track.found], axis=0).astype(np.float32)
-    return crops, median, track.summary()
+    save_track(track_path, track)
+    crops, _, _ = align_video(video, track, size=size, reference="first")
+    return crops, track.summary()
+
+
+def reader_curves(reader, item: VideoFeatures) -> dict[str, np.ndarray]:
+    """Per-frame score of each type as the reader sees it: the fused probability, or for the detector the best
+    box score covering each frame."""
+    if not isinstance(reader, DetectorSpotter):
+        return {k: fu.fused_curve(reader, item, k) for k in TYPES}
+    from spotting.detector_decode import frame_spans
+
+    boxes = reader.boxes(item)
+    out = {}
+    for kind in TYPES:
+        curve = np.zeros(item.num_frames, np.float32)
+        mine = boxes[boxes[:, 3] == TYPES.index(kind)]
+        for (on, off), score in zip(frame_spans(mine, item.fps, item.num_frames), mine[:, 2]):
+            curve[on:off + 1] = np.maximum(curve[on:off + 1], score)
+        out[kind] = curve
+    return out
+
+
+def intervals_of(reader, item: VideoFeatures):
+    return reader.spot_item(item) if isinstance(reader, DetectorSpotter) else fu.spot_item(reader, item)
 
 
 def output_names(stem: str) -> dict[str, str]:
@@ -121,34 +166,39 @@ def spot(video, model_dir, out_dir, already_aligned: bool = False) -> dict:
     clock = StageClock(f"spot {video.name}")
     spotter, grans = load_spotter(model_dir)
     size = spotter.encoder.cfg.img_size
-    fitted = (model_dir / "fusion.json").is_file()
-    fusion = fu.Fusion.load(model_dir / "fusion.json") if fitted else default_fusion([g.name for g in grans])
+    reader, how = load_reader(model_dir, [g.name for g in grans])
     clock.done("load model")
-    if already_aligned:
-        crops, landmarks, track = None, None, {"face_fraction": None, "note": "input taken as aligned"}
-        faces = read_frames(video)
-    else:
-        crops, landmarks, track = align_faces(video, size)
-        faces = crops
-    clock.done("faces")
-    cues = None
-    if fusion.config.use_cues:
-        cues = frame_cue_channels(faces, info["fps"], load_baseline_config(model_dir), landmarks, name=str(video))
-    clock.done("flow cues")
-    frames = model_frames(faces, size)
-    with tqdm(desc="model windows", unit="window", leave=False) as bar:
-        model = model_channels(video_curves(spotter, frames, info["fps"], grans, progress=bar))
+    with tempfile.TemporaryDirectory(prefix="spotmae_spot_") as tmp:
+        cue_cache = Path(tmp) / "cues" / f"{video.stem}.npz"
+        if already_aligned:
+            crops, track = None, {"face_fraction": None, "note": "input taken as aligned"}
+            faces = read_frames(video)
+        else:
+            crops, track = align_faces(video, size, track_cache_path(cue_cache))
+            faces = crops
+        clock.done("faces")
+        cues = None
+        if reader_sets(reader) & {CUE, FLOW}:
+            bcfg = load_baseline_config(model_dir)
+            cues = (frame_cue_channels(faces, info["fps"], bcfg, None, name=str(video)) if already_aligned
+                    else cue_channels(video, bcfg, cue_cache))
+        clock.done("flow cues")
+    model = None
+    if MODEL in reader_sets(reader):
+        with tqdm(desc="model windows", unit="window", leave=False) as bar:
+            frames = model_frames(faces, size)
+            model = model_channels(video_curves(spotter, frames, info["fps"], grans, progress=bar))
     clock.done("model")
-    item = video_features("", video.stem, info["fps"], len(frames), cues, model)
-    pred = to_frame(fu.spot_item(fusion, item), "", video.stem)
+    item = video_features("", video.stem, info["fps"], len(faces), cues, model)
+    pred = to_frame(intervals_of(reader, item), "", video.stem)
     clock.done("intervals")
     clock.bar.close()
     elapsed = clock.elapsed()
-    summary = {"video": str(video), "model": str(model_dir), "fps": info["fps"], "num_frames": len(frames),
-               "seconds": round(elapsed, 3), "frames_per_second": round(len(frames) / elapsed, 2),
-               "stage_seconds": clock.seconds, "fusion": "fitted" if fitted else "default (heads only)",
+    summary = {"video": str(video), "model": str(model_dir), "fps": info["fps"], "num_frames": item.num_frames,
+               "seconds": round(elapsed, 3), "frames_per_second": round(item.num_frames / elapsed, 2),
+               "stage_seconds": clock.seconds, "reader": how,
                "face_track": track, "intervals": pred.drop(columns=["subject", "emotion"]).to_dict("records")}
-    write_outputs(outputs, names, item, pred, {k: fu.fused_curve(fusion, item, k) for k in TYPES}, crops, summary)
+    write_outputs(outputs, names, item, pred, reader_curves(reader, item), crops, summary)
     log.info("%d intervals in %s (%.1f frames/s end to end) -> %s", len(pred), video.name,
              summary["frames_per_second"], outputs.folder)
     return summary

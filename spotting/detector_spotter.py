@@ -1,0 +1,250 @@
+"""The learned spotter: a temporal detector (spotting.detector) over a video's feature channels, fitted on
+training subjects only, and kept as a folder `python -m spotting spot` reads.
+
+Input: a video's channels (spotting.channels.VideoFeatures: the flow cues, the per-pair region motion, the
+spotting heads' curves), put on the detector's time grid (`on_grid`: frames averaged into grid steps, or
+interpolated when the video is slower than the grid) and standardised with the training videos' statistics.
+Fitting (`fit_spotter`): the training subjects are split leave-one-subject-out again (inner folds); an inner
+detector per inner fold scores its held-out training subject at each training length in `checkpoints`; the
+length, each class's suppression (`nms_grid`) and score threshold are chosen where the pooled inner F1 is best,
+from those out-of-sample boxes only. Then `final_models` detectors are trained on every training subject for that
+length; their outputs are averaged before decoding. Nothing about a subject outside `items` is read.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+from safetensors.torch import load_file, save_file
+
+from data.common.atomic import atomic_path, write_json
+from data.common.checksums import check_folder, folder_record
+from data.common.config import Config, build, setting, to_dict
+from data.common.errors import ConfigError, DataError
+from data.common.tables import empty_intervals
+from spotting import detector as dt
+from spotting import detector_decode as dd
+from spotting import intervals as iv
+from spotting.channels import CUE, FLOW, Channel, VideoFeatures
+from spotting.detector_select import choose
+from spotting.protocol import loso_splits
+
+log = logging.getLogger(__name__)
+FINAL_SEED = 100  # final detectors use seeds FINAL_SEED + i, inner ones 0: no two share an initialisation
+
+
+@dataclasses.dataclass
+class DetectorSpotterConfig(Config):
+    detector: dt.DetectorConfig = dataclasses.field(default_factory=dt.DetectorConfig)
+    checkpoints: list[int] = setting(factory=lambda: [100, 200, 300, 400], ge=1)  # training lengths tried
+    # per class; on a tie the first wins: hard NMS leaves no near-copies of a box, whose soft-NMS scores
+    # would otherwise depend on how the final detector's scores are calibrated against the inner ones'
+    nms_grid: list[str] = dataclasses.field(default_factory=lambda: ["hard:0.3", "soft:0.5"])
+    threshold_grid: int = setting(40, ge=2)  # score thresholds tried: quantiles of the inner boxes' scores
+    micro_inside_macro: float = setting(0.5, ge=0, le=1)
+    final_models: int = setting(1, ge=1)  # detectors trained on all training subjects, outputs averaged
+
+    def check(self) -> None:
+        if not self.checkpoints:
+            raise ConfigError("needs at least one training length", field="checkpoints", fix="e.g. [200, 400]")
+        for spec in self.nms_grid or [None]:
+            try:
+                dd.parse_nms(spec or "")
+            except ValueError as e:
+                raise ConfigError(str(e), field="nms_grid", fix="e.g. [soft:0.5, hard:0.3]") from None
+
+
+# ---- inputs on the grid ----------------------------------------------------------------------------------------
+
+def grid_steps(num_frames: int, fps: float, rate_hz: float) -> int:
+    return max(1, int(round(num_frames / fps * rate_hz)))
+
+
+def on_grid(x: np.ndarray, fps: float, rate_hz: float) -> np.ndarray:
+    """Per-frame channels [T, C] -> [C, N] on the grid: the mean of the frames inside each grid step (a video
+    at the grid rate is unchanged), or linear interpolation at the step centres for a slower video."""
+    t, n = x.shape[0], grid_steps(x.shape[0], fps, rate_hz)
+    if fps >= rate_hz:
+        step = np.minimum((np.arange(t) * rate_hz / fps).astype(np.int64), n - 1)
+        total = np.zeros((n, x.shape[1]))
+        np.add.at(total, step, x)
+        count = np.bincount(step, minlength=n)[:, None]
+        return (total / np.maximum(count, 1)).T.astype(np.float32)
+    centres = (np.arange(n) + 0.5) / rate_hz * fps - 0.5
+    return np.stack([np.interp(centres, np.arange(t), x[:, c]) for c in range(x.shape[1])]).astype(np.float32)
+
+
+def design(item: VideoFeatures, channels: list[Channel]) -> np.ndarray:
+    """[T, C]: flow magnitudes log1p-compressed (long tails), head probabilities as they are."""
+    x = item.matrix(channels)
+    flow = np.array([c.set in (CUE, FLOW) for c in channels])
+    x[:, flow] = np.log1p(np.clip(x[:, flow], 0, None))
+    return x
+
+
+@dataclasses.dataclass
+class Normaliser:
+    """The channels a detector reads, with the training videos' per-channel mean and std on the grid."""
+    channels: list[Channel]
+    mean: list[float]
+    std: list[float]
+
+    @classmethod
+    def fit(cls, items: list[VideoFeatures], channels: list[Channel], rate_hz: float) -> Normaliser:
+        cat = np.concatenate([on_grid(design(it, channels), it.fps, rate_hz) for it in items], 1)
+        return cls(channels, cat.mean(1).tolist(), (cat.std(1) + 1e-6).tolist())
+
+    def apply(self, item: VideoFeatures, rate_hz: float) -> np.ndarray:
+        x = on_grid(design(item, self.channels), item.fps, rate_hz)
+        return ((x - np.array(self.mean)[:, None]) / np.array(self.std)[:, None]).astype(np.float32)
+
+
+def events_on_grid(gt_video: pd.DataFrame, fps: float, rate_hz: float) -> np.ndarray:
+    """A video's ground-truth rows -> [E, 3] (onset step, end step exclusive, class index) on the grid."""
+    rows = [(int(r.onset) / fps * rate_hz, (int(r.offset) + 1) / fps * rate_hz, dt.CLASSES.index(str(r.type)))
+            for r in gt_video.itertuples(index=False)]
+    return np.asarray(rows, np.float32).reshape(-1, 3)
+
+
+def train_and_score(train: list[VideoFeatures], test: list[VideoFeatures], gt: pd.DataFrame, channels, cfg,
+                    seed: int, at: list[int]) -> dict[int, dict[str, list]]:
+    """{training length: {test video: raw outputs}} of one detector trained on `train` (normalised on it)."""
+    rate = cfg.detector.rate_hz
+    norm = Normaliser.fit(train, channels, rate)
+    xs = [norm.apply(it, rate) for it in train]
+    events = [events_on_grid(gt[gt["video"] == it.video], it.fps, rate) for it in train]
+    xs_test = [norm.apply(it, rate) for it in test]
+    out: dict[int, dict[str, list]] = {}
+
+    def score(step, model):
+        out[step] = {it.video: dt.raw_outputs(model, x) for it, x in zip(test, xs_test)}
+
+    dt.train_detector(xs, events, dataclasses.replace(cfg.detector, seed=seed), max(at), score, tuple(at))
+    return out
+
+
+def candidates(runs: list[dict[str, list]], items: list[VideoFeatures], rate_hz: float, dcfg) -> dict:
+    """Several detectors' raw outputs of each video -> averaged -> unsuppressed candidates {video: [M, 4]}."""
+    return {it.video: dd.decode(dd.average_outputs([r[it.video] for r in runs]),
+                                grid_steps(it.num_frames, it.fps, rate_hz), dcfg) for it in items}
+
+
+# ---- the fitted spotter ----------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class DetectorSpotter:
+    """A fitted detector spotter: its config, input channels and their normalisation, the choices made on the
+    inner folds (training length, per-class suppression and threshold) and the trained detectors."""
+    config: DetectorSpotterConfig
+    norm: Normaliser
+    selection: dict
+    models: list[dt.TemporalDetector]
+
+    FORMAT: ClassVar[int] = 1
+    FILE: ClassVar[str] = "detector.json"
+
+    def boxes(self, item: VideoFeatures) -> np.ndarray:
+        """Suppressed boxes [M, 4] (onset_s, end_s, score, class) of one video."""
+        rate = self.config.detector.rate_hz
+        x = self.norm.apply(item, rate)
+        cand = candidates([{item.video: dt.raw_outputs(m, x)} for m in self.models], [item], rate,
+                          self.config.detector)
+        return dd.suppress_all(cand[item.video], self.selection["nms"])
+
+    def spot_item(self, item: VideoFeatures) -> list[iv.Interval]:
+        return dd.to_intervals(self.boxes(item), item.fps, item.num_frames, self.selection["threshold"],
+                               self.config.micro_inside_macro)
+
+    def predict(self, items: list[VideoFeatures]) -> pd.DataFrame:
+        frames = [empty_intervals(with_score=True)]
+        frames += [iv.to_frame(self.spot_item(it), it.subject, it.video) for it in items]
+        return pd.concat(frames, ignore_index=True)
+
+    def to_dict(self) -> dict:
+        return {"format": self.FORMAT, "config": to_dict(self.config), "selection": self.selection,
+                "channels": [dataclasses.asdict(c) for c in self.norm.channels],
+                "mean": self.norm.mean, "std": self.norm.std}
+
+    def save(self, folder) -> Path:
+        """FOLDER/detector_<i>.safetensors, then FOLDER/detector.json (last: with their checksums)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        names = []
+        for i, model in enumerate(self.models):
+            names.append(f"detector_{i}.safetensors")
+            with atomic_path(folder / names[-1]) as tmp:
+                save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+        write_json(folder / self.FILE, {**self.to_dict(), "files": folder_record(folder, names)})
+        return folder
+
+    @classmethod
+    def load(cls, folder) -> DetectorSpotter:
+        folder = Path(folder)
+        path = folder / cls.FILE
+        fix = "refit it: rerun `python -m spotting loso` with final_model=true"
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise DataError(f"not a detector file ({type(e).__name__}: {e})", path=path, fix=fix) from None
+        if raw.get("format") != cls.FORMAT:
+            raise DataError(f"detector format {raw.get('format')}; this version reads {cls.FORMAT}", path=path,
+                            field="format", fix=fix)
+        check_folder(folder, raw["files"], fix)
+        cfg = build(DetectorSpotterConfig, raw["config"], str(path), "config.")
+        norm = Normaliser([Channel(**c) for c in raw["channels"]], raw["mean"], raw["std"])
+        models = []
+        for name in sorted(raw["files"]):
+            model = dt.TemporalDetector(len(norm.channels), cfg.detector)
+            model.load_state_dict(load_file(str(folder / name)))
+            models.append(model.eval())
+        return cls(cfg, norm, raw["selection"], models)
+
+
+def inner_selection(items: list[VideoFeatures], gt: pd.DataFrame, channels: list[Channel],
+                    cfg: DetectorSpotterConfig) -> dict:
+    """Training length, per-class suppression and threshold from leave-one-subject-out detectors over `items`."""
+    subjects = sorted({it.subject for it in items})
+    if len(subjects) < 2:
+        log.warning("one training subject: the detector's thresholds are chosen on its own training videos")
+        splits = [(subjects, subjects[0])]
+    else:
+        splits = [(list(s.train), s.test) for s in loso_splits(subjects)]
+    cands: dict[int, dict] = {c: {} for c in cfg.checkpoints}
+    for train_subjects, test in splits:
+        train = [it for it in items if it.subject in train_subjects]
+        test_items = [it for it in items if it.subject == test]
+        run = train_and_score(train, test_items, gt, channels, cfg, 0, sorted(cfg.checkpoints))
+        for c in cfg.checkpoints:
+            cands[c].update(candidates([run[c]], test_items, cfg.detector.rate_hz, cfg.detector))
+    choices = {c: choose(cands[c], items, gt, cfg.nms_grid, cfg.threshold_grid, cfg.micro_inside_macro)
+               for c in cfg.checkpoints}
+    best = max(cfg.checkpoints, key=lambda c: (choices[c]["inner_overall_f1"], -c))
+    return {"checkpoint": best, **choices[best],
+            "tried": {str(c): round(choices[c]["inner_overall_f1"], 4) for c in cfg.checkpoints}}
+
+
+def fit_spotter(items: list[VideoFeatures], gt: pd.DataFrame, sets: tuple[str, ...],
+                cfg: DetectorSpotterConfig) -> DetectorSpotter:
+    """Inner-fold choices, then `final_models` detectors on every video of `items` (training subjects only:
+    only the rows of `gt` whose video is in `items` are read)."""
+    if not items:
+        raise DataError("no training videos to fit the detector on", field="detector",
+                        fix="each fold needs at least one training subject")
+    gt = gt[gt["video"].isin({it.video for it in items})]
+    channels = items[0].all_channels(sets)
+    if not channels:
+        raise DataError(f"no channels of sets {list(sets)} to detect from", field="fusion",
+                        fix="enable fusion.use_model or fusion.use_cues")
+    selection = inner_selection(items, gt, channels, cfg)
+    rate = cfg.detector.rate_hz
+    norm = Normaliser.fit(items, channels, rate)
+    xs = [norm.apply(it, rate) for it in items]
+    events = [events_on_grid(gt[gt["video"] == it.video], it.fps, rate) for it in items]
+    models = [dt.train_detector(xs, events, dataclasses.replace(cfg.detector, seed=FINAL_SEED + i),
+                                selection["checkpoint"]).eval() for i in range(cfg.final_models)]
+    return DetectorSpotter(cfg, norm, selection, models)

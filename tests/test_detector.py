@@ -1,0 +1,178 @@
+"""The temporal detector spotter: targets, learned boundaries, seconds not frames, training subjects only,
+self-checking files, and `spot` giving exactly the intervals LOSO's final model gives."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from data.common.errors import DataError
+from spotting import detector as dt
+from spotting import detector_spotter as ds
+from spotting.channels import CUE, Channel, video_features
+from spotting.metric import evaluate
+
+# hard NMS only: with 2 subjects per inner fold the inner scores are too weak to choose between suppressions
+FAST = ds.DetectorSpotterConfig(checkpoints=[60, 120], nms_grid=["hard:0.3"], detector=dt.DetectorConfig(crop_s=12.0))
+
+
+def test_events_are_taught_at_the_levels_their_length_needs_from_inside_them():
+    cfg = dt.DetectorConfig()
+    events = np.array([[10, 14, 1], [100, 160, 0]], np.float32)  # 4 steps micro, 60 steps macro
+    targets = dt.level_targets(events, 256, cfg)
+    levels = {k: [lv for lv, (cls, _, pos) in enumerate(targets) if cls[pos, k].any()] for k in (0, 1)}
+    # a position takes the level whose range holds its larger distance to the event's ends (ActionFormer)
+    assert levels[1] == [0] and levels[0] and min(levels[0]) >= 3  # short at stride 1, long at strides >= 8
+    cls, dist, pos = targets[levels[0][0]]
+    pos = pos & (cls[:, 0] > 0)
+    stride = cfg.strides[levels[0][0]]
+    centres = dt.positions(256, stride)[pos]
+    assert ((centres > 100) & (centres < 160)).all()
+    # onset + offset distances rebuild the event from every positive position
+    np.testing.assert_allclose(centres - dist[pos, 0] * stride, 100, atol=1e-4)
+    np.testing.assert_allclose(centres + dist[pos, 1] * stride, 160, atol=1e-4)
+
+
+def _bump_items(fps: float = 30.0, videos: int = 4, seconds: float = 20.0, seed: int = 0):
+    """Videos whose cue channel rises over 2 s macro and 0.13 s micro events (plus noise); labels in frames."""
+    rng, noise = np.random.default_rng(seed), np.random.default_rng(seed + 1)  # events: the same at any fps
+    n = int(seconds * fps)
+    items, rows = [], []
+    for v in range(videos):
+        t = np.arange(n) / fps
+        curves = {Channel(CUE, kind, "all", "motion"): 0.05 * noise.random(n) for kind in ("macro", "micro")}
+        for start, length, kind in [(2.0, 2.0, "macro"), (7.0, 0.13, "micro"), (11.0, 3.0, "macro"),
+                                    (16.0, 0.13, "micro")]:
+            on_s = start + rng.uniform(-0.5, 0.5)
+            on, off = int(round(on_s * fps)), int(round((on_s + length) * fps)) - 1
+            inside = (t >= on / fps) & (t < (off + 1) / fps)
+            curves[Channel(CUE, kind, "all", "motion")][inside] += 1.0
+            rows.append({"subject": f"s{v}", "video": f"s{v}_v1", "onset": on, "apex": (on + off) // 2,
+                         "offset": off, "type": kind, "emotion": ""})
+        items.append(video_features(f"s{v}", f"s{v}_v1", fps, n, curves))
+    return items, pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def bump_spotter(one_torch_thread_module):
+    items, gt = _bump_items()
+    return ds.fit_spotter(items[:3], gt, (CUE,), FAST), items, gt
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread_module():
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_long_events_come_out_as_one_interval_with_learned_boundaries(bump_spotter):
+    spotter, items, gt = bump_spotter
+    pred = spotter.predict(items[3:])  # a video of a subject it was not fitted on
+    truth = gt[gt["video"] == "s3_v1"]
+    result = evaluate(truth, pred)
+    assert result["macro"]["tp"] == 2 and result["micro"]["tp"] == 2, pred
+    # one confident box per event: each 2-3 s event is one interval, not a run of peaks (the inner folds, with
+    # 2 subjects each, choose a low threshold here, so a few low-scored extra boxes pass it)
+    confident = pred[pred["score"] >= 0.5]
+    assert len(confident) == 4 and evaluate(truth, confident)["overall"]["f1"] == 1.0, pred
+    assert set(spotter.selection) >= {"checkpoint", "threshold", "nms", "inner_f1", "tried"}
+    assert spotter.selection["checkpoint"] in FAST.checkpoints
+
+
+def test_the_detector_works_in_seconds_so_200_fps_gives_the_same_events(bump_spotter):
+    spotter, items30, gt30 = bump_spotter
+    items200, gt200 = _bump_items(fps=200.0)  # same seed: same events in seconds, 6.7x the frames
+    pred30, pred200 = spotter.predict(items30[3:]), spotter.predict(items200[3:])
+    # the noise averages differently into the grid at 200 fps: compare the confident boxes
+    pred30, pred200 = (p[p["score"] >= 0.5].reset_index(drop=True) for p in (pred30, pred200))
+    assert len(pred30) == len(pred200) == 4
+    np.testing.assert_allclose(pred200["onset"] / 200, pred30["onset"] / 30, atol=0.1)
+    np.testing.assert_allclose((pred200["offset"] + 1) / 200, (pred30["offset"] + 1) / 30, atol=0.1)
+    assert list(pred30["type"]) == list(pred200["type"])
+
+
+def test_on_grid_keeps_a_video_at_the_grid_rate_and_averages_a_faster_one():
+    x = np.random.default_rng(0).random((300, 2))
+    np.testing.assert_allclose(ds.on_grid(x, 30.0, 30.0), x.T.astype(np.float32))
+    y = np.repeat(x, 4, axis=0)  # the same signal at 120 fps
+    np.testing.assert_allclose(ds.on_grid(y, 120.0, 30.0), x.T.astype(np.float32), rtol=1e-6)
+    assert ds.on_grid(x[:, :1], 30.0, 200.0).shape == (1, 2000)  # slower than the grid: interpolated
+
+
+def test_fit_reads_only_the_training_videos_labels(bump_spotter):
+    spotter, items, gt = bump_spotter
+    moved = gt.copy()
+    moved.loc[moved["video"] == "s3_v1", ["onset", "apex", "offset"]] //= 2  # a subject outside the fit
+    again = ds.fit_spotter(items[:3], moved, (CUE,), FAST)
+    assert again.selection == spotter.selection
+    np.testing.assert_array_equal(again.boxes(items[3]), spotter.boxes(items[3]))
+
+
+def test_a_saved_detector_gives_the_same_boxes_and_refuses_a_damaged_file(bump_spotter, tmp_path):
+    spotter, items, _ = bump_spotter
+    loaded = ds.DetectorSpotter.load(spotter.save(tmp_path / "model"))
+    np.testing.assert_array_equal(loaded.boxes(items[3]), spotter.boxes(items[3]))
+    weights = tmp_path / "model" / "detector_0.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(DataError, match="detector_0.safetensors"):
+        ds.DetectorSpotter.load(tmp_path / "model")
+    (tmp_path / "model" / "detector.json").write_text(json.dumps({"format": 99}))
+    with pytest.raises(DataError, match="format 99"):
+        ds.DetectorSpotter.load(tmp_path / "model")
+
+
+def test_bad_detector_settings_are_refused():
+    from data.common.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="nms_grid"):
+        ds.DetectorSpotterConfig(nms_grid=["gaussian:0.5"])
+    with pytest.raises(ConfigError, match="checkpoints"):
+        dataclasses.replace(FAST, checkpoints=[])
+
+
+@pytest.fixture(scope="module")
+def cue_loso(tiny_spotting_set, tmp_path_factory, one_torch_thread_module):
+    """A cue-only detector LOSO run with its final model (in this process, folds one after another)."""
+    from data.common.config import load_config
+    from spotting import loso
+
+    out = tmp_path_factory.mktemp("cue_loso") / "loso"
+    cfg = load_config("configs/spotting/loso.yaml", loso.LosoConfig, [
+        f"finetune.data.root={tiny_spotting_set}", f"out={out}", "parallel=false", "fusion.use_model=false",
+        "detector.checkpoints=[30,60]", "detector.detector.crop_s=8.0"])
+    loso.run_loso(cfg)
+    return cfg, loso.prepare(cfg, out)
+
+
+def test_spot_gives_exactly_the_intervals_of_the_loso_code_path(cue_loso, tmp_path):
+    from spotting import loso
+    from spotting.spot import spot
+
+    cfg, shared = cue_loso
+    model = Path(cfg.out) / "model"
+    spotter = ds.DetectorSpotter.load(model)
+    row = shared.videos.iloc[0]
+    item = loso.features_for(shared, [str(row.video)], None)[0]
+    expected = spotter.predict([item])
+    summary = spot(Path(cfg.finetune.data.root) / row.path, model, tmp_path / "spot")
+    got = pd.read_csv(tmp_path / "spot" / f"{Path(row.path).stem}.csv", keep_default_na=False)
+    assert summary["reader"] == "detector"
+    assert len(got) == len(expected)
+    for column in ("onset", "offset", "type"):
+        assert list(got[column]) == list(expected[column])
+    # the channels themselves are the same numbers: one builder for both paths
+    curves = np.load(tmp_path / "spot" / f"{Path(row.path).stem}_curves.npz")
+    for channel, curve in item.curves.items():
+        np.testing.assert_array_equal(curves[channel.name.replace(".", "__")], curve)
+    # and the detector's own scores agree, box for box
+    spot_item = video_features("", str(row.video), item.fps, item.num_frames,
+                               {c: curves[c.name.replace(".", "__")] for c in item.curves})
+    np.testing.assert_array_equal(spotter.boxes(spot_item), spotter.boxes(item))
