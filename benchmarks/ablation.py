@@ -4,11 +4,13 @@
         --encoder runs/demo/pretrain/<digest>/lgi_tiny [--variants a,b,...] [key=value ...]
 
 Variants (each one spotting.loso run in OUT/<variant>, the protocol's finished folds skipped on a rerun):
-  cues_fusion        learned fusion of the flow cues alone (no encoder)
-  scratch            spotting heads on a randomly initialised encoder, no cues
-  pretrained         spotting heads on the pretrained encoder (--encoder), no cues
-  scratch_fusion     scratch heads + cues
-  pretrained_fusion  pretrained heads + cues: the full system
+  logistic_cues       per-frame logistic fusion of the flow cues, peaks, fitted widths (the spotter before the
+                      detector)
+  logistic_full       the same fusion of the heads' curves (frozen encoder, --encoder or scratch) and the cues
+  detector_cues       the temporal detector on the flow cues and region pair motion (no encoder)
+  detector_scratch    the detector on the heads' curves of a randomly initialised encoder, no flow
+  detector_pretrained the detector on the heads' curves of the pretrained encoder (--encoder), no flow
+  detector_full       the detector on heads + cues + pair motion: the full system
 The flow-only baseline (no learning) is scored on the same videos by every run. Flow cues are computed once and
 shared through OUT/shared (they hold no labels), encoder features once per encoder in OUT/features.
 Writes OUT/ablation.json and OUT/ablation.md (the README table) over every variant finished in OUT, and prints it.
@@ -30,11 +32,13 @@ from spotting.loso import LosoConfig, run_loso  # noqa: E402
 
 # name: (table label, changes to the LOSO config)
 VARIANTS = {
-    "cues_fusion": ("learned fusion of flow cues only", {"fusion.use_model": False}),
-    "scratch": ("spotter from scratch", {"finetune.model.encoder": None, "fusion.use_cues": False}),
-    "pretrained": ("pretrained spotter", {"fusion.use_cues": False}),
-    "scratch_fusion": ("spotter from scratch + fusion", {"finetune.model.encoder": None}),
-    "pretrained_fusion": ("pretrained spotter + fusion (full system)", {}),
+    "logistic_cues": ("logistic fusion of flow cues", {"spotter": "logistic", "fusion.use_model": False}),
+    "logistic_full": ("logistic fusion of heads + flow cues", {"spotter": "logistic"}),
+    "detector_cues": ("detector on flow cues only", {"fusion.use_model": False}),
+    "detector_scratch": ("detector on encoder heads only, scratch", {"finetune.model.encoder": None,
+                                                                     "fusion.use_cues": False}),
+    "detector_pretrained": ("detector on encoder heads only, pretrained", {"fusion.use_cues": False}),
+    "detector_full": ("detector on heads + flow cues (full system)", {}),
 }
 SHARED = ("cues", "faces")  # label-free caches every run may reuse
 

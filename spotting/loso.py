@@ -2,12 +2,13 @@
 
 One fold per subject (spotting.protocol). Inside a fold only the other subjects are seen: each training subject
 gets out-of-sample head scores from heads trained on the remaining training subjects (inner LOSO; or one held-out
-inner split), the fusion weights and peak thresholds are fitted on those, then the heads are retrained on all
-training subjects and the held-out subject is spotted. The frozen encoder's window features and the flow cues are
-computed once for all folds (they hold no labels).
-Writes <out>/folds/<subject>/{predictions.csv,fusion.json,fold.json}, the pooled <out>/predictions.csv,
-<out>/metrics.json + metrics.txt in the three metric variants, <out>/timeline.png, the flow baseline's results on
-the same videos (<out>/baseline_*), and (final_model) a spotter trained on every subject in <out>/model for
+inner split); the spotter that reads the channels is fitted on those (`spotter`: the temporal detector, whose
+training length, suppression and thresholds come from its own inner folds, or the logistic fusion and its peak
+thresholds), then the heads are retrained on all training subjects and the held-out subject is spotted. The
+frozen encoder's window features and the flow cues are computed once for all folds (they hold no labels).
+Writes <out>/folds/<subject>/{predictions.csv, detector_fit.json or fusion.json, fold.json}, the pooled
+<out>/predictions.csv, <out>/metrics.json + metrics.txt in the three metric variants, <out>/timeline.png, the
+flow baseline's results on the same videos (<out>/baseline_*), and (final_model) a spotter trained on every subject in <out>/model for
 `python -m spotting spot`. Finished folds are skipped on a rerun. Folds run as Ray tasks when `parallel` is set.
 """
 from __future__ import annotations
@@ -187,7 +188,8 @@ class DetectorFolds:
         model = (model_curves(cfg, shared, protocol.videos_of(shared.videos, train), test_videos)
                  if cfg.fusion.use_model else None)
         pred = spotter.predict(features_for(shared, test_videos, model))
-        return protocol.FoldResult(pred, {**inner, "detector": spotter.selection})
+        return protocol.FoldResult(pred, {**inner, "detector": spotter.selection},
+                                   {"detector_fit.json": spotter.to_dict()})
 
 
 def fit_fold_detector(cfg: LosoConfig, shared: Shared, train_subjects: list[str]) -> tuple[ds.DetectorSpotter, dict]:

@@ -36,8 +36,17 @@ from finetune.predict import model_frames, video_curves
 from finetune.store import load_spotter
 from spotting import fusion as fu
 from spotting.baseline import BaselineConfig
-from spotting.channels import (CUE, FLOW, MODEL, Channel, VideoFeatures, cue_channels, frame_cue_channels,
-                               model_channels, video_features)
+from spotting.channels import (
+    CUE,
+    FLOW,
+    MODEL,
+    Channel,
+    VideoFeatures,
+    cue_channels,
+    frame_cue_channels,
+    model_channels,
+    video_features,
+)
 from spotting.detector_spotter import DetectorSpotter
 from spotting.intervals import to_frame
 from spotting.plots import plot_timeline

@@ -141,6 +141,10 @@ TINY_SPOTTING_OVERRIDES = ["subjects=3", "videos_per_subject=1", "duration_s=8",
                            "events.micro_per_video=[1,2]", "events.macro_duration_s=[0.6,1.5]"]
 
 
+# The detector spotter trained briefly: 8 s videos, 2 short training lengths to choose between.
+TINY_DETECTOR_OVERRIDES = ["detector.checkpoints=[30,60]", "detector.detector.crop_s=8.0"]
+
+
 @pytest.fixture(scope="session")
 def tiny_spotting_set(tmp_path_factory):
     """data.synthetic.generate: 3 subjects x 1 video x 8 s at 30 fps (240 frames each), 1 macro + 1-2 micro events each."""
@@ -168,7 +172,7 @@ def tiny_loso_run(tiny_spotting_set, tiny_finetune_overrides, tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny_loso") / "loso"
     args = [sys.executable, "-m", "spotting", "loso", "--config", "configs/spotting/loso.yaml",
             f"finetune.data.root={tiny_spotting_set}", f"out={out}",
-            "parallel=true", *[f"finetune.{o}" for o in tiny_finetune_overrides]]
+            "parallel=true", *[f"finetune.{o}" for o in tiny_finetune_overrides], *TINY_DETECTOR_OVERRIDES]
     return subprocess.run(args, capture_output=True, text=True, timeout=400), out
 
 

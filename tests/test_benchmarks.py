@@ -35,8 +35,8 @@ def test_ablation_table_lists_the_baseline_then_each_variant():
         part = {"f1": f1, "tp": 3, "fp": 1, "fn": 2}
         return {"megc": {"macro": part, "micro": part, "overall": part}}
 
-    text = ablation.table({"cues_fusion": {"spotter": metrics(0.5), "baseline": metrics(0.25)},
-                           "pretrained_fusion": {"spotter": metrics(0.75), "baseline": metrics(0.25)}})
+    text = ablation.table({"detector_cues": {"spotter": metrics(0.5), "baseline": metrics(0.25)},
+                           "detector_full": {"spotter": metrics(0.75), "baseline": metrics(0.25)}})
     lines = text.splitlines()
     assert lines[2].startswith("| flow-only baseline") and "0.250" in lines[2]
     assert "full system" in lines[4] and "| 0.750 | 0.750 | 0.750 | 3/1/2 |" in lines[4]

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TINY_DETECTOR_OVERRIDES
 
 from data.common.errors import DataError
 from spotting import detector as dt
@@ -147,7 +148,7 @@ def cue_loso(tiny_spotting_set, tmp_path_factory, one_torch_thread_module):
     out = tmp_path_factory.mktemp("cue_loso") / "loso"
     cfg = load_config("configs/spotting/loso.yaml", loso.LosoConfig, [
         f"finetune.data.root={tiny_spotting_set}", f"out={out}", "parallel=false", "fusion.use_model=false",
-        "detector.checkpoints=[30,60]", "detector.detector.crop_s=8.0"])
+        *TINY_DETECTOR_OVERRIDES])
     loso.run_loso(cfg)
     return cfg, loso.prepare(cfg, out)
 

@@ -19,7 +19,7 @@ TINY = [
     '"checkpoint.log_every=1", "data.frame_stride=2"]',
     'loso_overrides=["finetune.granularities=[{name: micro, span_seconds: 0.5, hop_seconds: 0.5}, '
     '{name: macro, span_seconds: 2.0, hop_seconds: 1.5}]", "finetune.train.epochs=8", "finetune.model.head_hidden=32", '
-    '"inner=holdout"]',
+    '"inner=holdout", "detector.checkpoints=[30,60]", "detector.detector.crop_s=6.0"]',
     "spotter_overrides=[workers=1]",
 ]
 

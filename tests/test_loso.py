@@ -145,7 +145,8 @@ def test_loso_cli_writes_folds_pooled_metrics_and_resumes(tiny_loso_run, tiny_sp
         assert info["test_subject"] == subject and subject not in info["train_subjects"]
         preds = read_predictions(fold / "predictions.csv")
         assert set(preds["subject"]) <= {subject}
-        assert (fold / "fusion.json").is_file()
+        fit = json.loads((fold / "detector_fit.json").read_text())  # the default spotter: the detector
+        assert fit["selection"] == info["detector"] and fit["selection"]["checkpoint"] in (30, 60)
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"megc", "softnet", "strs"}
     for variant in metrics.values():
@@ -156,7 +157,8 @@ def test_loso_cli_writes_folds_pooled_metrics_and_resumes(tiny_loso_run, tiny_sp
     assert metrics["megc"]["overall"]["tp"] + metrics["megc"]["overall"]["fn"] == len(gt)
     text = (out / "metrics.txt").read_text()
     assert "(megc)" in text and "(softnet)" in text and "(strs)" in text and "baseline" in text
-    assert (out / "model" / "spotter.json").is_file() and (out / "model" / "fusion.json").is_file()
+    assert (out / "model" / "spotter.json").is_file() and (out / "model" / "detector.json").is_file()
+    assert "detector.json" in json.loads((out / "model" / "spotter.json").read_text())["files"]
     assert (out / "timeline.png").read_bytes()[:4] == b"\x89PNG"
     stamps = {s: (out / "folds" / s / "fold.json").stat().st_mtime_ns for s in ("s01", "s02", "s03")}
     again = subprocess.run(run.args, capture_output=True, text=True, timeout=300)

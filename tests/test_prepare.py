@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TINY_DETECTOR_OVERRIDES
 
 from data.__main__ import COMMANDS
 from data.annotations.adapters import LOADERS
@@ -55,7 +56,8 @@ def short_loso(data: Path, out: Path) -> dict:
     """`python -m spotting loso` on flow cues only (fusion.use_model=false), which also scores the flow baseline
     on the same videos: {"loso": megc counts, "baseline": megc counts, "folds": held-out subjects}."""
     proc = run("spotting", "loso", "--config", "configs/spotting/loso.yaml", f"finetune.data.root={data}",
-               f"out={out}", "fusion.use_model=false", "parallel=false", "final_model=false")
+               f"out={out}", "fusion.use_model=false", "parallel=false", "final_model=false",
+               *TINY_DETECTOR_OVERRIDES)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {"loso": counts(out / "metrics.json"), "baseline": counts(out / "baseline_metrics.json"),
             "folds": sorted(p.name for p in (out / "folds").iterdir())}

@@ -28,7 +28,7 @@ def test_spot_on_carphone_writes_csv_json_png(carphone_spot):
     assert result.returncode == 0, result.stderr[-3000:]
     preds = read_predictions(out / "carphone_pristine.csv", num_frames={"carphone_pristine": 120})
     summary = json.loads((out / "carphone_pristine.json").read_text())
-    assert summary["num_frames"] == 120 and summary["fusion"] == "fitted"
+    assert summary["num_frames"] == 120 and summary["reader"] == "detector"
     assert summary["face_track"]["face_fraction"] >= 0.95
     assert len(summary["intervals"]) == len(preds)
     # a man talking in a car, no labelled expressions: a trained spotter should claim little

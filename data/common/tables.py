@@ -96,7 +96,7 @@ def validate_intervals(df: pd.DataFrame, source="<table>", with_score: bool = Fa
         ((df["apex"] < df["onset"]) | (df["apex"] > df["offset"]), "apex", "apex lies outside [onset, offset]"),
     ]
     if num_frames is not None:
-        limit = df["video"].map(num_frames)
+        limit = pd.to_numeric(df["video"].map(num_frames), errors="coerce")  # numeric even for an empty table
         checks.append((limit.notna() & (df["offset"] >= limit.fillna(0)), "offset",
                        "offset is beyond the last frame of the video"))
     for bad, field, message in checks:
