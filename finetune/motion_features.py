@@ -1,0 +1,290 @@
+"""Encoder features of the stabilised, lighting-normalised, temporal-contrast stream, on the canonical time grid.
+
+Input: a data.faces.stabilise.StableVideo (grey crops on a `rate_hz` grid). For each granularity (a window span
+and hop in seconds) windows of the encoder's `frames` grid steps slide over the video; each window becomes the
+model input of `MotionInputConfig` (lighting normalisation, then a temporal-contrast view, scaled, replicated to
+3 channels), the encoder's time-ordered token features [B, T', H', W', D] are pooled spatially (token rows AND
+landmark regions, both kept, so later choices need no re-encoding) and put back on the grid: grid step j gets the
+mean over every window tubelet covering it.
+
+Output per granularity: float32 arrays on the grid [N, ...]: `rows` [N, H', D] (the mean over each token row:
+any number of bands that divides H' is an average of these), `regions` [N, R, D] (soft landmark-region means, see
+`region_weights`) and `region_std` [N, R, D] (the spread of the region's tokens around that mean: a local change
+inside a region shows up as spread even where the LayerNorm'd mean hardly moves).
+Cached per (encoder weights, input config, granularity) under <cache>/<digest>/<gran>/<video>.npz, the layout
+and digest of the research prototype (finetune/motion_features.py), so its caches stay valid.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+import torch
+
+from data.common.atomic import atomic_path, write_text
+from data.common.config import Config, setting
+from data.common.errors import ConfigError
+from data.faces import landmarks as lmk
+from data.faces import stabilise as st
+from data.flow.regions import canonical_landmarks
+from finetune.windows import video_windows
+
+log = logging.getLogger(__name__)
+
+REGION_NAMES = ("brows", "eyes", "nose", "mouth", "rest")
+
+
+@dataclasses.dataclass
+class MotionInputConfig(Config):
+    """What one model window shows (data.faces.stabilise for the choices)."""
+    lighting: str = "plane"  # data.faces.stabilise.LIGHTING
+    contrast: str = "ref"  # data.faces.stabilise.CONTRAST
+    gain: float = setting(1.0 / 16.0, gt=0)  # grey levels -> model units (~+-1 for a few-pixel expression edge)
+    running_tau_s: float = setting(1.0, gt=0)  # time constant of the "running" contrast
+    diff_lag_s: float = setting(0.1, gt=0)  # lag of the "diff" contrast
+    channels: Literal["grey", "grey_app"] = "grey"  # grey: contrast x3; grey_app: [contrast, contrast, appearance]
+    # which encoder tokens are pooled: "final" (forward_all: after every block and the final LayerNorm),
+    # "embed" (the tubelet embedding + positions: purely local), "block<i>" (after block i, before the norm).
+    # LGI blocks mix every token with the clip's region tokens, so deeper tokens also carry other regions' motion.
+    layer: str = "final"
+    # spatial Gaussian blur (sigma, px) of the normalised frames before the contrast: sensor and compression noise
+    # is independent per pixel while a 1-2 px expression displacement moves smooth edges
+    blur_px: float = setting(0.0, ge=0)
+
+    def check(self) -> None:
+        st.one_of(self.lighting, st.LIGHTING, "lighting")
+        st.one_of(self.contrast, st.CONTRAST, "contrast")
+        st.one_of(self.channels, ("grey", "grey_app"), "channels")
+        if self.layer not in ("final", "embed") and not (self.layer.startswith("block") and self.layer[5:].isdigit()):
+            raise ConfigError(f"unknown layer {self.layer!r}", field="layer", fix="final, embed or block<i>")
+
+    def key(self) -> str:
+        # fields added after caches were written stay out of the key while at their default (caches stay valid)
+        raw = {k: v for k, v in dataclasses.asdict(self).items() if not (k in _LATE and v == _LATE[k])}
+        return json.dumps(raw, sort_keys=True)
+
+
+_LATE = {"layer": "final", "blur_px": 0.0}
+
+
+@dataclasses.dataclass
+class Granularity(Config):
+    """A window span and the hop between window starts, in seconds."""
+    name: str = "micro"
+    span_s: float = setting(0.5, gt=0)
+    hop_s: float = setting(0.25, gt=0)
+
+
+DEFAULT_GRANULARITIES = (Granularity("micro", 0.5, 0.25), Granularity("macro", 3.0, 1.0))
+
+
+def region_weights(size: int = 160, patch: int = 16) -> np.ndarray:
+    """[R, H', W'] soft pooling weights over the token grid, REGION_NAMES order: the fraction of each token cell
+    inside the region's landmark box on the canonical face (stabilised crops put every face there); "rest" takes
+    what the four boxes leave. Each region's weights sum to 1."""
+    points = canonical_landmarks(size)
+    boxes = lmk.region_boxes(points, (size, size))
+    cells = size // patch
+    pix = {
+        "brows": [boxes["right_brow"], boxes["left_brow"]],
+        "eyes": [boxes["right_eye"], boxes["left_eye"]],
+        "nose": [boxes["nose"]],
+        "mouth": [boxes["mouth"]],
+    }
+    masks = {}
+    for name, bs in pix.items():
+        m = np.zeros((size, size), np.float32)
+        for x0, y0, x1, y1 in bs:
+            m[max(0, y0):y1, max(0, x0):x1] = 1.0
+        masks[name] = m
+    # the nose box is small: widen it to the nose bridge + tip (landmarks 27-35)
+    nose = points[27:36]
+    x0, y0 = np.floor(nose.min(0)).astype(int) - 4
+    x1, y1 = np.ceil(nose.max(0)).astype(int) + 4
+    masks["nose"][max(0, y0):y1, max(0, x0):x1] = 1.0
+    # eyes take priority over brows where the boxes overlap; nose gives way to both
+    masks["brows"] = np.clip(masks["brows"] - masks["eyes"], 0, 1)
+    masks["nose"] = np.clip(masks["nose"] - masks["eyes"] - masks["brows"] - masks["mouth"], 0, 1)
+    used = np.clip(sum(masks.values()), 0, 1)
+    masks["rest"] = 1.0 - used
+    out = np.stack([masks[n].reshape(cells, patch, cells, patch).mean((1, 3)) for n in REGION_NAMES])
+    return (out / np.maximum(out.sum((1, 2), keepdims=True), 1e-6)).astype(np.float32)
+
+
+def pool_tokens(features: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """[B, T', H', W', D] -> rows [B, T', H', D], regions [B, T', R, D], region_std [B, T', R, D]."""
+    rows = features.mean(3)
+    regions = torch.einsum("bthwd,rhw->btrd", features, weights)
+    second = torch.einsum("bthwd,rhw->btrd", features * features, weights)
+    spread = (second - regions * regions).clamp_min(0).sqrt()
+    return rows, regions, spread
+
+
+def grid_windows(num_steps: int, rate_hz: float, gran: Granularity, frames: int):
+    """finetune.windows.Window list over the grid (the grid is a video at rate_hz)."""
+    return video_windows("grid", num_steps, rate_hz, gran.span_s, gran.hop_s, frames)
+
+
+def normalised_stream(sv: st.StableVideo, icfg: MotionInputConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(lighting-normalised float32 frames [N, S, S], the video's median face [S, S])."""
+    x = st.lighting_normalise(sv.crops, icfg.lighting)
+    if icfg.blur_px > 0:
+        for i in range(len(x)):
+            x[i] = cv2.GaussianBlur(x[i], (0, 0), icfg.blur_px)
+    ref = np.median(x[:: max(1, len(x) // 200)], axis=0)
+    return x, ref
+
+
+def window_clips(x: np.ndarray, windows, icfg: MotionInputConfig, video_ref: np.ndarray,
+                 running: np.ndarray | None, rate_hz: float) -> torch.Tensor:
+    """Model input [B, 3, T, S, S] float32 for a list of grid windows."""
+    lag = max(1, round(icfg.diff_lag_s * rate_hz))
+    out = []
+    for w in windows:
+        clip = x[w.indices]
+        view = st.contrast_view(clip, icfg.contrast, video_ref, None if running is None else running[w.indices],
+                                lag)
+        if icfg.contrast == "none":
+            view = view - 128.0  # appearance, centred
+        view = view * icfg.gain
+        if icfg.channels == "grey_app":
+            app = (clip - video_ref[None]) * icfg.gain if icfg.contrast != "video" else (clip - 128.0) * icfg.gain
+            chans = np.stack([view, view, app])
+        else:
+            chans = np.stack([view, view, view])
+        out.append(chans)
+    return torch.from_numpy(np.stack(out).astype(np.float32))
+
+
+def accumulate_to_grid(values: torch.Tensor, windows, num_steps: int, tubelet: int) -> np.ndarray:
+    """Window token features [W, T', ...] -> grid [N, ...]: each step the mean of the tubelets covering it."""
+    flat = values.reshape(values.shape[0], values.shape[1], -1).numpy().astype(np.float64)
+    total = np.zeros((num_steps, flat.shape[-1]))
+    count = np.zeros(num_steps)
+    for w, v in zip(windows, flat):
+        b = w.bounds
+        for j in range(v.shape[0]):
+            lo, hi = int(b[j * tubelet]), int(b[min((j + 1) * tubelet, len(b) - 1)])
+            if hi > lo:
+                total[lo:hi] += v[j]
+                count[lo:hi] += 1
+    # steps no window covers (none by construction) take the nearest covered step
+    if (count == 0).any():
+        idx = np.flatnonzero(count > 0)
+        near = idx[np.clip(np.searchsorted(idx, np.arange(num_steps)), 0, len(idx) - 1)]
+        total[count == 0], count[count == 0] = total[near[count == 0]], count[near[count == 0]]
+    return (total / count[:, None]).reshape((num_steps,) + tuple(values.shape[2:])).astype(np.float32)
+
+
+def layer_tokens(encoder, video: torch.Tensor, layer: str) -> torch.Tensor:
+    """Time-ordered token features [B, T', H', W', D] of one encoder layer (see MotionInputConfig.layer)."""
+    if layer == "final":
+        return encoder.forward_all(video)
+    tokens = encoder.embed(video)
+    b, d = tokens.shape[0], tokens.shape[-1]
+    grid = encoder.cfg.token_grid
+    if layer == "embed":
+        return tokens.view(b, *grid, d)
+    if not layer.startswith("block"):
+        raise ConfigError(f"unknown layer {layer!r}", field="layer", fix="final, embed or block<i>")
+    last = int(layer[5:])
+    local = tokens[:, encoder.region_order]
+    regions = encoder.region_tokens.to(local.dtype).expand(b, -1, -1)
+    for block in encoder.blocks[:last + 1]:
+        local, regions = block(local, regions)
+    return local.reshape(b, -1, d)[:, encoder.raster_from_region].view(b, *grid, d)
+
+
+@torch.no_grad()
+def encode_video(encoder, sv: st.StableVideo, icfg: MotionInputConfig, grans=DEFAULT_GRANULARITIES,
+                 batch_size: int = 16) -> dict[str, dict[str, np.ndarray]]:
+    """{gran name: {"rows", "regions", "region_std"}} on the grid of one stabilised video."""
+    encoder.eval()
+    cfg = encoder.cfg
+    x, video_ref = normalised_stream(sv, icfg)
+    running = (st.running_mean(x, icfg.running_tau_s * sv.rate_hz) if icfg.contrast == "running" else None)
+    weights = torch.from_numpy(region_weights(cfg.img_size, cfg.patch))
+    out = {}
+    for g in grans:
+        windows = grid_windows(len(x), sv.rate_hz, g, cfg.frames)
+        parts = {"rows": [], "regions": [], "region_std": []}
+        for i in range(0, len(windows), batch_size):
+            chunk = windows[i:i + batch_size]
+            feats = layer_tokens(encoder, window_clips(x, chunk, icfg, video_ref, running, sv.rate_hz), icfg.layer)
+            for name, value in zip(parts, pool_tokens(feats.float(), weights)):
+                parts[name].append(value)
+        out[g.name] = {name: accumulate_to_grid(torch.cat(v), windows, len(x), cfg.tubelet)
+                       for name, v in parts.items()}
+    return out
+
+
+# ModelConfig fields added after the prototype's caches were written, at the value those caches were made with:
+# left out of the digest while at that value, so the caches stay valid (the weights are hashed in full).
+_LATE_MODEL_FIELDS = {"layer_norm_eps": 1e-5, "drop_path": 0.0}
+
+
+def encoder_digest(encoder) -> str:
+    """A short hash of the encoder's config and weights (the prototype's, see _LATE_MODEL_FIELDS)."""
+    cfg = encoder.cfg
+    kept = [f for f in dataclasses.fields(cfg)
+            if not (f.name in _LATE_MODEL_FIELDS and getattr(cfg, f.name) == _LATE_MODEL_FIELDS[f.name])]
+    text = f"{type(cfg).__name__}(" + ", ".join(f"{f.name}={getattr(cfg, f.name)!r}" for f in kept) + ")"
+    h = hashlib.sha1(text.encode())
+    for name, tensor in sorted(encoder.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def cache_root(cache_dir, encoder, icfg: MotionInputConfig) -> Path:
+    h = hashlib.sha1((encoder_digest(encoder) + icfg.key()).encode()).hexdigest()[:16]
+    return Path(cache_dir) / h
+
+
+def feature_path(root: Path, gran: Granularity, video: str) -> Path:
+    return root / f"{gran.name}_s{gran.span_s:g}_h{gran.hop_s:g}" / f"{video}.npz"
+
+
+def _read_features(path: Path, num_steps: int) -> dict[str, np.ndarray] | None:
+    """A cached granularity, or None when absent, unreadable or for another grid length."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            out = {k: z[k].astype(np.float32) for k in z.files}
+    except (OSError, ValueError) as e:
+        log.warning("re-encoding %s: unreadable cache (%s)", path, e)
+        return None
+    if set(out) != {"rows", "regions", "region_std"} or any(len(v) != num_steps for v in out.values()):
+        log.warning("re-encoding %s: cached for another grid", path)
+        return None
+    return out
+
+
+def _half(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: v.astype(np.float16).astype(np.float32) for k, v in arrays.items()}
+
+
+def load_or_encode(encoder, sv: st.StableVideo, icfg: MotionInputConfig, cache_dir, grans=DEFAULT_GRANULARITIES,
+                   root: Path | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """encode_video rounded to float16 (the cache's precision, so a cached and an uncached call agree exactly),
+    cached per granularity and video; cache_dir None: nothing is written."""
+    if cache_dir is None and root is None:
+        return {name: _half(v) for name, v in encode_video(encoder, sv, icfg, grans).items()}
+    root = Path(root) if root is not None else cache_root(cache_dir, encoder, icfg)
+    out = {g.name: _read_features(feature_path(root, g, sv.video), len(sv.crops)) for g in grans}
+    todo = [g for g in grans if out[g.name] is None]
+    if todo:
+        fresh = encode_video(encoder, sv, icfg, todo)
+        for g in todo:
+            out[g.name] = _half(fresh[g.name])
+            with atomic_path(feature_path(root, g, sv.video), suffix=".npz") as tmp, open(tmp, "wb") as f:
+                np.savez(f, **{k: v.astype(np.float16) for k, v in out[g.name].items()})
+        write_text(root / "input.json", icfg.key())
+    return out
