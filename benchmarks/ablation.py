@@ -4,13 +4,14 @@
         --encoder runs/demo/pretrain/<digest>/lgi_tiny [--variants a,b,...] [key=value ...]
 
 Variants (each one spotting.loso run in OUT/<variant>, the protocol's finished folds skipped on a rerun):
-  logistic_cues       per-frame logistic fusion of the flow cues, peaks, fitted widths (the spotter before the
-                      detector)
-  logistic_full       the same fusion of the heads' curves (frozen encoder, --encoder or scratch) and the cues
-  detector_cues       the temporal detector on the flow cues and region pair motion (no encoder)
-  detector_scratch    the detector on the heads' curves of a randomly initialised encoder, no flow
-  detector_pretrained the detector on the heads' curves of the pretrained encoder (--encoder), no flow
-  detector_full       the detector on heads + cues + pair motion: the full system
+  logistic_cues                per-frame logistic fusion of the flow cues, peaks, fitted widths (the spotter
+                               before the detector)
+  detector_cues                the temporal detector on the flow cues and region pair motion (no encoder)
+  detector_encoder_scratch     the detector on pooled features of a randomly initialised encoder looking at the
+                               stabilised face (spotting.encoder_channels), no flow
+  detector_encoder_pretrained  the same with the pretrained encoder (--encoder)
+  detector_full                the detector on flow cues + encoder features (--encoder, or scratch without it)
+  detector_heads               the detector on flow cues + the spotting heads' curves (frozen encoder, raw crops)
 The flow-only baseline (no learning) is scored on the same videos by every run. Flow cues are computed once and
 shared through OUT/shared (they hold no labels), encoder features once per encoder in OUT/features.
 Writes OUT/ablation.json and OUT/ablation.md (the README table) over every variant finished in OUT, and prints it.
@@ -32,13 +33,17 @@ from spotting.loso import LosoConfig, run_loso  # noqa: E402
 
 # name: (table label, changes to the LOSO config)
 VARIANTS = {
-    "logistic_cues": ("logistic fusion of flow cues", {"spotter": "logistic", "fusion.use_model": False}),
-    "logistic_full": ("logistic fusion of heads + flow cues", {"spotter": "logistic"}),
-    "detector_cues": ("detector on flow cues only", {"fusion.use_model": False}),
-    "detector_scratch": ("detector on encoder heads only, scratch", {"finetune.model.encoder": None,
-                                                                     "fusion.use_cues": False}),
-    "detector_pretrained": ("detector on encoder heads only, pretrained", {"fusion.use_cues": False}),
-    "detector_full": ("detector on heads + flow cues (full system)", {}),
+    "logistic_cues": ("logistic fusion of flow cues", {"spotter": "logistic", "fusion.use_model": False,
+                                                        "fusion.use_encoder": False}),
+    "detector_cues": ("detector on flow cues only", {"fusion.use_model": False, "fusion.use_encoder": False}),
+    "detector_encoder_scratch": ("detector on encoder features only, scratch", {
+        "finetune.model.encoder": None, "fusion.use_model": False, "fusion.use_cues": False,
+        "fusion.use_encoder": True}),
+    "detector_encoder_pretrained": ("detector on encoder features only, pretrained", {
+        "fusion.use_model": False, "fusion.use_cues": False, "fusion.use_encoder": True}),
+    "detector_full": ("detector on flow cues + encoder features (full system)", {}),
+    "detector_heads": ("detector on flow cues + spotting heads' curves", {"fusion.use_model": True,
+                                                                         "fusion.use_encoder": False}),
 }
 SHARED = ("cues", "faces")  # label-free caches every run may reuse
 
@@ -96,7 +101,7 @@ def main(argv=None) -> int:
     unknown = sorted(set(args.variants) - set(VARIANTS))
     if unknown:
         parser.error(f"unknown variants {unknown}: choose from {list(VARIANTS)}")
-    if any(v.startswith("pretrained") for v in args.variants) and not args.encoder:
+    if any("pretrained" in v for v in args.variants) and not args.encoder:
         parser.error("--encoder is needed for the pretrained variants")
     logging.basicConfig(level=logging.WARNING)
 

@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 MANIFEST = "spotter.json"
 HEADS = "heads.safetensors"
 FILES = ("encoder/model.safetensors", "encoder/config.json", HEADS)  # what save_spotter writes
-OPTIONAL_FILES = ("fusion.json", "detector.json", "cues.json")  # recorded when present at save time
+# recorded when present at save time
+OPTIONAL_FILES = ("fusion.json", "detector.json", "cues.json", "encoder_input.json")
 RESTORE = "retrain the spotter, or copy the whole model folder again"
 
 

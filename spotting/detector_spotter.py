@@ -30,7 +30,7 @@ from data.common.tables import empty_intervals
 from spotting import detector as dt
 from spotting import detector_decode as dd
 from spotting import intervals as iv
-from spotting.channels import CUE, FLOW, Channel, VideoFeatures
+from spotting.channels import CUE, ENCODER, FLOW, Channel, VideoFeatures
 from spotting.detector_select import choose
 from spotting.protocol import loso_splits
 
@@ -48,6 +48,7 @@ class DetectorSpotterConfig(Config):
     threshold_grid: int = setting(40, ge=2)  # score thresholds tried: quantiles of the inner boxes' scores
     micro_inside_macro: float = setting(0.5, ge=0, le=1)
     final_models: int = setting(1, ge=1)  # detectors trained on all training subjects, outputs averaged
+    encoder_pca: int = setting(64, ge=0)  # encoder channels -> this many principal components (0: all)
 
     def check(self) -> None:
         if not self.checkpoints:
@@ -87,21 +88,64 @@ def design(item: VideoFeatures, channels: list[Channel]) -> np.ndarray:
     return x
 
 
+PCA_STEPS = 4000  # time steps (evenly spaced) the principal directions are computed from: enough for 64
+
+
+def principal_directions(x: np.ndarray, k: int) -> np.ndarray:
+    """[k, C]: the leading principal directions of channels x [C, N]."""
+    x = x[:, np.linspace(0, x.shape[1] - 1, min(x.shape[1], PCA_STEPS)).astype(np.int64)]
+    xc = x - x.mean(1, keepdims=True)
+    _, vecs = np.linalg.eigh((xc @ xc.T) / xc.shape[1])
+    return vecs[:, ::-1][:, :k].T.astype(np.float32)
+
+
+def per_video_standardise(x: np.ndarray) -> np.ndarray:
+    """[C, N]: each channel to zero mean, unit std over the video."""
+    return ((x - x.mean(1, keepdims=True)) / (x.std(1, keepdims=True) + 1e-6)).astype(np.float32)
+
+
 @dataclasses.dataclass
 class Normaliser:
-    """The channels a detector reads, with the training videos' per-channel mean and std on the grid."""
+    """The channels a detector reads and how they become its input [C, N] on the grid. Encoder channels come
+    first: with `basis`, projected on the leading principal directions of the training videos (thousands of
+    pooled features, strongly correlated, would otherwise dominate the detector's first layer and its cost) and
+    standardised per video again. Every other channel is standardised with the training videos' mean and std."""
     channels: list[Channel]
-    mean: list[float]
+    mean: list[float]  # of the channels that are not encoder channels, in `channels` order
     std: list[float]
+    basis: list[list[float]] | None = None  # [k, encoder channels]
+
+    @property
+    def groups(self) -> tuple[list[Channel], list[Channel]]:
+        return ([c for c in self.channels if c.set == ENCODER], [c for c in self.channels if c.set != ENCODER])
+
+    @property
+    def width(self) -> int:
+        encoder, other = self.groups
+        return (len(self.basis) if self.basis else len(encoder)) + len(other)
 
     @classmethod
-    def fit(cls, items: list[VideoFeatures], channels: list[Channel], rate_hz: float) -> Normaliser:
-        cat = np.concatenate([on_grid(design(it, channels), it.fps, rate_hz) for it in items], 1)
-        return cls(channels, cat.mean(1).tolist(), (cat.std(1) + 1e-6).tolist())
+    def fit(cls, items: list[VideoFeatures], channels: list[Channel], rate_hz: float, pca: int = 0) -> Normaliser:
+        norm = cls(channels, [], [])
+        encoder, other = norm.groups
+        if other:
+            cat = np.concatenate([on_grid(design(it, other), it.fps, rate_hz) for it in items], 1)
+            norm.mean, norm.std = cat.mean(1).tolist(), (cat.std(1) + 1e-6).tolist()
+        if encoder and 0 < pca < len(encoder):
+            cat = np.concatenate([on_grid(design(it, encoder), it.fps, rate_hz) for it in items], 1)
+            norm.basis = principal_directions(cat, pca).tolist()
+        return norm
 
     def apply(self, item: VideoFeatures, rate_hz: float) -> np.ndarray:
-        x = on_grid(design(item, self.channels), item.fps, rate_hz)
-        return ((x - np.array(self.mean)[:, None]) / np.array(self.std)[:, None]).astype(np.float32)
+        encoder, other = self.groups
+        parts = []
+        if encoder:
+            x = on_grid(design(item, encoder), item.fps, rate_hz)
+            parts.append(per_video_standardise(np.asarray(self.basis, np.float32) @ x) if self.basis else x)
+        if other:
+            x = on_grid(design(item, other), item.fps, rate_hz)
+            parts.append((x - np.array(self.mean)[:, None]) / np.array(self.std)[:, None])
+        return np.concatenate(parts, 0).astype(np.float32)
 
 
 def events_on_grid(gt_video: pd.DataFrame, fps: float, rate_hz: float) -> np.ndarray:
@@ -115,7 +159,7 @@ def train_and_score(train: list[VideoFeatures], test: list[VideoFeatures], gt: p
                     seed: int, at: list[int]) -> dict[int, dict[str, list]]:
     """{training length: {test video: raw outputs}} of one detector trained on `train` (normalised on it)."""
     rate = cfg.detector.rate_hz
-    norm = Normaliser.fit(train, channels, rate)
+    norm = Normaliser.fit(train, channels, rate, cfg.encoder_pca)
     xs = [norm.apply(it, rate) for it in train]
     events = [events_on_grid(gt[gt["video"] == it.video], it.fps, rate) for it in train]
     xs_test = [norm.apply(it, rate) for it in test]
@@ -168,7 +212,7 @@ class DetectorSpotter:
     def to_dict(self) -> dict:
         return {"format": self.FORMAT, "config": to_dict(self.config), "selection": self.selection,
                 "channels": [dataclasses.asdict(c) for c in self.norm.channels],
-                "mean": self.norm.mean, "std": self.norm.std}
+                "mean": self.norm.mean, "std": self.norm.std, "basis": self.norm.basis}
 
     def save(self, folder) -> Path:
         """FOLDER/detector_<i>.safetensors, then FOLDER/detector.json (last: with their checksums)."""
@@ -196,10 +240,10 @@ class DetectorSpotter:
                             field="format", fix=fix)
         check_folder(folder, raw["files"], fix)
         cfg = build(DetectorSpotterConfig, raw["config"], str(path), "config.")
-        norm = Normaliser([Channel(**c) for c in raw["channels"]], raw["mean"], raw["std"])
+        norm = Normaliser([Channel(**c) for c in raw["channels"]], raw["mean"], raw["std"], raw["basis"])
         models = []
         for name in sorted(raw["files"]):
-            model = dt.TemporalDetector(len(norm.channels), cfg.detector)
+            model = dt.TemporalDetector(norm.width, cfg.detector)
             model.load_state_dict(load_file(str(folder / name)))
             models.append(model.eval())
         return cls(cfg, norm, raw["selection"], models)
@@ -242,7 +286,7 @@ def fit_spotter(items: list[VideoFeatures], gt: pd.DataFrame, sets: tuple[str, .
                         fix="enable fusion.use_model or fusion.use_cues")
     selection = inner_selection(items, gt, channels, cfg)
     rate = cfg.detector.rate_hz
-    norm = Normaliser.fit(items, channels, rate)
+    norm = Normaliser.fit(items, channels, rate, cfg.encoder_pca)
     xs = [norm.apply(it, rate) for it in items]
     events = [events_on_grid(gt[gt["video"] == it.video], it.fps, rate) for it in items]
     models = [dt.train_detector(xs, events, dataclasses.replace(cfg.detector, seed=FINAL_SEED + i),

@@ -24,7 +24,7 @@ from data.common.errors import ConfigError, DataError
 from data.common.tables import TYPES, empty_intervals
 from finetune.windows import frame_labels
 from spotting import intervals as iv
-from spotting.channels import CUE, MODEL, Channel, VideoFeatures
+from spotting.channels import CUE, ENCODER, MODEL, Channel, VideoFeatures
 from spotting.metric import evaluate
 
 
@@ -46,6 +46,9 @@ class FusionTypeConfig(Config):
 class FusionConfig(Config):
     use_model: bool = True  # the spotting heads' channels (spotting.channels MODEL)
     use_cues: bool = True  # the flow baseline's region channels (spotting.channels CUE)
+    # pooled encoder features of the stabilised face (spotting.encoder_channels; ENCODER): the detector reads
+    # them, the logistic fusion cannot (they speak for no one type)
+    use_encoder: bool = False
     # With both: per type, keep the model curves only where they raise that type's F1 on the training subjects'
     # out-of-sample scores over the cues alone (an undertrained encoder adds false positives, not events).
     select_model: bool = True
@@ -61,16 +64,17 @@ class FusionConfig(Config):
     micro_inside_macro: float = setting(0.5, ge=0, le=1)
 
     def check(self) -> None:
-        if not (self.use_model or self.use_cues):
-            raise ConfigError("fusion needs model scores, cues or both", field="use_model",
-                              fix="set use_model or use_cues to true")
+        if not (self.use_model or self.use_cues or self.use_encoder):
+            raise ConfigError("fusion needs model scores, cues or encoder channels", field="use_model",
+                              fix="set use_model, use_cues or use_encoder to true")
         for name in ("p_grid", "min_score_grid"):
             if not getattr(self, name):
                 raise ConfigError("needs at least one value", field=name)
 
     def sets(self) -> tuple[str, ...]:
         """The feature sets (spotting.channels) this fusion reads."""
-        return tuple(s for s, used in ((MODEL, self.use_model), (CUE, self.use_cues)) if used)
+        return tuple(s for s, used in ((MODEL, self.use_model), (CUE, self.use_cues), (ENCODER, self.use_encoder))
+                     if used)
 
 
 @dataclasses.dataclass

@@ -8,8 +8,9 @@ thresholds), then the heads are retrained on all training subjects and the held-
 frozen encoder's window features and the flow cues are computed once for all folds (they hold no labels).
 Writes <out>/folds/<subject>/{predictions.csv, detector_fit.json or fusion.json, fold.json}, the pooled
 <out>/predictions.csv, <out>/metrics.json + metrics.txt in the three metric variants, <out>/timeline.png, the
-flow baseline's results on the same videos (<out>/baseline_*), and (final_model) a spotter trained on every subject in <out>/model for
-`python -m spotting spot`. Finished folds are skipped on a rerun. Folds run as Ray tasks when `parallel` is set.
+flow baseline's results on the same videos (<out>/baseline_*), and (final_model) a spotter trained on every
+subject in <out>/model for `python -m spotting spot`. Finished folds are skipped on a rerun. Folds run as Ray
+tasks when `parallel` is set.
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ from spotting import fusion as fu
 from spotting import protocol
 from spotting.baseline import BaselineConfig
 from spotting.channels import FLOW, Channel, VideoFeatures, cue_channels, model_channels, video_features
+from spotting.encoder_channels import EncoderChannelsConfig, encoder_channels
 from spotting.metric import format_variants
 from spotting.plots import plot_timeline
 
@@ -57,6 +59,10 @@ class LosoConfig(Config):
     spotter: Literal["detector", "logistic"] = "detector"
     fusion: fu.FusionConfig = dataclasses.field(default_factory=fu.FusionConfig)
     detector: ds.DetectorSpotterConfig = dataclasses.field(default_factory=ds.DetectorSpotterConfig)
+    # fusion.use_encoder: how the encoder channels are made (the encoder is finetune.model's), and where their
+    # stabilised streams and features are cached (null: <out>/encoder_input; they hold no labels)
+    encoder_input: EncoderChannelsConfig = dataclasses.field(default_factory=EncoderChannelsConfig)
+    encoder_cache: str | None = None
     out: str = "runs/loso"
     # How a fold gets out-of-sample head scores for fitting fusion + thresholds on its training subjects:
     # "cross": every training subject scored by heads trained on the other training subjects (inner LOSO);
@@ -73,6 +79,9 @@ class LosoConfig(Config):
         return self.fusion.sets() + ((FLOW,) if self.fusion.use_cues else ())
 
     def check(self) -> None:
+        if self.fusion.use_encoder and self.spotter != "detector":
+            raise ConfigError("encoder channels speak for no one expression type: only the detector reads them",
+                              field="fusion.use_encoder", fix="set spotter=detector or fusion.use_encoder=false")
         if self.fusion.use_model and self.finetune.train.mode != "frozen":
             raise ConfigError(f"LOSO trains heads on cached frozen-encoder features, got mode "
                               f"{self.finetune.train.mode!r}", field="finetune.train.mode",
@@ -81,7 +90,8 @@ class LosoConfig(Config):
 
 @dataclasses.dataclass
 class Shared:
-    """What every fold reads: tables, cue channels, frozen features (None when the model is not used)."""
+    """What every fold reads: tables, label-free channels per video (cues, pair motion, encoder channels),
+    frozen window features for the heads (None when the heads are not used)."""
     videos: pd.DataFrame
     gt: pd.DataFrame
     cues: dict[str, dict[Channel, np.ndarray]]
@@ -209,13 +219,24 @@ def compute_cues(cfg: LosoConfig, videos: pd.DataFrame, out: Path) -> dict[str, 
             for r in tqdm(list(videos.itertuples(index=False)), desc="flow cues", unit="video")}
 
 
+def compute_encoder_channels(cfg: LosoConfig, videos: pd.DataFrame, encoder, out: Path) -> dict:
+    cache = Path(cfg.encoder_cache) if cfg.encoder_cache else out / "encoder_input"
+    return {str(r.video): encoder_channels(r.path, str(r.video), float(r.fps), int(r.num_frames), encoder,
+                                           cfg.encoder_input, cache)
+            for r in tqdm(list(videos.itertuples(index=False)), desc="encoder channels", unit="video")}
+
+
 def prepare(cfg: LosoConfig, out: Path) -> Shared:
     ft = cfg.finetune
     videos, gt = read_dataset(ft.data.root, "finetune.data.root")
-    cues = compute_cues(cfg, videos, out)
+    cues = compute_cues(cfg, videos, out) if cfg.fusion.use_cues else {}
     features, dim, tubelet = None, 0, 1
-    if cfg.fusion.use_model:
+    if cfg.fusion.use_model or cfg.fusion.use_encoder:
         encoder = load_encoder(ft.model.encoder, ft.model.name, ft.train.seed)
+    if cfg.fusion.use_encoder:  # label-free per-video channels, kept beside the cues
+        for video, channels in compute_encoder_channels(cfg, videos, encoder, out).items():
+            cues[video] = {**cues.get(video, {}), **channels}
+    if cfg.fusion.use_model:
         features = compute_features(encoder, videos, ft, ft.feature_cache or out / "features")
         dim, tubelet = encoder.cfg.dim, encoder.cfg.tubelet
     return Shared(videos, gt, cues, features, video_labels(videos, gt), dim, tubelet)
@@ -240,6 +261,8 @@ def final_model(cfg: LosoConfig, shared: Shared, out: Path) -> Path:
     if cfg.fusion.use_model:
         fit_heads(spotter, shared.features, shared.labels, protocol.videos_of(shared.videos, subjects), ft)
     write_json(folder / "cues.json", to_dict(cfg.baseline))
+    if cfg.fusion.use_encoder:
+        write_json(folder / "encoder_input.json", to_dict(cfg.encoder_input))
     store.save_spotter(spotter, ft, folder, {"subjects": subjects, "encoder_source": ft.model.encoder, **split})
     return folder
 

@@ -38,6 +38,7 @@ from spotting import fusion as fu
 from spotting.baseline import BaselineConfig
 from spotting.channels import (
     CUE,
+    ENCODER,
     FLOW,
     MODEL,
     Channel,
@@ -48,6 +49,7 @@ from spotting.channels import (
     video_features,
 )
 from spotting.detector_spotter import DetectorSpotter
+from spotting.encoder_channels import EncoderChannelsConfig, encoder_channels
 from spotting.intervals import to_frame
 from spotting.plots import plot_timeline
 
@@ -86,6 +88,14 @@ def reader_sets(reader) -> set[str]:
     if isinstance(reader, DetectorSpotter):
         return {c.set for c in reader.norm.channels}
     return set(reader.config.sets())
+
+
+def load_encoder_input(model_dir: Path) -> EncoderChannelsConfig:
+    path = model_dir / "encoder_input.json"
+    if not path.is_file():
+        raise DataError("the detector reads encoder channels but their config is missing", path=path,
+                        fix="copy the whole model folder that `python -m spotting loso` wrote")
+    return build(EncoderChannelsConfig, json.loads(path.read_text()), str(path))
 
 
 def align_faces(video: Path, size: int, track_path: Path) -> tuple[np.ndarray, dict]:
@@ -191,6 +201,9 @@ def spot(video, model_dir, out_dir, already_aligned: bool = False) -> dict:
             bcfg = load_baseline_config(model_dir)
             cues = (frame_cue_channels(faces, info["fps"], bcfg, None, name=str(video)) if already_aligned
                     else cue_channels(video, bcfg, cue_cache))
+        if ENCODER in reader_sets(reader):  # the stabilised face from the video itself, as in LOSO
+            cues = {**(cues or {}), **encoder_channels(video, video.stem, info["fps"], len(faces), spotter.encoder,
+                                                      load_encoder_input(model_dir))}
         clock.done("flow cues")
     model = None
     if MODEL in reader_sets(reader):

@@ -132,6 +132,10 @@ def test_a_saved_detector_gives_the_same_boxes_and_refuses_a_damaged_file(bump_s
 
 def test_bad_detector_settings_are_refused():
     from data.common.errors import ConfigError
+    from spotting.loso import LosoConfig
+
+    with pytest.raises(ConfigError, match="fusion.use_encoder"):
+        LosoConfig(spotter="logistic", fusion=dataclasses.replace(LosoConfig().fusion, use_encoder=True))
 
     with pytest.raises(ConfigError, match="nms_grid"):
         ds.DetectorSpotterConfig(nms_grid=["gaussian:0.5"])
@@ -140,28 +144,31 @@ def test_bad_detector_settings_are_refused():
 
 
 @pytest.fixture(scope="module")
-def cue_loso(tiny_spotting_set, tmp_path_factory, one_torch_thread_module):
-    """A cue-only detector LOSO run with its final model (in this process, folds one after another)."""
+def full_loso(tiny_spotting_set, tmp_path_factory, one_torch_thread_module):
+    """A detector LOSO run on flow cues + encoder channels, with its final model (in this process, folds one
+    after another)."""
     from data.common.config import load_config
     from spotting import loso
 
-    out = tmp_path_factory.mktemp("cue_loso") / "loso"
+    out = tmp_path_factory.mktemp("full_loso") / "loso"
     cfg = load_config("configs/spotting/loso.yaml", loso.LosoConfig, [
         f"finetune.data.root={tiny_spotting_set}", f"out={out}", "parallel=false", "fusion.use_model=false",
-        *TINY_DETECTOR_OVERRIDES])
+        "fusion.use_encoder=true", "detector.encoder_pca=8", *TINY_DETECTOR_OVERRIDES])
     loso.run_loso(cfg)
     return cfg, loso.prepare(cfg, out)
 
 
-def test_spot_gives_exactly_the_intervals_of_the_loso_code_path(cue_loso, tmp_path):
+def test_spot_gives_exactly_the_intervals_of_the_loso_code_path(full_loso, tmp_path):
     from spotting import loso
+    from spotting.channels import ENCODER, FLOW
     from spotting.spot import spot
 
-    cfg, shared = cue_loso
+    cfg, shared = full_loso
     model = Path(cfg.out) / "model"
     spotter = ds.DetectorSpotter.load(model)
     row = shared.videos.iloc[0]
     item = loso.features_for(shared, [str(row.video)], None)[0]
+    assert {c.set for c in spotter.norm.channels} == {CUE, FLOW, ENCODER} and len(spotter.norm.basis) == 8
     expected = spotter.predict([item])
     summary = spot(Path(cfg.finetune.data.root) / row.path, model, tmp_path / "spot")
     got = pd.read_csv(tmp_path / "spot" / f"{Path(row.path).stem}.csv", keep_default_na=False)

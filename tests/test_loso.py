@@ -23,7 +23,8 @@ def loso_cfg(tiny_spotting_set, tiny_finetune_overrides, tiny_loso_run):
     out = tiny_loso_run[1]  # reuse its cached flow cues and encoder features
     return load_config("configs/spotting/loso.yaml", loso.LosoConfig, [
         f"finetune.data.root={tiny_spotting_set}", f"out={out}",
-        "parallel=false", *[f"finetune.{o}" for o in tiny_finetune_overrides]])
+        "parallel=false", "fusion.use_model=true", "fusion.use_encoder=false",  # the logistic fusion's inputs
+        *[f"finetune.{o}" for o in tiny_finetune_overrides]])
 
 
 @pytest.fixture(scope="module")

@@ -53,10 +53,11 @@ def counts(metrics_file: Path) -> dict:
 
 
 def short_loso(data: Path, out: Path) -> dict:
-    """`python -m spotting loso` on flow cues only (fusion.use_model=false), which also scores the flow baseline
+    """`python -m spotting loso` on flow cues only (no heads, no encoder channels), which also scores the flow baseline
     on the same videos: {"loso": megc counts, "baseline": megc counts, "folds": held-out subjects}."""
     proc = run("spotting", "loso", "--config", "configs/spotting/loso.yaml", f"finetune.data.root={data}",
-               f"out={out}", "fusion.use_model=false", "parallel=false", "final_model=false",
+               f"out={out}", "fusion.use_model=false", "fusion.use_encoder=false", "parallel=false",
+               "final_model=false",
                *TINY_DETECTOR_OVERRIDES)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {"loso": counts(out / "metrics.json"), "baseline": counts(out / "baseline_metrics.json"),

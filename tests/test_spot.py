@@ -36,7 +36,7 @@ def test_spot_on_carphone_writes_csv_json_png(carphone_spot):
     png = (out / "carphone_pristine_timeline.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     curves = np.load(out / "carphone_pristine_curves.npz")
-    assert curves["fused__micro"].shape == (120,) and curves["micro__micro_present"].shape == (120,)
+    assert curves["fused__micro"].shape == (120,) and curves["encoder__micro__brows__mean0"].shape == (120,)
     assert "frames/s" in result.stdout
 
 
