@@ -82,8 +82,8 @@ class LosoConfig(Config):
         if self.fusion.use_encoder and self.spotter != "detector":
             raise ConfigError("encoder channels speak for no one expression type: only the detector reads them",
                               field="fusion.use_encoder", fix="set spotter=detector or fusion.use_encoder=false")
-        if self.fusion.use_model and self.finetune.train.mode != "frozen":
-            raise ConfigError(f"LOSO trains heads on cached frozen-encoder features, got mode "
+        if (self.fusion.use_model or self.fusion.use_encoder) and self.finetune.train.mode != "frozen":
+            raise ConfigError(f"LOSO reads a frozen encoder (cached features), got mode "
                               f"{self.finetune.train.mode!r}", field="finetune.train.mode",
                               fix="set finetune.train.mode=frozen (partial/full fine-tuning: python -m finetune)")
 

@@ -170,7 +170,8 @@ def test_loso_cli_writes_folds_pooled_metrics_and_resumes(tiny_loso_run, tiny_sp
 
 def test_loso_rejects_a_config_without_inputs(tmp_path):
     run = subprocess.run([sys.executable, "-m", "spotting", "loso", "--config", "configs/spotting/loso.yaml",
-                          "fusion.use_model=false", "fusion.use_cues=false", f"out={tmp_path}"],
+                          "fusion.use_model=false", "fusion.use_cues=false", "fusion.use_encoder=false",
+                          f"out={tmp_path}"],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "fusion.use_model" in run.stderr
 
