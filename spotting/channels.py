@@ -97,7 +97,7 @@ def frame_cue_channels(frames: np.ndarray, fps: float, bcfg: bl.BaselineConfig, 
 def region_channels(result: dict, bcfg: bl.BaselineConfig) -> dict[Channel, np.ndarray]:
     """Region curves (spotting.baseline.video_region_curves' result) -> the cue and flow channels."""
     curves, fps, n = result["curves"], result["fps"], result["num_frames"]
-    out = pair_channels(curves, bl.needed_ks(bcfg, fps), n)
+    out = pair_channels(curves, bl.needed_ks(bcfg, fps))
     for kind in TYPES:
         out[Channel(CUE, kind, "all", "motion")] = bl.type_score(curves, bcfg, kind, fps, n)
         for region in fl.REGIONS:
@@ -105,7 +105,7 @@ def region_channels(result: dict, bcfg: bl.BaselineConfig) -> dict[Channel, np.n
     return out
 
 
-def pair_channels(curves: dict, ks: list[int], num_frames: int) -> dict[Channel, np.ndarray]:
+def pair_channels(curves: dict, ks: list[int]) -> dict[Channel, np.ndarray]:
     """FLOW channels: each frame gap's region motion (flow and strain), less its median over the video, centred
     (the value at frame j is the pair around j, not the pair ending there), so a detector sees where and how
     fast the face moves rather than only the baseline's apex score."""
@@ -115,7 +115,8 @@ def pair_channels(curves: dict, ks: list[int], num_frames: int) -> dict[Channel,
         for f, feature in enumerate(fl.FEATURES[:2]):
             vals = np.clip(curves[k][f] - np.median(curves[k][f], axis=0), 0, None)  # [T, R]
             centred = np.zeros_like(vals)
-            centred[shift:] = vals[:num_frames - shift]
+            if shift < len(vals):  # a video shorter than half the gap has no pair to centre: zeros
+                centred[shift:] = vals[:len(vals) - shift]
             for r, region in enumerate(fl.REGIONS):
                 out[Channel(FLOW, ANY, f"gap{i}.{region}", feature)] = centred[:, r]
     return out

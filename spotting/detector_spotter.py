@@ -27,11 +27,14 @@ from data.common.checksums import check_folder, folder_record
 from data.common.config import Config, build, setting, to_dict
 from data.common.errors import ConfigError, DataError
 from data.common.tables import empty_intervals
+from data.faces.stabilise import grid_length
 from spotting import detector as dt
 from spotting import detector_decode as dd
 from spotting import intervals as iv
-from spotting.channels import CUE, ENCODER, FLOW, Channel, VideoFeatures
+from spotting.channels import ENCODER, Channel, VideoFeatures
 from spotting.detector_select import choose
+from spotting.encoder_channels import per_video_standardise
+from spotting.fusion import design
 from spotting.protocol import loso_splits
 
 log = logging.getLogger(__name__)
@@ -62,14 +65,10 @@ class DetectorSpotterConfig(Config):
 
 # ---- inputs on the grid ----------------------------------------------------------------------------------------
 
-def grid_steps(num_frames: int, fps: float, rate_hz: float) -> int:
-    return max(1, int(round(num_frames / fps * rate_hz)))
-
-
 def on_grid(x: np.ndarray, fps: float, rate_hz: float) -> np.ndarray:
     """Per-frame channels [T, C] -> [C, N] on the grid: the mean of the frames inside each grid step (a video
     at the grid rate is unchanged), or linear interpolation at the step centres for a slower video."""
-    t, n = x.shape[0], grid_steps(x.shape[0], fps, rate_hz)
+    t, n = x.shape[0], grid_length(x.shape[0], fps, rate_hz)
     if fps >= rate_hz:
         step = np.minimum((np.arange(t) * rate_hz / fps).astype(np.int64), n - 1)
         total = np.zeros((n, x.shape[1]))
@@ -78,14 +77,6 @@ def on_grid(x: np.ndarray, fps: float, rate_hz: float) -> np.ndarray:
         return (total / np.maximum(count, 1)).T.astype(np.float32)
     centres = (np.arange(n) + 0.5) / rate_hz * fps - 0.5
     return np.stack([np.interp(centres, np.arange(t), x[:, c]) for c in range(x.shape[1])]).astype(np.float32)
-
-
-def design(item: VideoFeatures, channels: list[Channel]) -> np.ndarray:
-    """[T, C]: flow magnitudes log1p-compressed (long tails), head probabilities as they are."""
-    x = item.matrix(channels)
-    flow = np.array([c.set in (CUE, FLOW) for c in channels])
-    x[:, flow] = np.log1p(np.clip(x[:, flow], 0, None))
-    return x
 
 
 PCA_STEPS = 4000  # time steps (evenly spaced) the principal directions are computed from: enough for 64
@@ -97,11 +88,6 @@ def principal_directions(x: np.ndarray, k: int) -> np.ndarray:
     xc = x - x.mean(1, keepdims=True)
     _, vecs = np.linalg.eigh((xc @ xc.T) / xc.shape[1])
     return vecs[:, ::-1][:, :k].T.astype(np.float32)
-
-
-def per_video_standardise(x: np.ndarray) -> np.ndarray:
-    """[C, N]: each channel to zero mean, unit std over the video."""
-    return ((x - x.mean(1, keepdims=True)) / (x.std(1, keepdims=True) + 1e-6)).astype(np.float32)
 
 
 @dataclasses.dataclass
@@ -141,7 +127,7 @@ class Normaliser:
         parts = []
         if encoder:
             x = on_grid(design(item, encoder), item.fps, rate_hz)
-            parts.append(per_video_standardise(np.asarray(self.basis, np.float32) @ x) if self.basis else x)
+            parts.append(per_video_standardise((np.asarray(self.basis, np.float32) @ x).T).T if self.basis else x)
         if other:
             x = on_grid(design(item, other), item.fps, rate_hz)
             parts.append((x - np.array(self.mean)[:, None]) / np.array(self.std)[:, None])
@@ -175,7 +161,7 @@ def train_and_score(train: list[VideoFeatures], test: list[VideoFeatures], gt: p
 def candidates(runs: list[dict[str, list]], items: list[VideoFeatures], rate_hz: float, dcfg) -> dict:
     """Several detectors' raw outputs of each video -> averaged -> unsuppressed candidates {video: [M, 4]}."""
     return {it.video: dd.decode(dd.average_outputs([r[it.video] for r in runs]),
-                                grid_steps(it.num_frames, it.fps, rate_hz), dcfg) for it in items}
+                                grid_length(it.num_frames, it.fps, rate_hz), dcfg) for it in items}
 
 
 # ---- the fitted spotter ----------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from data.common.errors import ConfigError, DataError
 from data.common.tables import TYPES, empty_intervals
 from finetune.windows import frame_labels
 from spotting import intervals as iv
-from spotting.channels import CUE, ENCODER, MODEL, Channel, VideoFeatures
+from spotting.channels import CUE, ENCODER, FLOW, MODEL, Channel, VideoFeatures
 from spotting.metric import evaluate
 
 
@@ -137,9 +137,10 @@ class Fusion:
 
 
 def design(item: VideoFeatures, channels: list[Channel]) -> np.ndarray:
-    """[num_frames, channels]; cues are compressed with log1p (flow magnitudes have long tails)."""
+    """[num_frames, channels]; flow magnitudes (cues, pair motion) are compressed with log1p (long tails); head
+    probabilities and encoder features stay as they are."""
     x = item.matrix(channels)
-    cue = np.array([c.set == CUE for c in channels])
+    cue = np.array([c.set in (CUE, FLOW) for c in channels])
     x[:, cue] = np.log1p(np.clip(x[:, cue], 0, None))
     return x
 
