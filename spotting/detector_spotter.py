@@ -158,10 +158,10 @@ def train_and_score(train: list[VideoFeatures], test: list[VideoFeatures], gt: p
     return out
 
 
-def candidates(runs: list[dict[str, list]], items: list[VideoFeatures], rate_hz: float, dcfg) -> dict:
+def candidates(runs: list[dict[str, list]], items: list[VideoFeatures], dcfg: dt.DetectorConfig) -> dict:
     """Several detectors' raw outputs of each video -> averaged -> unsuppressed candidates {video: [M, 4]}."""
     return {it.video: dd.decode(dd.average_outputs([r[it.video] for r in runs]),
-                                grid_length(it.num_frames, it.fps, rate_hz), dcfg) for it in items}
+                                grid_length(it.num_frames, it.fps, dcfg.rate_hz), dcfg) for it in items}
 
 
 # ---- the fitted spotter ----------------------------------------------------------------------------------------
@@ -180,10 +180,9 @@ class DetectorSpotter:
 
     def boxes(self, item: VideoFeatures) -> np.ndarray:
         """Suppressed boxes [M, 4] (onset_s, end_s, score, class) of one video."""
-        rate = self.config.detector.rate_hz
-        x = self.norm.apply(item, rate)
-        cand = candidates([{item.video: dt.raw_outputs(m, x)} for m in self.models], [item], rate,
-                          self.config.detector)
+        dcfg = self.config.detector
+        x = self.norm.apply(item, dcfg.rate_hz)
+        cand = candidates([{item.video: dt.raw_outputs(m, x)} for m in self.models], [item], dcfg)
         return dd.suppress_all(cand[item.video], self.selection["nms"])
 
     def spot_item(self, item: VideoFeatures) -> list[iv.Interval]:
@@ -250,7 +249,7 @@ def inner_selection(items: list[VideoFeatures], gt: pd.DataFrame, channels: list
         test_items = [it for it in items if it.subject == test]
         run = train_and_score(train, test_items, gt, channels, cfg, 0, sorted(cfg.checkpoints))
         for c in cfg.checkpoints:
-            cands[c].update(candidates([run[c]], test_items, cfg.detector.rate_hz, cfg.detector))
+            cands[c].update(candidates([run[c]], test_items, cfg.detector))
     choices = {c: choose(cands[c], items, gt, cfg.nms_grid, cfg.threshold_grid, cfg.micro_inside_macro)
                for c in cfg.checkpoints}
     best = max(cfg.checkpoints, key=lambda c: (choices[c]["inner_overall_f1"], -c))

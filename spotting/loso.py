@@ -110,10 +110,15 @@ def split_subjects(train: list[str], val_count: int) -> tuple[list[str], list[st
     return train[:-val_count], train[-val_count:]
 
 
+def set_fold_threads(cfg: LosoConfig) -> None:
+    """One torch thread per Ray fold task (two processes on two cores: more threads is ~50x slower)."""
+    torch.set_num_threads(max(1, cfg.cpus_per_fold if cfg.parallel else cfg.finetune.train.threads))
+
+
 def model_curves(cfg: LosoConfig, shared: Shared, train_videos: list[str], videos: list[str]) -> dict:
     """Head probabilities {video: {granularity: [T, 4]}} for `videos`, heads trained on `train_videos` only."""
     ft = cfg.finetune
-    torch.set_num_threads(max(1, cfg.cpus_per_fold if cfg.parallel else ft.train.threads))
+    set_fold_threads(cfg)
     out: dict[str, dict[str, np.ndarray]] = {v: {} for v in videos}
     nframes = dict(zip(shared.videos["video"].astype(str), shared.videos["num_frames"]))
     for g in ft.granularities:
@@ -165,6 +170,14 @@ def fit_fold_fusion(cfg: LosoConfig, shared: Shared, train_subjects: list[str]) 
     return fu.fit_and_choose(features_for(shared, videos, model), gt_train, cfg.fusion), split
 
 
+def heldout_features(cfg: LosoConfig, shared: Shared, test_subject: str, heads_on: list[str]) -> list[VideoFeatures]:
+    """The held-out subject's channels; with the heads in use, their curves from heads trained on `heads_on`."""
+    test_videos = protocol.videos_of(shared.videos, [test_subject])
+    model = (model_curves(cfg, shared, protocol.videos_of(shared.videos, heads_on), test_videos)
+             if cfg.fusion.use_model else None)
+    return features_for(shared, test_videos, model)
+
+
 @dataclasses.dataclass
 class FusionFolds:
     """The fold runner of the SpotMAE spotter (spotting.protocol): heads + fusion fitted on the training subjects;
@@ -175,12 +188,8 @@ class FusionFolds:
     def __call__(self, split: protocol.Split) -> protocol.FoldResult:
         cfg, shared, train = self.cfg, self.shared, list(split.train)
         fusion, inner = fit_fold_fusion(cfg, shared, train)
-        test_videos = protocol.videos_of(shared.videos, [split.test])
-        model = None
-        if cfg.fusion.use_model:
-            heads_on = inner.get("inner_train", train) if not cfg.retrain_on_all else train
-            model = model_curves(cfg, shared, protocol.videos_of(shared.videos, heads_on), test_videos)
-        pred = fu.predict(fusion, features_for(shared, test_videos, model))
+        heads_on = inner.get("inner_train", train) if not cfg.retrain_on_all else train
+        pred = fu.predict(fusion, heldout_features(cfg, shared, split.test, heads_on))
         return protocol.FoldResult(pred, {**inner, "fusion": fusion.to_dict()}, {"fusion.json": fusion.to_dict()})
 
 
@@ -194,17 +203,14 @@ class DetectorFolds:
     def __call__(self, split: protocol.Split) -> protocol.FoldResult:
         cfg, shared, train = self.cfg, self.shared, list(split.train)
         spotter, inner = fit_fold_detector(cfg, shared, train)
-        test_videos = protocol.videos_of(shared.videos, [split.test])
-        model = (model_curves(cfg, shared, protocol.videos_of(shared.videos, train), test_videos)
-                 if cfg.fusion.use_model else None)
-        pred = spotter.predict(features_for(shared, test_videos, model))
+        pred = spotter.predict(heldout_features(cfg, shared, split.test, train))
         return protocol.FoldResult(pred, {**inner, "detector": spotter.selection},
                                    {"detector_fit.json": spotter.to_dict()})
 
 
 def fit_fold_detector(cfg: LosoConfig, shared: Shared, train_subjects: list[str]) -> tuple[ds.DetectorSpotter, dict]:
     """The detector on the training subjects' videos; head curves out-of-sample (inner cross-fitting)."""
-    torch.set_num_threads(max(1, cfg.cpus_per_fold if cfg.parallel else cfg.finetune.train.threads))
+    set_fold_threads(cfg)
     _, model, split = inner_scores(dataclasses.replace(cfg, inner="cross"), shared, train_subjects)
     videos = protocol.videos_of(shared.videos, train_subjects)
     gt_train = shared.gt[shared.gt["subject"].astype(str).isin(train_subjects)]

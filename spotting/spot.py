@@ -48,6 +48,7 @@ from spotting.channels import (
     model_channels,
     video_features,
 )
+from spotting.detector_decode import frame_spans
 from spotting.detector_spotter import DetectorSpotter
 from spotting.encoder_channels import EncoderChannelsConfig, encoder_channels
 from spotting.intervals import to_frame
@@ -114,8 +115,6 @@ def reader_curves(reader, item: VideoFeatures) -> dict[str, np.ndarray]:
     box score covering each frame."""
     if not isinstance(reader, DetectorSpotter):
         return {k: fu.fused_curve(reader, item, k) for k in TYPES}
-    from spotting.detector_decode import frame_spans
-
     boxes = reader.boxes(item)
     out = {}
     for kind in TYPES:
@@ -186,6 +185,7 @@ def spot(video, model_dir, out_dir, already_aligned: bool = False) -> dict:
     spotter, grans = load_spotter(model_dir)
     size = spotter.encoder.cfg.img_size
     reader, how = load_reader(model_dir, [g.name for g in grans])
+    sets = reader_sets(reader)
     clock.done("load model")
     with tempfile.TemporaryDirectory(prefix="spotmae_spot_") as tmp:
         cue_cache = Path(tmp) / "cues" / f"{video.stem}.npz"
@@ -197,16 +197,16 @@ def spot(video, model_dir, out_dir, already_aligned: bool = False) -> dict:
             faces = crops
         clock.done("faces")
         cues = None
-        if reader_sets(reader) & {CUE, FLOW}:
+        if sets & {CUE, FLOW}:
             bcfg = load_baseline_config(model_dir)
             cues = (frame_cue_channels(faces, info["fps"], bcfg, None, name=str(video)) if already_aligned
                     else cue_channels(video, bcfg, cue_cache))
-        if ENCODER in reader_sets(reader):  # the stabilised face from the video itself, as in LOSO
+        if ENCODER in sets:  # the stabilised face from the video itself, as in LOSO
             cues = {**(cues or {}), **encoder_channels(video, video.stem, info["fps"], len(faces), spotter.encoder,
                                                       load_encoder_input(model_dir))}
         clock.done("flow cues")
     model = None
-    if MODEL in reader_sets(reader):
+    if MODEL in sets:
         with tqdm(desc="model windows", unit="window", leave=False) as bar:
             frames = model_frames(faces, size)
             model = model_channels(video_curves(spotter, frames, info["fps"], grans, progress=bar))

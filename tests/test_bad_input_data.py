@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_checks import one_error, run_cli
 from conftest import TINY_SPOTTING_OVERRIDES
 
 from data.common.assets import carphone_video
@@ -24,20 +25,6 @@ from data.shards.pack import PackConfig, pack
 
 REPO = Path(__file__).resolve().parents[1]
 INTERVALS = "subject,video,onset,apex,offset,type,emotion\n"
-
-
-def run_cli(*argv, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", *map(str, argv)], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def one_error(proc, *texts) -> str:
-    errors = [ln for ln in re.split(r"[\r\n]+", proc.stderr) if ln.startswith("error:")]
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert len(errors) == 1, proc.stderr[-2000:]
-    for text in texts:
-        assert text in errors[0], errors[0]
-    return errors[0]
 
 
 @pytest.fixture(scope="module")

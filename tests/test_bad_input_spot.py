@@ -5,38 +5,18 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_checks import one_error, run_cli
 
 from data.common.assets import carphone_video
 from data.common.video_io import read_frames, write_mp4
 
 REPO = Path(__file__).resolve().parents[1]
 SHORT = (3, 4, 5, 8)  # 3: shorter than the 9-frame box smoothing; 4-8: shorter than the baseline's hops
-
-
-def run_cli(*argv) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", *map(str, argv)], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
-
-
-def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
-    return [ln for ln in re.split(r"[\r\n]+", proc.stderr) if ln.startswith("error:")]
-
-
-def assert_one_error(proc, *texts) -> str:
-    errors = error_lines(proc)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert len(errors) == 1, proc.stderr[-2000:]
-    for text in texts:
-        assert text in errors[0], errors[0]
-    return errors[0]
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +77,7 @@ def test_spotter_folder_without_heads_is_one_error(spotter, carphone_clip, tmp_p
     model = damaged_copy(spotter, tmp_path)
     (model / "heads.safetensors").unlink()
     proc = run_cli("spotting", "spot", carphone_clip, "--model", model, "--out", tmp_path / "out")
-    assert_one_error(proc, str(model / "heads.safetensors"), "missing")
+    one_error(proc, str(model / "heads.safetensors"), "missing")
     assert not (tmp_path / "out").exists()
 
 
@@ -106,12 +86,12 @@ def test_truncated_encoder_weights_are_one_error_in_spot_and_release(spotter, ca
     weights = model / "encoder" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:300])
     spot = run_cli("spotting", "spot", carphone_clip, "--model", model, "--out", tmp_path / "out")
-    assert_one_error(spot, str(weights), "truncated")
+    one_error(spot, str(weights), "truncated")
     release = run_cli("launch", "release", "--checkpoint", model, "--out", tmp_path / "release")
-    assert_one_error(release, str(weights), "truncated")
+    one_error(release, str(weights), "truncated")
     # the encoder folder alone has no checksum record: the reader itself must say the file is unreadable
     alone = run_cli("launch", "release", "--checkpoint", model / "encoder", "--out", tmp_path / "release")
-    assert_one_error(alone, str(weights), "not a readable safetensors file")
+    one_error(alone, str(weights), "not a readable safetensors file")
 
 
 def test_bit_flipped_heads_are_refused_not_scored(spotter, carphone_clip, tmp_path):
@@ -122,7 +102,7 @@ def test_bit_flipped_heads_are_refused_not_scored(spotter, carphone_clip, tmp_pa
     data[middle:middle + 1000] = bytes(b ^ 0xFF for b in data[middle:middle + 1000])
     heads.write_bytes(bytes(data))
     proc = run_cli("spotting", "spot", carphone_clip, "--model", model, "--out", tmp_path / "out")
-    assert_one_error(proc, str(heads), "sha256")
+    one_error(proc, str(heads), "sha256")
 
 
 def test_spotter_folder_records_the_size_and_sha256_of_its_files(spotter):
@@ -139,7 +119,7 @@ def test_spot_out_that_is_a_file_is_one_error(spotter, carphone_clip, tmp_path):
     target = tmp_path / "results.txt"
     target.write_text("my notes\n")
     proc = run_cli("spotting", "spot", carphone_clip, "--model", spotter, "--out", target)
-    assert_one_error(proc, str(target), "is a file")
+    one_error(proc, str(target), "is a file")
     assert target.read_text() == "my notes\n"
 
 
@@ -149,7 +129,7 @@ def test_spot_never_replaces_a_file_it_did_not_write(spotter, carphone_clip, tmp
     video = Path(shutil.copy(carphone_clip, folder / "x.mp4"))
     (folder / "x_aligned.mp4").write_bytes(b"the user's own aligned video")
     proc = run_cli("spotting", "spot", video, "--model", spotter, "--out", folder)
-    assert_one_error(proc, str(folder / "x_aligned.mp4"), "did not write it")
+    one_error(proc, str(folder / "x_aligned.mp4"), "did not write it")
     assert (folder / "x_aligned.mp4").read_bytes() == b"the user's own aligned video"
     assert sorted(p.name for p in folder.iterdir()) == ["x.mp4", "x_aligned.mp4"]
     (folder / "x_aligned.mp4").unlink()
@@ -159,7 +139,7 @@ def test_spot_never_replaces_a_file_it_did_not_write(spotter, carphone_clip, tmp
     assert again.returncode == 0, again.stderr[-3000:]
     (folder / "x.csv").write_text("edited by the user\n")
     edited = run_cli("spotting", "spot", video, "--model", spotter, "--out", folder)
-    assert_one_error(edited, str(folder / "x.csv"), "changed since")
+    one_error(edited, str(folder / "x.csv"), "changed since")
     assert (folder / "x.csv").read_text() == "edited by the user\n"
 
 
