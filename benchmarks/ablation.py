@@ -10,7 +10,8 @@ Variants (each one spotting.loso run in OUT/<variant>, the protocol's finished f
   detector_encoder_scratch     the detector on pooled features of a randomly initialised encoder looking at the
                                stabilised face (spotting.encoder_channels), no flow
   detector_encoder_pretrained  the same with the pretrained encoder (--encoder)
-  detector_full                the detector on flow cues + encoder features (--encoder, or scratch without it)
+  detector_full                the detector on flow cues + encoder features of the scratch encoder
+  detector_full_pretrained     the same with the pretrained encoder (--encoder)
   detector_heads               the detector on flow cues + the spotting heads' curves (frozen encoder, raw crops)
 The flow-only baseline (no learning) is scored on the same videos by every run. Flow cues are computed once and
 shared through OUT/shared (they hold no labels), encoder features once per encoder in OUT/features.
@@ -41,7 +42,8 @@ VARIANTS = {
         "fusion.use_encoder": True}),
     "detector_encoder_pretrained": ("detector on encoder features only, pretrained", {
         "fusion.use_model": False, "fusion.use_cues": False, "fusion.use_encoder": True}),
-    "detector_full": ("detector on flow cues + encoder features (full system)", {}),
+    "detector_full": ("detector on flow cues + encoder features (full system)", {"finetune.model.encoder": None}),
+    "detector_full_pretrained": ("full system, pretrained encoder", {}),
     "detector_heads": ("detector on flow cues + spotting heads' curves", {"fusion.use_model": True,
                                                                          "fusion.use_encoder": False}),
 }

@@ -104,7 +104,8 @@ def main(argv=None) -> int:
     parser.add_argument("--config", required=True, help="a LOSO config (YAML or the JSON a demo run wrote)")
     parser.add_argument("--out", required=True, help="folder for cached cues and features")
     parser.add_argument("--encoder", action="append", required=True,
-                        help="'scratch' (random init) or NAME=PATH (pretraining run folder or exported encoder)")
+                        help="NAME alone (random init, finetune.train.seed) or NAME=PATH (pretraining run folder or "
+                             "exported encoder)")
     parser.add_argument("--input", choices=("raw", "stabilised"), default="raw",
                         help="raw: the spotting heads on the aligned crops; stabilised: the encoder channels")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the LOSO config")
@@ -117,7 +118,7 @@ def main(argv=None) -> int:
     for spec in args.encoder:
         label, _, path = spec.partition("=")
         run = stabilised_probe if args.input == "stabilised" else probe
-        row = run(cfg, out, label, None if label == "scratch" and not path else path)
+        row = run(cfg, out, label, path or None)  # NAME alone: a random init (finetune.train.seed)
         print(json.dumps(row), flush=True)
         rows.append(row)
     keys = [k for k in rows[0] if k not in ("encoder", "path", "input")]

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from data.common.atomic import atomic_path
 from data.common.errors import DataError
 from finetune.config import FinetuneConfig
-from finetune.encoder import encoder_features, load_safetensors
+from finetune.encoder import encoder_features, load_safetensors, require_rgb_input
 from finetune.predict import load_frames, pooled_features
 from finetune.windows import Window, video_windows
 
@@ -59,6 +59,7 @@ def compute_features(encoder, videos: pd.DataFrame, cfg: FinetuneConfig, cache_d
     """Pooled features for every window of every video in the video table, from cache where present."""
     from safetensors.torch import save_file
 
+    require_rgb_input(encoder, cfg.model.encoder)
     model_cfg = encoder.cfg
     root = Path(cache_dir) / f"{encoder_digest(encoder)}_rows{cfg.model.pool_rows}"
     windows = plan_windows(videos, cfg, model_cfg.frames)

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from finetune.config import FinetuneConfig, FinetuneTrainConfig
-from finetune.encoder import encoder_features, load_encoder
+from finetune.encoder import encoder_features, load_encoder, require_rgb_input
 from finetune.features import FeatureSet, compute_features, plan_windows
 from finetune.heads import Spotter, SpottingHead
 from finetune.predict import load_frames, window_batch
@@ -126,6 +126,7 @@ def param_groups(spotter: Spotter, cfg: FinetuneTrainConfig) -> list[dict]:
 def fit_end_to_end(spotter: Spotter, videos: pd.DataFrame, labels: dict[str, np.ndarray],
                    cfg: FinetuneConfig) -> Spotter:
     """Partial / full mode: decode windows and train encoder blocks + heads together."""
+    require_rgb_input(spotter.encoder, cfg.model.encoder)
     seed_everything(cfg.train.seed)
     model_cfg = spotter.encoder.cfg
     windows = plan_windows(videos, cfg, model_cfg.frames)

@@ -12,6 +12,7 @@ from pathlib import Path
 from data.common.errors import DataError
 from data.shards.format import read_manifest
 
+ROW_KEYS_FIRST = ("encoder", "step", "train subjects")  # a results row's identifying columns, leftmost
 TAGS = ["video", "facial-expression-spotting", "micro-expression", "videomae", "lgi-former", "spotmae"]
 
 
@@ -52,7 +53,8 @@ def data_summary(pretrain_cfg) -> dict:
         summary.update({"clips": manifest.get("num_clips"), "shards": manifest.get("num_shards"),
                         "bytes": manifest.get("num_bytes"), "source videos": len(manifest.get("sources", []))})
     m = pretrain_cfg.model
-    summary["clip"] = f"{m.frames} frames at stride {pretrain_cfg.data.frame_stride}, {m.img_size}x{m.img_size}"
+    strides = pretrain_cfg.data.frame_strides or [pretrain_cfg.data.frame_stride]
+    summary["clip"] = f"{m.frames} frames at stride {'/'.join(map(str, strides))}, {m.img_size}x{m.img_size}"
     return summary
 
 
@@ -85,16 +87,25 @@ def _usage(facts: dict) -> str:
         call = (f"out = model(video)\n"
                 f"out.last_hidden_state  # [batch, {grid[0] * grid[1] * grid[2]}, {cfg['dim']}], tokens in "
                 f"(time, row, column) order: reshape to [batch, {grid[0]}, {grid[1]}, {grid[2]}, {cfg['dim']}]")
+    motion = cfg.get("input") == "motion"
+    comment = "the motion view, see below" if motion else "RGB in [0, 1], then (x - mean) / std per channel"
     return (
         "## Usage\n\n"
         "```python\nimport torch\nfrom transformers import AutoModel\n\n"
         f"model = AutoModel.from_pretrained(\"{repo}\", trust_remote_code=True).eval()\n"
-        f"video = torch.randn(1, {dims})  # RGB in [0, 1], then (x - mean) / std per channel\n"
+        f"video = torch.randn(1, {dims})  # {comment}\n"
         f"{call}\n```\n\n"
-        f"Input: `pixel_values` {shape}, RGB scaled to [0, 1] and normalised with mean "
-        f"{cfg['image_mean']} and std {cfg['image_std']}. The modelling code (`modeling_spotmae.py`, torch and "
+        f"Input: `pixel_values` {shape}, {_input_text(cfg)} The modelling code (`modeling_spotmae.py`, torch and "
         "transformers only) ships in this folder, hence `trust_remote_code=True`. Loading is strict: missing, "
         "unexpected or misshapen weights raise an error instead of being initialised at random.")
+
+
+def _input_text(cfg: dict) -> str:
+    if cfg.get("input") == "motion":
+        return ("the motion view SpotMAE's spotter shows this encoder (pretrain/motion_input.py): the face "
+                "stabilised per frame on a 30 Hz grid and lighting-normalised (grey, 0-255), each frame minus the "
+                "window's first frame, times 1/16, the same in all 3 channels.")
+    return f"RGB scaled to [0, 1] and normalised with mean {cfg['image_mean']} and std {cfg['image_std']}."
 
 
 def _config_table(cfg: dict, kind: str) -> str:
@@ -112,13 +123,28 @@ def _pretraining(pre: dict) -> str:
         lines.append("Data: " + ", ".join(f"{k} {_fmt(v)}" for k, v in data.items()) + ".")
     else:
         lines.append("Data: not recorded with this checkpoint (pass --pretrain-config to describe it).")
-    lines.append(f"Optimizer steps: {_fmt(pre.get('steps', 'unknown'))}. "
-                 f"Training loss at the released step (MSE on masked tokens, mean over the last reporting interval): {_fmt(pre.get('final_loss', 'unknown'))}.")
+    window = pre.get("loss_window", "mean over the last reporting interval")
+    lines.append(f"Optimizer steps: {_fmt(pre.get('steps', 'unknown'))}. Training loss at the released step "
+                 f"(MSE on masked tokens, {window}): {_fmt(pre.get('final_loss', 'unknown'))}.")
+    if pre.get("floor") is not None:
+        lines.append(f"Trivial floor of that loss (the best constant prediction): {_fmt(pre['floor'])}.")
     if pre.get("recipe"):
         lines.append("Recipe: " + ", ".join(f"{k} {_fmt(v)}" for k, v in pre["recipe"].items()) + ".")
+    for title, key in (("Frozen-feature probe", "probe"), ("Label efficiency", "label_efficiency")):
+        lines += _rows_table(title, pre.get(key))
     if pre.get("source"):
         lines.append(f"Source checkpoint: `{pre['source']}`.")
     return "\n".join(lines)
+
+
+def _rows_table(title: str, rows) -> list[str]:
+    """A results JSON's list of flat row dicts (same keys) as a Markdown table under `title`."""
+    if not rows:
+        return []
+    first = [k for k in ROW_KEYS_FIRST if k in rows[0]]
+    keys = first + [k for k in rows[0] if k not in first]  # JSON files may have sorted the keys
+    lines = ["", f"{title}:", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    return lines + ["| " + " | ".join(_fmt(r.get(k, "-")) for k in keys) + " |" for r in rows] + [""]
 
 
 def _spotting(results: dict) -> str:

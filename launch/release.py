@@ -21,7 +21,8 @@ printed or written. A failed push is one error line and exit 2, with the export 
 
 Results JSON (--results, or SRC/results.json), every key optional:
   {"metrics": {"step": 40, "loss": 0.61},                 # what `python -m pretrain` prints
-   "pretraining": {"steps": 40, "final_loss": 0.61, "data": {"clips": 1000}},
+   "pretraining": {"steps": 40, "final_loss": 0.61, "floor": 0.62, "data": {"clips": 1000},
+                   "probe": [ROW, ...], "label_efficiency": [ROW, ...]},  # ROW: a flat dict, one table row
    "ablation": {"pretrained, frozen": METRICS, ...},     # METRICS: a spotting metrics.json ({variant: {macro,
    "variant": "megc", "description": "..."}               #   micro, overall}}) or one variant's dict
 """
@@ -308,6 +309,9 @@ def gather_facts(source: Source, args, pretrain_cfg) -> dict:
     metrics = results.get("metrics", {})
     pre.setdefault("steps", metrics.get("step", source.run.get("step", "unknown")))
     pre.setdefault("final_loss", metrics.get("loss", source.run.get("loss", "unknown")))
+    floor = metrics.get("floor", source.run.get("floor"))
+    if floor is not None:
+        pre.setdefault("floor", floor)
     pre.setdefault("source", source.path)
     if pretrain_cfg is not None:
         pre.setdefault("data", model_card.data_summary(pretrain_cfg))
@@ -315,7 +319,7 @@ def gather_facts(source: Source, args, pretrain_cfg) -> dict:
                                   "total steps": pretrain_cfg.schedule.total_steps,
                                   "precision": pretrain_cfg.deepspeed.precision,
                                   "visible tokens per region": pretrain_cfg.model.visible_per_region,
-                                  "target": pretrain_cfg.model.target})
+                                  "input": pretrain_cfg.model.input, "target": pretrain_cfg.model.target})
     return {"source": source.path, "repo_id": args.push, "pretraining": pre, "results": results}
 
 

@@ -15,6 +15,7 @@ from data.common.config import Config, build, load_config, setting, to_dict
 from data.common.errors import ConfigError
 from data.common.storage import shared_locations
 from data.shards.loader import LoaderConfig
+from finetune.motion_features import MotionInputConfig
 from pretrain.model_config import ModelConfig
 
 RUN_CONFIG = "pretrain_config.json"  # in every pretraining checkpoint folder, beside DeepSpeed's `latest`
@@ -101,9 +102,18 @@ class PretrainConfig(Config):
     scaling: ScalingConfig = dataclasses.field(default_factory=ScalingConfig)
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
     debug: DebugConfig = dataclasses.field(default_factory=DebugConfig)
+    # the motion view (model.input: motion): the spotter's encoder-channel input (spotting.encoder_channels)
+    motion: MotionInputConfig = dataclasses.field(default_factory=MotionInputConfig)
     seed: int = 0
 
     def check(self) -> None:
+        if self.model.input == "motion":
+            from pretrain.motion_input import check_motion_config
+
+            check_motion_config(self.motion)
+            if self.data.output != "uint8":
+                raise ConfigError("the motion input is made from the loader's uint8 clips", field="data.output",
+                                  fix="set data.output=uint8")
         stop = self.checkpoint.stop_after_steps
         if stop is not None and stop > self.schedule.total_steps:
             raise ConfigError(f"{stop} is past schedule.total_steps {self.schedule.total_steps}",

@@ -3,6 +3,8 @@
     model = VideoMAE(named_config("lgi_tiny"))
     out = model(video, mask)   # video [B, 3, T, H, W] ImageNet-normalised; mask bool [B, N], True = masked
     out["loss"]                # scalar float32: MSE over masked tokens
+    out["floor"]               # scalar float32: the MSE of the best constant prediction for them (each
+                               # value's batch mean: the trivial floor, ~1 for the normalised targets)
     out["pred"]                # [B, M, patch_values], masked tokens in raster order
     out["masked_index"]        # [B, M] raster index of each predicted token
 
@@ -82,10 +84,12 @@ class VideoMAE(nn.Module):
         visible, masked = self.encoder.split_mask(mask, validate=validate)
         encoded = self.encoder(video, visible)  # [B, R, V, D], region order
         pred = self.decode(encoded, visible.flatten(1), masked)
-        target = make_target(video, self.cfg.target, self.cfg.tubelet, self.cfg.patch)
+        target = make_target(video, self.cfg.target, self.cfg.tubelet, self.cfg.patch, self.cfg.input)
         target = target.gather(1, masked[..., None].expand(-1, -1, target.shape[-1]))
         loss = F.mse_loss(pred.float(), target)
-        return {"loss": loss, "pred": pred, "masked_index": masked}
+        # the best constant prediction (each value's batch mean): ~1 for the normalised targets
+        floor = (target - target.mean((0, 1), keepdim=True)).square().mean()
+        return {"loss": loss, "floor": floor, "pred": pred, "masked_index": masked}
 
     def decode(self, encoded: torch.Tensor, visible: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
         """encoded [B, R, V, D] with raster index visible [B, R*V]; masked [B, M] -> predictions [B, M, values]."""

@@ -48,8 +48,13 @@ class ModelConfig(Config):
     decoder_dim: int = setting(384, ge=1)
     decoder_depth: int = setting(4, ge=1)
     decoder_heads: int = setting(6, ge=1)
-    # reconstruction target: per-tubelet normalised pixels, or frame 2 as its difference from frame 1
-    target: Literal["pixel", "frame_diff"] = "pixel"
+    # what the encoder is fed: "rgb" (ImageNet-normalised colour clips) or "motion" (the temporal-contrast view of
+    # stabilised grey faces that the spotter's encoder channels show it: pretrain.motion_input)
+    input: Literal["rgb", "motion"] = "rgb"
+    # reconstruction target (pretrain.targets): per-tubelet normalised pixels, frame 2 as its difference from
+    # frame 1, "view": the input's own values, unnormalised (a static tubelet of the motion view is ~0), or
+    # "energy": their mean magnitude per 4 x 4 pixel cell
+    target: Literal["pixel", "frame_diff", "view", "energy"] = "pixel"
 
     def check(self) -> None:
         if self.frames % self.tubelet:
@@ -105,7 +110,10 @@ class ModelConfig(Config):
 
     @property
     def patch_values(self) -> int:
-        """Values predicted per token: channels x tubelet x patch x patch (1536 for the seed)."""
+        """Values predicted per token: channels x tubelet x patch x patch (1536 for the seed); "energy": one per
+        4 x 4 pixel cell of each frame."""
+        if self.target == "energy":
+            return self.tubelet * (self.patch // 4) ** 2
         return self.in_chans * self.tubelet * self.patch * self.patch
 
 

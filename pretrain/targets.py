@@ -4,7 +4,13 @@
 - "frame_diff": half appearance, half motion: the tubelet's first frame normalised per channel, and in place
   of the second frame its difference from the first, normalised the same way. A static tubelet has an
   all-zero motion half.
-Row layout is (frame, row, column, channel), the same for both targets.
+- "view": the values themselves, unnormalised. On the motion input (ModelConfig.input "motion": frames minus
+  the window's first frame) that is the change since the window began, so the loss is carried by what moves;
+  per-tubelet normalisation would instead make the sensor noise of still tubelets the target.
+- "energy": the mean |value| per 4 x 4 pixel cell of each frame (on the motion view: how much each part of
+  the face moved since the window began, without the sign, which depends on the texture the model cannot see).
+Row layout is (frame, row, column, channel) for every target but "energy" (frame, cell row, cell column).
+Rgb input is ImageNet-normalised and targets are computed on its [0, 1] pixels; motion input is used as it is.
 """
 from __future__ import annotations
 
@@ -50,12 +56,36 @@ def frame_diff_target(pixels: torch.Tensor, tubelet: int, patch: int) -> torch.T
     return _normalise(parts, dim=3).reshape(x.shape[0], x.shape[1], -1)
 
 
-def make_target(video: torch.Tensor, kind: str, tubelet: int, patch: int) -> torch.Tensor:
-    """Targets for every token [B, N, values] in float32, outside autocast and autograd."""
+def view_target(values: torch.Tensor, tubelet: int, patch: int) -> torch.Tensor:
+    """The tubelet's values as they are [B, N, tubelet * patch * patch * C]."""
+    x = tubelets(values, tubelet, patch)
+    return x.reshape(x.shape[0], x.shape[1], -1)
+
+
+ENERGY_CELL = 4  # pixels: the "energy" target's cell side (ModelConfig.patch_values counts on it)
+
+
+def energy_target(values: torch.Tensor, tubelet: int, patch: int) -> torch.Tensor:
+    """Mean |value| per ENERGY_CELL x ENERGY_CELL cell of each frame of the tubelet, channels averaged
+    [B, N, tubelet * (patch / cell)^2]: where and how much the face moved, not the texture-dependent sign."""
+    x = tubelets(values, tubelet, patch).abs().mean(-1)  # [B, N, tubelet, patch * patch]
+    b, n, f, _ = x.shape
+    cells = patch // ENERGY_CELL
+    x = x.reshape(b, n, f, cells, ENERGY_CELL, cells, ENERGY_CELL).mean((4, 6))
+    return x.reshape(b, n, -1)
+
+
+def make_target(video: torch.Tensor, kind: str, tubelet: int, patch: int, source: str = "rgb") -> torch.Tensor:
+    """Targets for every token [B, N, values] in float32, outside autocast and autograd; `source` is
+    ModelConfig.input (rgb clips are ImageNet-normalised, motion views are taken as they are)."""
     with torch.no_grad(), torch.autocast(video.device.type, enabled=False):
-        pixels = unnormalize(video)
+        pixels = unnormalize(video) if source == "rgb" else video.float()
         if kind == "pixel":
             return pixel_target(pixels, tubelet, patch)
         if kind == "frame_diff":
             return frame_diff_target(pixels, tubelet, patch)
+        if kind == "view":
+            return view_target(pixels, tubelet, patch)
+        if kind == "energy":
+            return energy_target(pixels, tubelet, patch)
     raise ValueError(f"unknown target kind {kind!r}")  # ModelConfig already restricts the choice

@@ -33,6 +33,7 @@ from data.shards.loader import CorruptTally, make_loader
 from pretrain.checkpoint_commit import candidates, problems, run_location, write_marker
 from pretrain.config import PretrainConfig, config_from_raw, read_run_config, write_run_config
 from pretrain.mae import VideoMAE
+from pretrain.motion_input import motion_view
 from pretrain.stability import BadStepGuard, finite_on_all_ranks, poison, zero_loss
 
 log = logging.getLogger(__name__)
@@ -103,9 +104,11 @@ def build_engine(cfg: PretrainConfig, world_size: int):
     return engine
 
 
-def model_input(video: torch.Tensor, device, dtype) -> torch.Tensor:
-    """Loader video (float normalised, or uint8 with data.output=uint8) -> normalised `dtype` on `device`."""
-
+def model_input(video: torch.Tensor, device, dtype, cfg: PretrainConfig | None = None) -> torch.Tensor:
+    """Loader video (float normalised, or uint8 with data.output=uint8) -> normalised `dtype` on `device`;
+    with model.input "motion" (uint8 stabilised grey clips), the motion view of pretrain.motion_input."""
+    if cfg is not None and cfg.model.input == "motion":
+        return motion_view(video, cfg.motion).to(device, non_blocking=True).to(dtype)
     video = video.to(device, non_blocking=True)
     if video.dtype == torch.uint8:  # 4x less to copy to the device; normalise there
         video = normalise(video)
@@ -271,10 +274,12 @@ class Meter:
 
     def reset(self) -> None:
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.floor_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         self.losses, self.clips, self.start = 0, 0, time.perf_counter()
 
-    def add(self, loss: torch.Tensor, clips: int) -> None:
+    def add(self, loss: torch.Tensor, floor: torch.Tensor, clips: int) -> None:
         self.loss_sum += loss.detach().double()
+        self.floor_sum += floor.detach().double()
         self.losses += 1
         self.clips += clips
 
@@ -284,12 +289,13 @@ class Meter:
 
         elapsed = time.perf_counter() - self.start
         counts = torch.tensor([self.losses, self.clips, corrupt], dtype=torch.float64, device=self.device)
-        totals = torch.cat([self.loss_sum.view(1), counts])
+        totals = torch.cat([self.loss_sum.view(1), self.floor_sum.view(1), counts])
         if dist.is_initialized():
             dist.all_reduce(totals)
-        loss_sum, losses, clips, corrupt_all = totals.tolist()
-        loss = loss_sum / losses if losses else float("nan")  # nan: every step since the last report was skipped
-        return {"loss": loss, "clips_per_s": clips / max(elapsed, 1e-9), "corrupt": int(corrupt_all)}
+        loss_sum, floor_sum, losses, clips, corrupt_all = totals.tolist()
+        nan = float("nan")  # every step since the last report was skipped
+        return {"loss": loss_sum / losses if losses else nan, "floor": floor_sum / losses if losses else nan,
+                "clips_per_s": clips / max(elapsed, 1e-9), "corrupt": int(corrupt_all)}
 
 
 def write_status(cfg: PretrainConfig, rank: int, step: int, start_step: int) -> None:
@@ -338,16 +344,16 @@ def optimizer_step(cfg: PretrainConfig, engine, stream, step: int, rank: int, me
         batch, epoch, resume_at = next(stream)
         tally.update(batch)
         reseed(cfg.seed, step, micro, rank)
-        video = model_input(batch["video"], engine.device, dtype)
-        loss = engine(video, batch["mask"].to(engine.device, non_blocking=True))["loss"]
-        loss = poison(loss, step + 1, rank, cfg.debug.nan_at_steps)
+        video = model_input(batch["video"], engine.device, dtype, cfg)
+        out = engine(video, batch["mask"].to(engine.device, non_blocking=True))
+        loss = poison(out["loss"], step + 1, rank, cfg.debug.nan_at_steps)
         if check and not finite_on_all_ranks(loss):
             good = False
             if cfg.deepspeed.grad_accum == 1:
                 break
             loss = zero_loss(engine.module)
         else:
-            meter.add(loss, len(batch["key"]))
+            meter.add(loss, out["floor"], len(batch["key"]))
         engine.backward(loss)
         engine.step()
     return epoch, resume_at, float(lr), good
@@ -377,10 +383,11 @@ def run_steps(cfg: PretrainConfig, engine, stream, state: dict, rank: int, write
             metrics.update(step=step, epoch=epoch, lr=lr, corrupt=metrics["corrupt"] + corrupt_before,
                            bad_steps=guard.total, start_step=start_step)
             if writer is not None:
-                for name in ("loss", "lr", "clips_per_s", "corrupt", "bad_steps"):
+                for name in ("loss", "floor", "lr", "clips_per_s", "corrupt", "bad_steps"):
                     writer.add_scalar(f"pretrain/{name}", metrics[name], step)
                 writer.flush()
-            bar.set_postfix(loss=f"{metrics['loss']:.4f}", clips_s=f"{metrics['clips_per_s']:.1f}")
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}", floor=f"{metrics['floor']:.4f}",
+                            clips_s=f"{metrics['clips_per_s']:.1f}")
             state = {"step": step, "epoch": resume_at[0], "batches_in_epoch": resume_at[1],
                      "corrupt": metrics["corrupt"], "bad_steps": guard.total}
             report(cfg, engine, metrics, state if save else None)

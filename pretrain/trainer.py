@@ -10,6 +10,7 @@ import logging
 from data.common.errors import SpotMAEError
 from data.shards.format import shard_urls
 from pretrain.config import PretrainConfig, config_to_raw
+from pretrain.motion_input import check_motion_shards
 from pretrain.train_loop import train_loop_per_worker
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ def check_inputs(cfg: PretrainConfig) -> None:
     """Fail on the driver, with the folder or URL named, before any worker starts: the shard set must be
     complete, every shard in place."""
     shard_urls(cfg.data.shards)
+    if cfg.model.input == "motion":
+        check_motion_shards(cfg.data.shards, cfg.motion)
 
 
 def fit(cfg: PretrainConfig):

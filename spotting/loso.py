@@ -73,6 +73,9 @@ class LosoConfig(Config):
     parallel: bool = True  # folds as Ray tasks; false = one after another in this process
     cpus_per_fold: int = setting(1, ge=1)
     final_model: bool = True  # also train on every subject -> <out>/model (for `spotting spot`)
+    # label efficiency: each fold trains on only this many of the other subjects (spotting.protocol.loso_splits);
+    # null: all of them
+    train_subjects: int | None = setting(None, ge=1)
 
     def detector_sets(self) -> tuple[str, ...]:
         """The channel sets the detector reads."""
@@ -282,7 +285,8 @@ def run_loso(cfg: LosoConfig, runner: Callable[[LosoConfig, Shared], protocol.Fo
     subjects = protocol.subjects_of(shared.videos, cfg.finetune.data.root)
     runner = runner or RUNNERS[cfg.spotter]
     spotter = protocol.evaluate_folds(runner(cfg, shared), subjects, shared.gt, out, parallel=cfg.parallel,
-                                      cpus_per_fold=cfg.cpus_per_fold, desc="LOSO folds")
+                                      cpus_per_fold=cfg.cpus_per_fold, desc="LOSO folds",
+                                      train_subjects=cfg.train_subjects)
     # the flow cues are the baseline's own curves: its flow is read from the cue cache
     base = protocol.baseline_result(cfg.baseline, shared.videos, shared.gt, out, out / "cues", prefix="baseline_")
     text = (format_variants(spotter.metrics, "LOSO spotter") + "\n"

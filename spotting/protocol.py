@@ -70,8 +70,15 @@ def subjects_of(videos: pd.DataFrame, source) -> list[str]:
     return subjects
 
 
-def loso_splits(subjects: list[str]) -> list[Split]:
-    return [Split(s, tuple(t for t in subjects if t != s)) for s in subjects]
+def loso_splits(subjects: list[str], train_subjects: int | None = None) -> list[Split]:
+    """One split per subject. `train_subjects` (label-efficiency runs): each fold trains on only that many of
+    the others, the ones that follow the held-out subject in `subjects`' order (cyclically), so every subject
+    is used as often and the choice is the same in every run."""
+    n = len(subjects)
+    if train_subjects is None or train_subjects >= n - 1:
+        return [Split(s, tuple(t for t in subjects if t != s)) for s in subjects]
+    return [Split(s, tuple(sorted(subjects[(i + k) % n] for k in range(1, train_subjects + 1))))
+            for i, s in enumerate(subjects)]
 
 
 def videos_of(videos: pd.DataFrame, subjects) -> list[str]:
@@ -131,10 +138,11 @@ def run_folds(runner: FoldRunner, splits: list[Split], folder: Path, gt: pd.Data
 
 def evaluate_folds(runner: FoldRunner, subjects: list[str], gt: pd.DataFrame, folder, *, parallel: bool = False,
                    cpus_per_fold: int = 1, desc: str = "folds",
-                   score: Callable[[pd.DataFrame, pd.DataFrame], dict] = evaluate_variants) -> Result:
+                   score: Callable[[pd.DataFrame, pd.DataFrame], dict] = evaluate_variants,
+                   train_subjects: int | None = None) -> Result:
     """Every LOSO fold of `runner` (finished ones reused), pooled and scored; seconds = the folds' sum."""
     folder = Path(folder)
-    run_folds(runner, loso_splits(subjects), folder, gt, parallel, cpus_per_fold, desc)
+    run_folds(runner, loso_splits(subjects, train_subjects), folder, gt, parallel, cpus_per_fold, desc)
     folds = [folder / "folds" / s for s in subjects]
     pred = pd.concat([empty_intervals(with_score=True)] + [read_predictions(f / "predictions.csv") for f in folds],
                      ignore_index=True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -40,3 +41,24 @@ def test_ablation_table_lists_the_baseline_then_each_variant():
     lines = text.splitlines()
     assert lines[2].startswith("| flow-only baseline") and "0.250" in lines[2]
     assert "full system" in lines[4] and "| 0.750 | 0.750 | 0.750 | 3/1/2 |" in lines[4]
+
+
+def test_label_efficiency_rows_pair_scratch_and_pretrained_runs(tmp_path):
+    efficiency = _load("label_efficiency")
+
+    def finished_run(folder: Path, f1: float) -> None:
+        part = {"f1": f1, "tp": 3, "fp": 1, "fn": 2}
+        folder.mkdir(parents=True)
+        for name in ("metrics.json", "baseline_metrics.json"):
+            (folder / name).write_text(json.dumps({"megc": {"macro": part, "micro": part, "overall": part}}))
+        (folder / "config.json").write_text("{}")
+
+    for k, (scratch, pretrained) in {2: (0.3, 0.45), 5: (0.5, 0.5)}.items():
+        finished_run(tmp_path / f"train{k}" / "detector_encoder_scratch", scratch)
+        finished_run(tmp_path / f"train{k}" / "detector_encoder_pretrained", pretrained)
+    rows = efficiency.rows_for(tmp_path, [2, 5])
+    assert [r["train subjects"] for r in rows] == [2, 5]
+    assert rows[0]["scratch overall"] == 0.3 and rows[0]["pretrained micro"] == 0.45
+    assert rows[0]["overall gain"] == 0.15 and rows[1]["overall gain"] == 0.0
+    table = efficiency.markdown(rows).splitlines()
+    assert table[0].startswith("| train subjects | scratch macro") and table[2].startswith("| 2 | 0.3 |")

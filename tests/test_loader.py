@@ -189,3 +189,18 @@ def test_bad_loader_config_rejected(tmp_path):
         assert err.value.path in (str(path), f"override {override!r}")  # the override, when it names the field
     with pytest.raises(DataError, match="no manifest"):
         make_loader(LoaderConfig(shards=str(tmp_path)), GEOMETRY)
+
+
+def test_frame_strides_draw_one_stride_per_clip(ramp_shards):
+    """frame_strides: every clip is sampled at one of the listed strides (both show up), frames in order."""
+    cfg = config(ramp_shards, output="uint8", frame_strides=[1, 3], repeats=1)
+    seen = Counter()
+    for batch in make_loader(cfg, GEOMETRY):
+        for video in batch["video"]:
+            grey = video.float().mean(dim=(0, 2, 3)).numpy()  # [T]
+            frames = (grey - grey[0]) / (ramp_value(1) - ramp_value(0))  # frames since the first, +- coding error
+            stride = int(round(float(frames[-1]) / (len(grey) - 1)))
+            assert stride in (1, 3)
+            np.testing.assert_allclose(frames, stride * np.arange(len(grey)), atol=1.5)
+            seen[stride] += 1
+    assert set(seen) == {1, 3}, seen

@@ -77,3 +77,13 @@ def test_results_tables_in_markdown_and_text():
                                   label_width=12)
     head = "spotter      macro F1 micro F1 overall F1   overall TP/FP/FN"
     assert text.splitlines() == [head, "-" * len(head), "baseline        0.500    0.500      0.500   15/11/20"]
+
+
+def test_label_efficiency_splits_use_each_subject_equally():
+    subjects = ["s1", "s2", "s3", "s4", "s5", "s6"]
+    splits = protocol.loso_splits(subjects, train_subjects=2)
+    assert [(s.test, s.train) for s in splits[:2]] == [("s1", ("s2", "s3")), ("s2", ("s3", "s4"))]
+    assert splits[-1].train == ("s1", "s2")  # cyclic: s6 trains on the first two
+    used = [t for s in splits for t in s.train]
+    assert all(used.count(s) == 2 for s in subjects) and all(s.test not in s.train for s in splits)
+    assert protocol.loso_splits(subjects, 5) == protocol.loso_splits(subjects)

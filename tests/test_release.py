@@ -202,3 +202,26 @@ def test_bad_paths_name_the_flag(exported, tmp_path):
     with pytest.raises(DataError, match="--out"):
         release.main(["--checkpoint", str(exported[1]), "--out", str(precious), "--force"])
     assert (precious / "todo.txt").read_text() == "keep me"
+
+
+def test_motion_encoder_card_states_its_input_probe_and_label_efficiency(tmp_path):
+    from data.common.config import replace
+
+    torch.manual_seed(0)
+    encoder = LGIEncoder(replace(named_config("lgi_tiny"), {"input": "motion", "target": "energy"})).eval()
+    source = save_encoder(encoder, tmp_path / "encoder")
+    results = {"metrics": {"step": 12000, "loss": 0.05, "floor": 0.06},
+               "pretraining": {"probe": [{"encoder": "random init", "macro AUC": 0.848, "micro AUC": 0.623}],
+                               "label_efficiency": [{"train subjects": 2, "overall gain": 0.05}]}}
+    (source / "results.json").write_text(json.dumps(results))
+    out = tmp_path / "release"
+    assert release.main(["--checkpoint", str(source), "--out", str(out)]) == 0
+    card = (out / "README.md").read_text()
+    assert "minus the window's first frame" in card and "ImageNet" not in card.split("## Config")[0]
+    assert "Trivial floor of that loss (the best constant prediction): 0.06." in card
+    assert "| random init | 0.848 | 0.623 |" in card and "| 2 | 0.05 |" in card
+    assert json.loads((out / "config.json").read_text())["input"] == "motion"
+    model = release.load_release(out)
+    x = video(3)
+    with torch.no_grad():
+        assert torch.equal(model(x).last_hidden_state, encoder.forward_all(x).flatten(1, 3))

@@ -47,6 +47,9 @@ class LoaderConfig(Config):
     num_workers: int = setting(2, ge=0)  # DataLoader worker processes per rank (0: decode in the calling process)
     # stored frames between sampled frames (1 for clips packed with frame_step > 1)
     frame_stride: int = setting(4, ge=1)
+    # when given, each decoded clip draws its stride from these instead: one per spotter granularity, so a
+    # pretrained encoder has seen both its short (micro) and its long (macro) windows
+    frame_strides: list[int] = setting(factory=list, ge=1)
     scales: tuple[float, ...] = setting(VIDEOMAE_SCALES, gt=0, le=1)  # multi-scale crop: fractions of the short side
     max_distort: int = setting(1, ge=0)
     repeats: int = setting(1, ge=1)  # views (crop + mask) per decoded clip: VideoMAE V2 repeated sampling
@@ -234,7 +237,8 @@ def decode_sample(sample: dict, cfg: LoaderConfig, frames: int, rng: np.random.G
         raise DataError(f"sample has members {sorted(k for k in sample if not k.startswith('__'))}, "
                         "needs mp4 and json", field="mp4")
     num_stored = int(json.loads(sample["json"])["num_frames"])
-    indices = sample_indices(num_stored, frames, cfg.frame_stride, rng)
+    stride = int(rng.choice(cfg.frame_strides)) if cfg.frame_strides else cfg.frame_stride
+    indices = sample_indices(num_stored, frames, stride, rng)
     if cfg.partial_decode:
         return read_frames(sample["mp4"], indices.tolist())
     return read_frames(sample["mp4"])[indices]

@@ -29,6 +29,7 @@ from data.common.storage import filesystem, is_url, join
 from data.common.tables import read_videos
 from data.common.video_io import encode_mp4, find_videos, read_frames, video_info
 from data.faces.align import align_video
+from data.faces.stabilise import LIGHTING, StabiliseConfig, grid_length, one_of
 from data.faces.track import TRACK_ARRAYS, track_faces
 from data.shards.format import (
     DEFAULT_SHARDS,
@@ -43,11 +44,12 @@ from data.shards.format import (
     write_manifest,
     write_shard,
 )
+from data.shards.stabilised import stabilised_clips
 
 log = logging.getLogger(__name__)
 
 # Config fields that do not change shard contents, left out of the plan fingerprint.
-_RUNTIME_FIELDS = ("workers", "out_dir")
+_RUNTIME_FIELDS = ("workers", "out_dir", "stabilise_cache")
 
 
 @dataclasses.dataclass
@@ -63,7 +65,13 @@ class PackConfig(Config):
     frame_step: int = setting(1, ge=1)
     clip_stride: int = setting(32, ge=1)  # source frames between consecutive clip starts
     size: int = setting(160, ge=2)  # clips are size x size
-    crop: Literal["center", "face"] = "center"  # face: landmark alignment (data.faces.align); center: square crop
+    # face: one landmark alignment per clip (data.faces.align); center: square crop; stabilised: the stream the
+    # spotter's encoder sees (data.shards.stabilised: per-frame stabilisation on the `stabilisation.rate_hz` grid,
+    # then `lighting` normalisation, stored grey; clip_frames, frame_step and clip_stride count grid steps)
+    crop: Literal["center", "face", "stabilised"] = "center"
+    stabilisation: StabiliseConfig = dataclasses.field(default_factory=StabiliseConfig)
+    lighting: str = "plane"  # data.faces.stabilise.LIGHTING, for crop=stabilised
+    stabilise_cache: str | None = None  # folder for the stabilised streams (a source split over shards is done once)
     clips_per_shard: int = setting(256, ge=1)
     crf: int = setting(23, ge=0, le=51)  # x264's range
     gop: int = setting(16, ge=1)  # keyframe interval: a reader jumps to the keyframe before the first frame it needs
@@ -73,6 +81,10 @@ class PackConfig(Config):
     def check(self) -> None:
         if self.size % 2:
             raise ConfigError(f"H.264 (yuv420p) needs an even size, got {self.size}", field="size", fix="use e.g. 160")
+        one_of(self.lighting, LIGHTING, "lighting")
+        if self.crop == "stabilised" and self.stabilisation.size != self.size:
+            raise ConfigError(f"stabilisation.size {self.stabilisation.size} differs from size {self.size}",
+                              field="stabilisation.size", fix="set both to the model's img_size")
         if not self.source_path:
             raise ConfigError("no source given", field="source_path",
                               fix="set source_path to a video folder or a list file")
@@ -131,11 +143,18 @@ def clip_span(cfg: PackConfig) -> int:
     return (cfg.clip_frames - 1) * cfg.frame_step + 1
 
 
+def stored_length(cfg: PackConfig, src: dict) -> int:
+    """Frames clips are cut from: the source's, or its stabilised grid's."""
+    if cfg.crop == "stabilised":
+        return grid_length(src["num_frames"], src["fps"], cfg.stabilisation.rate_hz)
+    return src["num_frames"]
+
+
 def plan_shards(cfg: PackConfig, sources: list[dict]) -> list[list[tuple[int, int]]]:
     """Shards as lists of (source index, start frame); deterministic in (cfg, sources)."""
     span = clip_span(cfg)
     slots = [(i, start) for i, src in enumerate(sources)
-             for start in range(0, src["num_frames"] - span + 1, cfg.clip_stride)]
+             for start in range(0, stored_length(cfg, src) - span + 1, cfg.clip_stride)]
     return [slots[i:i + cfg.clips_per_shard] for i in range(0, len(slots), cfg.clips_per_shard)]
 
 
@@ -197,27 +216,30 @@ def _cut(cfg: PackConfig, frames: np.ndarray, track, offset: int, src: dict, sta
 
 def _clip_samples(cfg: PackConfig, sources: dict[int, dict], items: list[tuple[int, int]]):
     """Yield tar samples for the shard's clip slots, decoding (and face-tracking) each source's range once."""
-
-    span = clip_span(cfg)
     by_source: dict[int, list[int]] = {}
     for i, start in items:
         by_source.setdefault(i, []).append(start)
     for i, starts in by_source.items():
         src = sources[i]
-        first, last = min(starts), max(starts) + span
-        frames = read_frames(src["path"], range(first, last))
-        track = track_faces(frames) if cfg.crop == "face" else None
-        for start in starts:
-            cut = _cut(cfg, frames, track, start - first, src, start)
-            if cut is None:
-                continue
-            crop, crop_meta = cut
+        cuts = stabilised_clips(cfg, src, starts) if cfg.crop == "stabilised" else _source_clips(cfg, src, starts)
+        for start, crop, crop_meta, fps in cuts:
             key = clip_key(i, src, start)
             meta = {"key": key, "source": src["path"], "video": src["video"], "subject": src["subject"],
                     "start_frame": start, "frame_step": cfg.frame_step, "num_frames": len(crop),
-                    "fps": src["fps"] / cfg.frame_step, "source_fps": src["fps"], "size": cfg.size, **crop_meta}
+                    "fps": fps, "source_fps": src["fps"], "size": cfg.size, **crop_meta}
             mp4 = encode_mp4(crop, meta["fps"], crf=cfg.crf, gop=cfg.gop, options=_x264_options(cfg))
             yield {"__key__": key, "mp4": mp4, "json": json.dumps(meta, sort_keys=True).encode()}
+
+
+def _source_clips(cfg: PackConfig, src: dict, starts: list[int]):
+    """(start, crop [T, S, S, 3], crop metadata, fps) of the clips of one source, its frame range decoded once."""
+    first, last = min(starts), max(starts) + clip_span(cfg)
+    frames = read_frames(src["path"], range(first, last))
+    track = track_faces(frames) if cfg.crop == "face" else None
+    for start in starts:
+        cut = _cut(cfg, frames, track, start - first, src, start)
+        if cut is not None:
+            yield start, cut[0], cut[1], src["fps"] / cfg.frame_step
 
 
 def _x264_options(cfg: PackConfig) -> dict:

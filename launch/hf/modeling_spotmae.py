@@ -48,7 +48,7 @@ class SpotMAEConfig(PretrainedConfig):
 
     def __init__(self, name="lgi_base", frames=16, img_size=160, patch=16, tubelet=2, in_chans=3,
                  region=(2, 5, 10), visible_per_region=10, mask_mode="window", dim=512, depth=16, heads=8,
-                 mlp_ratio=4.0, decoder_dim=384, decoder_depth=4, decoder_heads=6, target="pixel",
+                 mlp_ratio=4.0, decoder_dim=384, decoder_depth=4, decoder_heads=6, target="pixel", input="rgb",
                  layer_norm_eps=1e-5, hidden_act="gelu", position_embedding="sinusoid_raster",
                  image_mean=(0.485, 0.456, 0.406), image_std=(0.229, 0.224, 0.225),
                  granularities=(), head_rows=2, head_hidden=64, head_kernel=3, head_channels=SPOTTING_CHANNELS,
@@ -62,6 +62,9 @@ class SpotMAEConfig(PretrainedConfig):
         self.decoder_dim, self.decoder_depth, self.decoder_heads, self.target = (decoder_dim, decoder_depth,
                                                                                  decoder_heads, target)
         self.layer_norm_eps = float(layer_norm_eps)
+        # what pixel_values hold: "rgb" (ImageNet-normalised colour) or "motion" (the temporal-contrast view of
+        # stabilised grey faces, see the model card)
+        self.input = input
         self.hidden_act = hidden_act
         self.position_embedding = position_embedding
         self.image_mean, self.image_std = list(image_mean), list(image_std)

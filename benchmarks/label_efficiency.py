@@ -1,0 +1,80 @@
+"""Label efficiency: the detector on encoder features only, with 2, 3 and 5 training subjects per fold, pretrained
+vs scratch encoder (issue 15). Each (k, encoder) pair is one benchmarks/ablation.py variant run with
+`train_subjects=k` (spotting.protocol.loso_splits: the k subjects after the held-out one), in OUT/train<k>.
+
+    python benchmarks/label_efficiency.py --out runs/label_efficiency --encoder RUN_OR_CHECKPOINT \
+        [--subjects 2,3,5] [key=value ...]    # LOSO overrides, e.g. finetune.data.root=... encoder_cache=...
+
+Writes OUT/label_efficiency.json (rows: train subjects, scratch / pretrained macro, micro, overall F1, gain) and
+OUT/label_efficiency.md, and prints the table; --results FILE adds the rows and each run's metrics to a release
+results JSON (benchmarks/pretrain_curves.py writes one). Finished folds are reused on a rerun.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import ablation  # noqa: E402
+from data.common.atomic import write_json, write_text  # noqa: E402
+
+PAIR = ("detector_encoder_scratch", "detector_encoder_pretrained")
+
+
+def f1(result: dict, kind: str, variant: str = "megc") -> float:
+    return round(result["spotter"][variant][kind]["f1"], 4)
+
+
+def rows_for(out: Path, subjects: list[int]) -> list[dict]:
+    rows = []
+    for k in subjects:
+        done = ablation.finished(out / f"train{k}")
+        scratch, pretrained = done[PAIR[0]], done[PAIR[1]]
+        row = {"train subjects": k}
+        for name, result in (("scratch", scratch), ("pretrained", pretrained)):
+            row.update({f"{name} {kind}": f1(result, kind) for kind in ("macro", "micro", "overall")})
+        row["overall gain"] = round(row["pretrained overall"] - row["scratch overall"], 4)
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    return "\n".join(lines + ["| " + " | ".join(f"{r[k]}" for k in keys) + " |" for r in rows]) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/spotting/loso.yaml")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--encoder", required=True, help="pretrained encoder (Ray run folder or checkpoint)")
+    parser.add_argument("--subjects", default="2,3,5", help="training subjects per fold, comma-separated")
+    parser.add_argument("--results", help="a release results JSON (benchmarks/pretrain_curves.py) to add the rows to")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args(argv)
+    subjects = [int(k) for k in args.subjects.split(",")]
+    out = Path(args.out)
+    for k in subjects:
+        ablation.main(["--config", args.config, "--out", str(out / f"train{k}"), "--encoder", args.encoder,
+                       "--variants", ",".join(PAIR), *args.overrides, f"train_subjects={k}"])
+    rows = rows_for(out, subjects)
+    write_json(out / "label_efficiency.json", rows)
+    text = markdown(rows)
+    write_text(out / "label_efficiency.md", text)
+    if args.results:
+        results = json.loads(Path(args.results).read_text())
+        results.setdefault("pretraining", {})["label_efficiency"] = rows
+        for k in subjects:  # the runs themselves, for the card's spotting table
+            for name, label in zip(PAIR, ("scratch", "pretrained")):
+                entry = f"encoder features only, {label}, {k} training subjects"
+                results.setdefault("ablation", {})[entry] = ablation.finished(out / f"train{k}")[name]["spotter"]
+        write_json(args.results, results)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

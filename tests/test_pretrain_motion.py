@@ -1,0 +1,178 @@
+"""Pretraining on what the spotter sees (issue 15): stabilised shards, the motion view, the "view" target and its
+floor, and a real Ray + DeepSpeed run whose encoder then feeds the spotter's encoder channels."""
+import json
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_SPOTTING_OVERRIDES
+
+from data.common.config import replace
+from data.common.errors import ConfigError, DataError
+from data.common.video_io import read_frames
+from data.shards.format import shard_urls
+from data.shards.pack import PackConfig, find_sources, pack
+from data.shards.stabilised import normalised_grid
+from data.synthetic.config import load_synthetic_config
+from data.synthetic.generate import generate
+from finetune import motion_features as mf
+from pretrain.config import load_pretrain_config
+from pretrain.mae import VideoMAE
+from pretrain.model_config import named_config
+from pretrain.motion_input import check_motion_shards, motion_view
+from pretrain.targets import make_target, tubelets
+
+REPO = Path(__file__).resolve().parents[1]
+MOTION = REPO / "configs/pretrain/lgi_tiny_motion.yaml"
+
+
+def _load_benchmark(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory):
+    """1 synthetic 8 s video (+ a second subject) packed stabilised: 32-step clips every 16 steps."""
+    root = tmp_path_factory.mktemp("motion")
+    cfg = load_synthetic_config(None, TINY_SPOTTING_OVERRIDES + ["subjects=2"])
+    videos = generate(cfg, root / "data", progress=False)
+    pcfg = PackConfig(source="list", source_path=str(videos / "videos.csv"), out_dir=str(root / "shards"),
+                      crop="stabilised", stabilise_cache=str(root / "stab"), clip_frames=32, clip_stride=16,
+                      clips_per_shard=7, crf=4, workers=1)
+    return pcfg, pack(pcfg, progress=False)
+
+
+def test_stabilised_shards_hold_the_spotters_normalised_grid(packed):
+    pcfg, shards = packed
+    sources = {s["video"]: s for s in find_sources(pcfg)}
+    grids = {video: normalised_grid(pcfg, src) for video, src in sources.items()}
+    clips = 0
+    for url in shard_urls(shards):
+        with tarfile.open(url) as tar:
+            members = {m.name: tar.extractfile(m).read() for m in tar}
+        for name, raw in members.items():
+            if not name.endswith(".json"):
+                continue
+            meta = json.loads(raw)
+            assert (meta["crop"], meta["lighting"], meta["fps"], meta["num_frames"]) == ("stabilised", "plane",
+                                                                                        30.0, 32)
+            frames = read_frames(members[name[:-5] + ".mp4"])
+            expected = grids[meta["video"]][meta["start_frame"]:meta["start_frame"] + 32]
+            error = np.abs(frames[..., 0].astype(float) - expected)
+            assert error.mean() < 1.0 and np.percentile(error, 99) <= 3, (error.mean(), error.max())
+            clips += 1
+    # 240 grid steps per video: starts 0, 16, ..., 208
+    assert clips == 2 * 14
+
+
+def test_motion_view_is_the_spotters_window_input():
+    rng = np.random.default_rng(0)
+    grid = rng.integers(0, 256, (60, 160, 160)).astype(np.uint8)
+    window = mf.grid_windows(60, 30.0, mf.Granularity("micro", 0.5, 0.25), 16)[1]
+    for contrast in ("ref", "mean", "diff", "none"):
+        icfg = mf.MotionInputConfig(contrast=contrast)
+        spotter = mf.window_clips(grid.astype(np.float32), [window], icfg, None, None, 30.0)
+        clip = torch.from_numpy(grid[window.indices]).unsqueeze(0).unsqueeze(0).expand(1, 3, -1, -1, -1)
+        assert torch.equal(motion_view(clip.contiguous(), icfg), spotter), contrast
+
+
+def test_view_and_energy_targets_and_the_floor_is_the_best_constant():
+    torch.manual_seed(0)
+    cfg = replace(named_config("lgi_tiny"), {"input": "motion", "target": "view"})
+    model = VideoMAE(cfg).eval()
+    video = torch.randn(2, 3, cfg.frames, cfg.img_size, cfg.img_size) * 0.3
+    target = make_target(video, "view", cfg.tubelet, cfg.patch, "motion")
+    assert torch.equal(target, tubelets(video, cfg.tubelet, cfg.patch).reshape(2, cfg.num_tokens, -1))
+    mask = torch.from_numpy(np.stack([cfg.geometry.mask_generator()(np.random.default_rng(i)) for i in range(2)]))
+    with torch.no_grad():
+        out = model(video, mask)
+    masked = target.gather(1, out["masked_index"][..., None].expand(-1, -1, target.shape[-1]))
+    assert torch.isclose(out["floor"], (masked - masked.mean((0, 1))).square().mean())
+    # energy: mean |value| of each 4 x 4 cell of each frame, token 0 = frames 0-1, rows 0-15, columns 0-15
+    energy = make_target(video, "energy", cfg.tubelet, cfg.patch, "motion")
+    assert energy.shape == (2, cfg.num_tokens, replace(cfg, {"target": "energy"}).patch_values) == (2, 800, 32)
+    cell = video[0, :, 1, 4:8, 8:12].abs().mean()  # frame 1, cell row 1, cell column 2
+    assert torch.isclose(energy[0, 0, 16 + 4 + 2], cell)
+    # the normalised targets' floor is ~1 whatever the input
+    rgb = VideoMAE(named_config("lgi_tiny")).eval()
+    with torch.no_grad():
+        assert 0.9 < float(rgb(video, mask)["floor"]) < 1.01
+
+
+def test_motion_config_and_shard_errors_name_the_field(ramp_shards, packed):
+    with pytest.raises(ConfigError, match="data.output"):
+        load_pretrain_config(MOTION, ["data.output=float"])
+    with pytest.raises(ConfigError, match="motion.contrast"):
+        load_pretrain_config(MOTION, ["motion.contrast=video"])
+    icfg = mf.MotionInputConfig()
+    with pytest.raises(DataError, match="crop") as e:
+        check_motion_shards(ramp_shards, icfg)
+    assert "pack_stabilised.yaml" in str(e.value)
+    with pytest.raises(DataError, match="lighting"):
+        check_motion_shards(packed[1], mf.MotionInputConfig(lighting="gain"))
+    check_motion_shards(packed[1], icfg)  # the stabilised set passes
+
+
+@pytest.mark.slow
+def test_motion_pretraining_on_ray_feeds_the_spotters_encoder_channels(packed, tmp_path):
+    """~1 min: 2 Ray workers x DeepSpeed (gloo) on the stabilised shards; the checkpoint says what input its
+    encoder needs, and the spotter's encoder channels run on it."""
+    import ray
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from finetune.encoder import load_encoder
+    from pretrain.trainer import check_inputs, fit
+    from spotting.encoder_channels import EncoderChannelsConfig, encoder_channels
+
+    pcfg, shards = packed
+    cfg = load_pretrain_config(MOTION, [f"data.shards={shards}", "data.batch_size=2", "data.frame_strides=[1,2]",
+                                        f"checkpoint.storage_path={tmp_path}", "schedule.total_steps=6",
+                                        "schedule.warmup_steps=2", "checkpoint.every_steps=3",
+                                        "checkpoint.log_every=1", "scaling.num_workers=2"])
+    check_inputs(cfg)
+    temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=temp_dir)
+    try:
+        result = fit(cfg)
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert result.metrics["step"] == 6 and np.isfinite(result.metrics["loss"])
+    assert 0 < result.metrics["floor"] < 1  # the motion view is small: 1/16 of grey-level changes
+    events = EventAccumulator(str(tmp_path / cfg.checkpoint.name / "tensorboard"))
+    events.Reload()
+    assert len(events.Scalars("pretrain/floor")) == 6
+    curves = _load_benchmark("pretrain_curves")
+    summary = curves.plot_loss(tmp_path / cfg.checkpoint.name, tmp_path / "loss.png")
+    assert summary["steps"] == 6 and (tmp_path / "loss.png").stat().st_size > 10_000
+    assert np.isclose(summary["loss/floor"], summary["loss"] / summary["floor"], rtol=0.5)
+    encoder = load_encoder(str(tmp_path / cfg.checkpoint.name), "lgi_tiny", 0)
+    assert (encoder.cfg.input, encoder.cfg.target) == ("motion", "energy")
+    src = find_sources(pcfg)[0]
+    channels = encoder_channels(src["path"], src["video"], src["fps"], src["num_frames"], encoder,
+                                EncoderChannelsConfig())
+    assert len(channels) == 2 * 2 * 5 * encoder.cfg.dim  # granularities x (mean, std) x regions x width
+    assert all(np.isfinite(v).all() and len(v) == src["num_frames"] for v in channels.values())
+
+
+def test_spotting_heads_refuse_a_motion_encoder(tiny_spotting_set, tmp_path):
+    """The heads feed RGB crops: a motion-pretrained encoder there is a named error, not silent nonsense."""
+    from data.common.dataset import read_dataset
+    from finetune.config import FinetuneConfig
+    from finetune.features import compute_features
+    from pretrain.lgi_former import LGIEncoder
+
+    encoder = LGIEncoder(replace(named_config("lgi_tiny"), {"input": "motion"}))
+    videos, _ = read_dataset(tiny_spotting_set)
+    with pytest.raises(ConfigError, match="model.encoder") as e:
+        compute_features(encoder, videos, FinetuneConfig(), tmp_path)
+    assert "fusion.use_encoder" in str(e.value)
