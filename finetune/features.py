@@ -22,6 +22,7 @@ from finetune.config import FinetuneConfig
 from finetune.encoder import encoder_features, load_safetensors, require_rgb_input
 from finetune.predict import load_frames, pooled_features
 from finetune.windows import Window, video_windows
+from pretrain.model_config import digest_text
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ class FeatureSet:
 
 def encoder_digest(encoder: torch.nn.Module) -> str:
     """A short hash of the encoder's weights and config: cached features are valid only for these weights."""
-    h = hashlib.sha1(repr(encoder.cfg).encode())
+    h = hashlib.sha1(digest_text(encoder.cfg).encode())  # = repr(cfg) for every config older than its late fields
     for name, tensor in sorted(encoder.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().float().cpu().numpy().tobytes())

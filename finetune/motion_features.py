@@ -34,6 +34,7 @@ from data.faces import landmarks as lmk
 from data.faces import stabilise as st
 from data.flow.regions import canonical_landmarks
 from finetune.windows import video_windows
+from pretrain.model_config import LATE_FIELDS, digest_text
 
 log = logging.getLogger(__name__)
 
@@ -226,16 +227,12 @@ def encode_video(encoder, sv: st.StableVideo, icfg: MotionInputConfig, grans=DEF
 
 # ModelConfig fields added after the prototype's caches were written, at the value those caches were made with:
 # left out of the digest while at that value, so the caches stay valid (the weights are hashed in full).
-_LATE_MODEL_FIELDS = {"layer_norm_eps": 1e-5, "drop_path": 0.0}
+_LATE_MODEL_FIELDS = {"layer_norm_eps": 1e-5, "drop_path": 0.0, **LATE_FIELDS}
 
 
 def encoder_digest(encoder) -> str:
     """A short hash of the encoder's config and weights (the prototype's, see _LATE_MODEL_FIELDS)."""
-    cfg = encoder.cfg
-    kept = [f for f in dataclasses.fields(cfg)
-            if not (f.name in _LATE_MODEL_FIELDS and getattr(cfg, f.name) == _LATE_MODEL_FIELDS[f.name])]
-    text = f"{type(cfg).__name__}(" + ", ".join(f"{f.name}={getattr(cfg, f.name)!r}" for f in kept) + ")"
-    h = hashlib.sha1(text.encode())
+    h = hashlib.sha1(digest_text(encoder.cfg, _LATE_MODEL_FIELDS).encode())
     for name, tensor in sorted(encoder.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().float().cpu().numpy().tobytes())

@@ -50,8 +50,13 @@ def data_summary(pretrain_cfg) -> dict:
     manifest = read_manifest(shards) if "://" not in shards else None
     summary = {"shards folder": Path(shards).name}
     if manifest:
+        sources = manifest.get("sources", [])
+        packed = manifest.get("config", {})
         summary.update({"clips": manifest.get("num_clips"), "shards": manifest.get("num_shards"),
-                        "bytes": manifest.get("num_bytes"), "source videos": len(manifest.get("sources", []))})
+                        "bytes": manifest.get("num_bytes"), "source videos": len(sources),
+                        "source subjects": len({s.get("subject") for s in sources}),
+                        "source list": Path(str(packed.get("source_path", "unknown"))).name,
+                        "crop": packed.get("crop", "unknown")})
     m = pretrain_cfg.model
     strides = pretrain_cfg.data.frame_strides or [pretrain_cfg.data.frame_stride]
     summary["clip"] = f"{m.frames} frames at stride {'/'.join(map(str, strides))}, {m.img_size}x{m.img_size}"
@@ -103,8 +108,9 @@ def _usage(facts: dict) -> str:
 def _input_text(cfg: dict) -> str:
     if cfg.get("input") == "motion":
         return ("the motion view SpotMAE's spotter shows this encoder (pretrain/motion_input.py): the face "
-                "stabilised per frame on a 30 Hz grid and lighting-normalised (grey, 0-255), each frame minus the "
-                "window's first frame, times 1/16, the same in all 3 channels.")
+                "stabilised per frame on a 30 Hz grid and lighting-normalised (grey, 0-255), then with the default "
+                "settings each frame minus the window's first frame, times 1/16, the same in all 3 channels (the "
+                "run's own settings: the `motion` section of its pretrain_config.json).")
     return f"RGB scaled to [0, 1] and normalised with mean {cfg['image_mean']} and std {cfg['image_std']}."
 
 

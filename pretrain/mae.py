@@ -1,7 +1,8 @@
 """VideoMAE with the LGI-Former encoder: encode visible tokens, decode, predict masked tokens, MSE loss.
 
     model = VideoMAE(named_config("lgi_tiny"))
-    out = model(video, mask)   # video [B, 3, T, H, W] ImageNet-normalised; mask bool [B, N], True = masked
+    out = model(video, mask)   # video [B, 3, T, H, W] ImageNet-normalised (cfg.input "rgb") or the motion view
+                               # (pretrain.motion_input); mask bool [B, N], True = masked
     out["loss"]                # scalar float32: MSE over masked tokens
     out["floor"]               # scalar float32: the MSE of the best constant prediction for them (each
                                # value's batch mean: the trivial floor, ~1 for the normalised targets)

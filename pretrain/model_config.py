@@ -19,6 +19,7 @@ from data.clips.geometry import ClipGeometry
 from data.clips.masking import check_geometry
 from data.common.config import Config, apply_overrides, build, read_yaml, setting
 from data.common.errors import ConfigError
+from pretrain.targets import ENERGY_CELL
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +68,10 @@ class ModelConfig(Config):
             if getattr(self, dim_field) % getattr(self, heads_field):
                 raise ConfigError(f"{dim_field}={getattr(self, dim_field)} is not divisible by "
                                   f"{heads_field}={getattr(self, heads_field)}", field=dim_field)
+        if self.target == "energy" and self.patch % ENERGY_CELL:
+            raise ConfigError(f"the energy target averages {ENERGY_CELL} x {ENERGY_CELL} pixel cells; "
+                              f"patch={self.patch} is not a multiple", field="patch",
+                              fix=f"use a patch size divisible by {ENERGY_CELL}")
         check_geometry(self.token_grid, self.region, self.visible_per_region, self.mask_mode)
 
     @classmethod
@@ -113,8 +118,19 @@ class ModelConfig(Config):
         """Values predicted per token: channels x tubelet x patch x patch (1536 for the seed); "energy": one per
         4 x 4 pixel cell of each frame."""
         if self.target == "energy":
-            return self.tubelet * (self.patch // 4) ** 2
+            return self.tubelet * (self.patch // ENERGY_CELL) ** 2
         return self.in_chans * self.tubelet * self.patch * self.patch
+
+
+# Fields added after feature caches were written: left out of cache digests while at these values, so the
+# caches of encoders that do not use them stay valid (finetune.features, finetune.motion_features).
+LATE_FIELDS = {"input": "rgb"}
+
+
+def digest_text(cfg: ModelConfig, late: dict = LATE_FIELDS) -> str:
+    """The config's repr without the `late` fields that are at their listed value (what cache digests hash)."""
+    kept = [f for f in dataclasses.fields(cfg) if not (f.name in late and getattr(cfg, f.name) == late[f.name])]
+    return f"{type(cfg).__name__}(" + ", ".join(f"{f.name}={getattr(cfg, f.name)!r}" for f in kept) + ")"
 
 
 def named_configs() -> list[str]:

@@ -16,16 +16,20 @@ from data.faces import stabilise as st
 from data.shards.format import MANIFEST, read_manifest
 from finetune.motion_features import MotionInputConfig
 
-CLIP_CONTRASTS = ("ref", "mean", "diff", "normal", "none")  # the views a clip alone determines
+VIDEO_CONTRASTS = ("video", "running")  # need the whole video's frames
+CLIP_CONTRASTS = tuple(c for c in st.CONTRAST if c not in VIDEO_CONTRASTS)  # a clip alone determines these
+GRID_HZ = 30.0  # the spotter's grid (data.faces.stabilise.StabiliseConfig.rate_hz default): fixes the diff lag
 
 
 def check_motion_config(icfg: MotionInputConfig) -> None:
     if icfg.contrast not in CLIP_CONTRASTS:
         raise ConfigError(f"contrast {icfg.contrast!r} needs the whole video, pretraining sees clips",
                           field="motion.contrast", fix=f"use one of {CLIP_CONTRASTS}")
-    if icfg.channels != "grey" or icfg.blur_px:
-        raise ConfigError("pretraining's motion input supports channels: grey and blur_px: 0",
-                          field="motion.channels", fix="leave channels and blur_px at their defaults")
+    if icfg.channels != "grey":
+        raise ConfigError(f"channels {icfg.channels!r}: pretraining's motion input is grey only",
+                          field="motion.channels", fix="set motion.channels=grey")
+    if icfg.blur_px:
+        raise ConfigError("pretraining's motion input has no blur", field="motion.blur_px", fix="set it to 0")
 
 
 def check_motion_shards(shards, icfg: MotionInputConfig) -> None:
@@ -36,13 +40,18 @@ def check_motion_shards(shards, icfg: MotionInputConfig) -> None:
         raise DataError(f"model.input is 'motion' but these shards were packed with crop={packed.get('crop')!r}",
                         path=f"{shards}/{MANIFEST}", field="crop",
                         fix="pack with configs/data/pack_stabilised.yaml (crop: stabilised), or use model.input=rgb")
+    rate = packed.get("stabilisation", {}).get("rate_hz")
+    if rate != GRID_HZ:
+        raise DataError(f"the shards' grid is {rate} Hz, the motion input is made on the spotter's {GRID_HZ:g} Hz "
+                        "grid", path=f"{shards}/{MANIFEST}", field="stabilisation.rate_hz",
+                        fix=f"re-pack with stabilisation.rate_hz={GRID_HZ:g}")
     if packed.get("lighting") != icfg.lighting:
         raise DataError(f"the shards were lighting-normalised with {packed.get('lighting')!r}, motion.lighting is "
                         f"{icfg.lighting!r}", path=f"{shards}/{MANIFEST}", field="lighting",
                         fix="set motion.lighting to the shards' lighting, or re-pack")
 
 
-def motion_view(video: torch.Tensor, icfg: MotionInputConfig, rate_hz: float = 30.0) -> torch.Tensor:
+def motion_view(video: torch.Tensor, icfg: MotionInputConfig, rate_hz: float = GRID_HZ) -> torch.Tensor:
     """uint8 [B, 3, T, S, S] stabilised grey clips (the 3 channels equal) -> float32 model input [B, 3, T, S, S]."""
     if video.dtype != torch.uint8:
         raise ConfigError(f"the motion input needs the loader's uint8 clips, got {video.dtype}",

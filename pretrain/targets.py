@@ -4,8 +4,9 @@
 - "frame_diff": half appearance, half motion: the tubelet's first frame normalised per channel, and in place
   of the second frame its difference from the first, normalised the same way. A static tubelet has an
   all-zero motion half.
-- "view": the values themselves, unnormalised. On the motion input (ModelConfig.input "motion": frames minus
-  the window's first frame) that is the change since the window began, so the loss is carried by what moves;
+- "view": the values themselves, unnormalised. On the motion input (ModelConfig.input "motion"; with the
+  default "ref" contrast, frames minus the window's first frame) that is the change since the window began, so
+  the loss is carried by what moves;
   per-tubelet normalisation would instead make the sensor noise of still tubelets the target.
 - "energy": the mean |value| per 4 x 4 pixel cell of each frame (on the motion view: how much each part of
   the face moved since the window began, without the sign, which depends on the texture the model cannot see).
@@ -62,7 +63,7 @@ def view_target(values: torch.Tensor, tubelet: int, patch: int) -> torch.Tensor:
     return x.reshape(x.shape[0], x.shape[1], -1)
 
 
-ENERGY_CELL = 4  # pixels: the "energy" target's cell side (ModelConfig.patch_values counts on it)
+ENERGY_CELL = 4  # pixels: the "energy" target's cell side (ModelConfig.patch_values and check read it)
 
 
 def energy_target(values: torch.Tensor, tubelet: int, patch: int) -> torch.Tensor:

@@ -165,7 +165,10 @@ def check_same_model(cfg: PretrainConfig, saved: PretrainConfig | None, path) ->
     if saved is None:
         return
     ours, theirs = to_dict(cfg.model), to_dict(saved.model)
-    changed = {k: (theirs[k], ours[k]) for k in ours if ours[k] != theirs.get(k)}
+    if cfg.model.input == "motion":  # the motion view is part of what the model learns from
+        ours.update({f"motion.{k}": v for k, v in to_dict(cfg.motion).items()})
+        theirs.update({f"motion.{k}": v for k, v in to_dict(saved.motion).items()})
+    changed = {k: (theirs.get(k), ours[k]) for k in ours if ours[k] != theirs.get(k)}
     if changed:
         detail = ", ".join(f"{k}: checkpoint {a!r}, config {b!r}" for k, (a, b) in changed.items())
         raise ConfigError(f"the run was started with another model ({detail})", path=path, field="model",

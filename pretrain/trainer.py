@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import logging
 
-from data.common.errors import SpotMAEError
-from data.shards.format import shard_urls
+from data.common.errors import ConfigError, SpotMAEError
+from data.shards.format import read_manifest, shard_urls
 from pretrain.config import PretrainConfig, config_to_raw
 from pretrain.motion_input import check_motion_shards
 from pretrain.train_loop import train_loop_per_worker
@@ -45,8 +45,21 @@ def check_inputs(cfg: PretrainConfig) -> None:
     """Fail on the driver, with the folder or URL named, before any worker starts: the shard set must be
     complete, every shard in place."""
     shard_urls(cfg.data.shards)
+    manifest = read_manifest(cfg.data.shards) or {}
+    packed = manifest.get("config", {})
     if cfg.model.input == "motion":
         check_motion_shards(cfg.data.shards, cfg.motion)
+    elif packed.get("crop") == "stabilised":
+        raise ConfigError("these shards hold stabilised grey clips, made for model.input=motion",
+                          path=cfg.data.shards, field="model.input",
+                          fix="set model.input=motion (configs/pretrain/lgi_tiny_motion.yaml), or pack rgb clips")
+    strides = cfg.data.frame_strides or [cfg.data.frame_stride]
+    need, stored = (cfg.model.frames - 1) * max(strides) + 1, packed.get("clip_frames")
+    if stored is not None and stored < need:
+        field = "data.frame_strides" if cfg.data.frame_strides else "data.frame_stride"
+        raise ConfigError(f"{cfg.model.frames} frames at stride {max(strides)} span {need} stored frames, the "
+                          f"shards' clips hold {stored}", path=cfg.data.shards, field=field,
+                          fix="lower the stride or pack longer clips (clip_frames)")
 
 
 def fit(cfg: PretrainConfig):

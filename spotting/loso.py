@@ -74,7 +74,7 @@ class LosoConfig(Config):
     cpus_per_fold: int = setting(1, ge=1)
     final_model: bool = True  # also train on every subject -> <out>/model (for `spotting spot`)
     # label efficiency: each fold trains on only this many of the other subjects (spotting.protocol.loso_splits);
-    # null: all of them
+    # null: all of them. The final model (final_model) still learns from every subject.
     train_subjects: int | None = setting(None, ge=1)
 
     def detector_sets(self) -> tuple[str, ...]:

@@ -176,3 +176,31 @@ def test_spotting_heads_refuse_a_motion_encoder(tiny_spotting_set, tmp_path):
     with pytest.raises(ConfigError, match="model.encoder") as e:
         compute_features(encoder, videos, FinetuneConfig(), tmp_path)
     assert "fusion.use_encoder" in str(e.value)
+
+
+def test_shards_strides_and_resume_rules(packed, tmp_path):
+    """rgb on stabilised shards, strides longer than the clips, energy on an odd patch, resuming a motion run
+    with another view: each a named error. Stabilisation fields leave other shard sets' plans unchanged."""
+    import dataclasses
+
+    from data.shards.pack import plan_fingerprint
+    from pretrain.train_loop import check_same_model
+    from pretrain.trainer import check_inputs
+
+    pcfg, shards = packed
+    with pytest.raises(ConfigError, match="model.input"):
+        check_inputs(load_pretrain_config(REPO / "configs/pretrain/lgi_tiny.yaml", [f"data.shards={shards}"]))
+    with pytest.raises(ConfigError, match="data.frame_strides") as e:
+        check_inputs(load_pretrain_config(MOTION, [f"data.shards={shards}"]))  # stride 6 needs 91 of 32 frames
+    assert "91" in str(e.value)
+    check_inputs(load_pretrain_config(MOTION, [f"data.shards={shards}", "data.frame_strides=[1,2]"]))
+    with pytest.raises(ConfigError, match="patch"):
+        replace(named_config("lgi_tiny"), {"target": "energy", "patch": 10})
+    ours = load_pretrain_config(MOTION, [f"data.shards={shards}"])
+    with pytest.raises(ConfigError, match="motion.contrast"):
+        check_same_model(ours, load_pretrain_config(MOTION, [f"data.shards={shards}", "motion.contrast=mean"]), "x")
+    centre = PackConfig(source="folder", source_path="v", out_dir=str(tmp_path))
+    sources = [{"path": "a.mp4", "num_frames": 100}]
+    assert plan_fingerprint(centre, sources) == plan_fingerprint(dataclasses.replace(centre, lighting="gain"), sources)
+    stable = dataclasses.replace(centre, crop="stabilised")
+    assert plan_fingerprint(stable, sources) != plan_fingerprint(dataclasses.replace(stable, lighting="gain"), sources)

@@ -190,6 +190,7 @@ def test_pretraining_data_summary_from_the_run_config(exported, ramp_shards, tmp
     assert release.main(argv) == 0
     card = (out / "README.md").read_text()
     assert "clips 12, shards 6" in card and "source videos 4" in card and "Optimizer steps: 12" in card
+    assert "source subjects 2" in card and "crop center" in card
     assert "global batch 4" in card
 
 

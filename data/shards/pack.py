@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 # Config fields that do not change shard contents, left out of the plan fingerprint.
 _RUNTIME_FIELDS = ("workers", "out_dir", "stabilise_cache")
+_STABILISED_FIELDS = ("stabilisation", "lighting")  # read only by crop=stabilised
 
 
 @dataclasses.dataclass
@@ -160,6 +161,9 @@ def plan_shards(cfg: PackConfig, sources: list[dict]) -> list[list[tuple[int, in
 
 def plan_fingerprint(cfg: PackConfig, sources: list[dict]) -> str:
     content = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RUNTIME_FIELDS}
+    if cfg.crop != "stabilised":  # they change nothing then, and shard sets packed before they existed stay valid
+        for name in _STABILISED_FIELDS:
+            content.pop(name)
     return fingerprint({"config": content, "sources": [(s["path"], s["num_frames"]) for s in sources]})
 
 
@@ -221,7 +225,8 @@ def _clip_samples(cfg: PackConfig, sources: dict[int, dict], items: list[tuple[i
         by_source.setdefault(i, []).append(start)
     for i, starts in by_source.items():
         src = sources[i]
-        cuts = stabilised_clips(cfg, src, starts) if cfg.crop == "stabilised" else _source_clips(cfg, src, starts)
+        cuts = (stabilised_clips(cfg, src, starts, clip_span(cfg)) if cfg.crop == "stabilised"
+                else _source_clips(cfg, src, starts))
         for start, crop, crop_meta, fps in cuts:
             key = clip_key(i, src, start)
             meta = {"key": key, "source": src["path"], "video": src["video"], "subject": src["subject"],

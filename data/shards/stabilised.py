@@ -20,10 +20,10 @@ def normalised_grid(cfg, src: dict) -> np.ndarray:
     return np.clip(np.rint(grey), 0, 255).astype(np.uint8)
 
 
-def stabilised_clips(cfg, src: dict, starts: list[int]):
-    """(start, crop [T, S, S, 3], crop metadata, fps) for each clip start (grid steps) of one source."""
+def stabilised_clips(cfg, src: dict, starts: list[int], span: int):
+    """(start, crop [T, S, S, 3], crop metadata, fps) for each clip start (grid steps) of one source; a clip
+    covers `span` grid steps (data.shards.pack.clip_span)."""
     grid = normalised_grid(cfg, src)
-    span = (cfg.clip_frames - 1) * cfg.frame_step + 1
     meta = {"crop": "stabilised", "face_box": None, "landmarks": None, "lighting": cfg.lighting,
             "rate_hz": cfg.stabilisation.rate_hz}
     for start in starts:
