@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import ablation  # noqa: E402
 from data.common.atomic import write_json, write_text  # noqa: E402
+from launch.model_card import markdown_table  # noqa: E402
 
 PAIR = ("detector_encoder_scratch", "detector_encoder_pretrained")
 
@@ -41,9 +42,7 @@ def rows_for(out: Path, subjects: list[int]) -> list[dict]:
 
 
 def markdown(rows: list[dict]) -> str:
-    keys = list(rows[0])
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    return "\n".join(lines + ["| " + " | ".join(f"{r[k]}" for k in keys) + " |" for r in rows]) + "\n"
+    return "\n".join(markdown_table(rows)) + "\n"
 
 
 def main(argv=None) -> int:

@@ -27,6 +27,7 @@ from benchmarks.encoder_probe import stabilised_probe  # noqa: E402
 from data.common.atomic import atomic_path, write_json  # noqa: E402
 from data.common.config import load_config, replace  # noqa: E402
 from data.common.tables import TYPES  # noqa: E402
+from pretrain.checkpoint_commit import step_of  # noqa: E402
 from spotting.loso import LosoConfig  # noqa: E402
 
 
@@ -72,11 +73,20 @@ def read_rows(path: Path) -> dict[str, dict]:
     return {row["encoder"]: row for row in map(json.loads, path.read_text().splitlines()) if row}
 
 
+def checkpoints(run: Path) -> dict[int, Path]:
+    """The run's checkpoint folders by step (pretrain.checkpoint_commit.step_of reads their names)."""
+    return {step_of(p.name): p for p in run.glob("checkpoint_*") if step_of(p.name) >= 0}
+
+
 def probe_rows(cfg, run: Path, out: Path, steps: list[int], seeds: list[int]) -> dict[str, dict]:
     path = out / "probe.jsonl"
     rows = read_rows(path)
+    found = checkpoints(run)
+    missing = sorted(set(steps) - set(found))
+    if missing:
+        raise SystemExit(f"error: {run} has no checkpoint of step(s) {missing}; it has {sorted(found)}")
     todo = [(f"random seed {s}", None, s, 0) for s in seeds]
-    todo += [(f"step {k}", run / f"checkpoint_step_{k:08d}", 0, k) for k in steps]
+    todo += [(f"step {k}", found[k], 0, k) for k in steps]
     for label, checkpoint, seed, step in todo:
         if label in rows:
             continue
@@ -133,8 +143,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     run, out = Path(args.run), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    steps = ([int(s) for s in args.steps.split(",")] if args.steps else
-             sorted(int(p.name.rsplit("_", 1)[1]) for p in run.glob("checkpoint_step_*")))
+    steps = [int(s) for s in args.steps.split(",")] if args.steps else sorted(checkpoints(run))
     summary = {"loss": plot_loss(run, out / "loss.png")}
     cfg = load_config(args.config, LosoConfig, args.overrides)
     rows = probe_rows(cfg, run, out, steps, [int(s) for s in args.seeds.split(",")])

@@ -38,7 +38,7 @@ PREFIXES = ("module.", "_orig_mod.", "encoder.")
 def require_rgb_input(encoder, source=None) -> None:
     """The spotting heads read ImageNet-normalised RGB crops: an encoder pretrained on the motion view
     (ModelConfig.input "motion") would see another input than it learned, so it is refused here."""
-    if getattr(encoder.cfg, "input", "rgb") != "rgb":
+    if encoder.cfg.input != "rgb":
         raise ConfigError(f"this encoder was pretrained on the {encoder.cfg.input!r} input; the spotting heads "
                           "feed it RGB face crops", path=source, field="model.encoder",
                           fix="use it through the detector's encoder channels (spotting loso fusion.use_encoder=true, "

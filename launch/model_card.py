@@ -143,14 +143,17 @@ def _pretraining(pre: dict) -> str:
     return "\n".join(lines)
 
 
-def _rows_table(title: str, rows) -> list[str]:
-    """A results JSON's list of flat row dicts (same keys) as a Markdown table under `title`."""
-    if not rows:
-        return []
+def markdown_table(rows: list[dict]) -> list[str]:
+    """Flat row dicts (same keys) as Markdown table lines, the identifying columns (ROW_KEYS_FIRST) leftmost."""
     first = [k for k in ROW_KEYS_FIRST if k in rows[0]]
     keys = first + [k for k in rows[0] if k not in first]  # JSON files may have sorted the keys
-    lines = ["", f"{title}:", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    return lines + ["| " + " | ".join(_fmt(r.get(k, "-")) for k in keys) + " |" for r in rows] + [""]
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    return lines + ["| " + " | ".join(_fmt(r.get(k, "-")) for k in keys) + " |" for r in rows]
+
+
+def _rows_table(title: str, rows) -> list[str]:
+    """A results JSON's list of rows as a Markdown table under `title` (nothing when there are none)."""
+    return ["", f"{title}:", ""] + markdown_table(rows) + [""] if rows else []
 
 
 def _spotting(results: dict) -> str:

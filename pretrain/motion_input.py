@@ -32,10 +32,11 @@ def check_motion_config(icfg: MotionInputConfig) -> None:
         raise ConfigError("pretraining's motion input has no blur", field="motion.blur_px", fix="set it to 0")
 
 
-def check_motion_shards(shards, icfg: MotionInputConfig) -> None:
-    """The shard set holds stabilised clips normalised with the lighting the config expects."""
-    manifest = read_manifest(shards) or {}
-    packed = manifest.get("config", {})
+def check_motion_shards(shards, icfg: MotionInputConfig, packed: dict | None = None) -> None:
+    """The shard set holds stabilised clips normalised with the lighting the config expects; `packed`: the
+    manifest's pack config when the caller has read it already."""
+    if packed is None:
+        packed = (read_manifest(shards) or {}).get("config", {})
     if packed.get("crop") != "stabilised":
         raise DataError(f"model.input is 'motion' but these shards were packed with crop={packed.get('crop')!r}",
                         path=f"{shards}/{MANIFEST}", field="crop",

@@ -9,6 +9,7 @@ import logging
 
 from data.common.errors import ConfigError, SpotMAEError
 from data.shards.format import read_manifest, shard_urls
+from data.shards.loader import sampled_span
 from pretrain.config import PretrainConfig, config_to_raw
 from pretrain.motion_input import check_motion_shards
 from pretrain.train_loop import train_loop_per_worker
@@ -48,13 +49,13 @@ def check_inputs(cfg: PretrainConfig) -> None:
     manifest = read_manifest(cfg.data.shards) or {}
     packed = manifest.get("config", {})
     if cfg.model.input == "motion":
-        check_motion_shards(cfg.data.shards, cfg.motion)
+        check_motion_shards(cfg.data.shards, cfg.motion, packed)
     elif packed.get("crop") == "stabilised":
         raise ConfigError("these shards hold stabilised grey clips, made for model.input=motion",
                           path=cfg.data.shards, field="model.input",
                           fix="set model.input=motion (configs/pretrain/lgi_tiny_motion.yaml), or pack rgb clips")
     strides = cfg.data.frame_strides or [cfg.data.frame_stride]
-    need, stored = (cfg.model.frames - 1) * max(strides) + 1, packed.get("clip_frames")
+    need, stored = sampled_span(cfg.model.frames, max(strides)), packed.get("clip_frames")
     if stored is not None and stored < need:
         field = "data.frame_strides" if cfg.data.frame_strides else "data.frame_stride"
         raise ConfigError(f"{cfg.model.frames} frames at stride {max(strides)} span {need} stored frames, the "

@@ -220,9 +220,14 @@ class SampleShuffle:
         return wds.shuffle(self.bufsize, initial=min(self.bufsize, 64), rng=rng)(samples)
 
 
+def sampled_span(frames: int, stride: int) -> int:
+    """Stored frames that `frames` sampled frames `stride` apart cover."""
+    return (frames - 1) * stride + 1
+
+
 def sample_indices(num_stored: int, frames: int, stride: int, rng: np.random.Generator) -> np.ndarray:
     """`frames` indices `stride` apart at a random start (temporal jitter)."""
-    span = (frames - 1) * stride + 1
+    span = sampled_span(frames, stride)
     if num_stored < span:
         raise DataError(f"clip has {num_stored} frames, sampling needs {span}", field="num_frames",
                         fix="lower data.frame_stride or pack longer clips")
