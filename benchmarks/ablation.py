@@ -12,6 +12,9 @@ Variants (each one spotting.loso run in OUT/<variant>, the protocol's finished f
   detector_encoder_pretrained  the same with the pretrained encoder (--encoder)
   detector_full                the detector on flow cues + encoder features of the scratch encoder
   detector_full_pretrained     the same with the pretrained encoder (--encoder)
+  detector_encoder_tuned       detector_encoder_scratch with the encoder fine-tuned inside every fold
+                               (encoder_tuning.mode=partial: spotting.tuned_channels)
+  detector_full_tuned          detector_full with the encoder fine-tuned inside every fold
   detector_heads               the detector on flow cues + the spotting heads' curves (frozen encoder, raw crops)
 The flow-only baseline (no learning) is scored on the same videos by every run. Flow cues are computed once and
 shared through OUT/shared (they hold no labels), encoder features once per encoder in OUT/features.
@@ -44,6 +47,11 @@ VARIANTS = {
         "fusion.use_model": False, "fusion.use_cues": False, "fusion.use_encoder": True}),
     "detector_full": ("detector on flow cues + encoder features (full system)", {"finetune.model.encoder": None}),
     "detector_full_pretrained": ("full system, pretrained encoder", {}),
+    "detector_encoder_tuned": ("detector on encoder features only, encoder tuned per fold (scratch)", {
+        "finetune.model.encoder": None, "fusion.use_model": False, "fusion.use_cues": False,
+        "fusion.use_encoder": True, "encoder_tuning.mode": "partial"}),
+    "detector_full_tuned": ("full system, encoder tuned per fold (scratch)", {
+        "finetune.model.encoder": None, "encoder_tuning.mode": "partial"}),
     "detector_heads": ("detector on flow cues + spotting heads' curves", {"fusion.use_model": True,
                                                                          "fusion.use_encoder": False}),
 }

@@ -32,21 +32,10 @@ from spotting.channels import CUE, ENCODER, MODEL, Channel, VideoFeatures  # noq
 from spotting.detector_spotter import principal_directions  # noqa: E402
 from spotting.fusion import fit_logistic  # noqa: E402
 from spotting.loso import LosoConfig, features_for, inner_scores, prepare  # noqa: E402
+from spotting.metric import roc_auc  # noqa: E402
 from spotting.protocol import loso_splits  # noqa: E402
 
 PROBE_COMPONENTS = 128  # of 2,560 pooled lgi_tiny features (256 tried: 0.846 / 0.631, lower)
-
-
-def roc_auc(score: np.ndarray, label: np.ndarray) -> float:
-    """Probability that a random positive frame scores above a random negative one (ties count half)."""
-    from scipy.stats import rankdata
-
-    pos = label > 0.5
-    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(score)
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def pooled_auc(items: list[VideoFeatures], labels: dict[str, np.ndarray], channel: Channel) -> float:

@@ -142,6 +142,13 @@ def normalised_stream(sv: st.StableVideo, icfg: MotionInputConfig) -> tuple[np.n
     return x, ref
 
 
+def model_stream(sv: st.StableVideo, icfg: MotionInputConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """What window_clips reads for one video: (normalised frames, median face, running mean or None)."""
+    x, video_ref = normalised_stream(sv, icfg)
+    running = st.running_mean(x, icfg.running_tau_s * sv.rate_hz) if icfg.contrast == "running" else None
+    return x, video_ref, running
+
+
 def window_clips(x: np.ndarray, windows, icfg: MotionInputConfig, video_ref: np.ndarray,
                  running: np.ndarray | None, rate_hz: float) -> torch.Tensor:
     """Model input [B, 3, T, S, S] float32 for a list of grid windows."""
@@ -208,8 +215,7 @@ def encode_video(encoder, sv: st.StableVideo, icfg: MotionInputConfig, grans=DEF
     """{gran name: {"rows", "regions", "region_std"}} on the grid of one stabilised video."""
     encoder.eval()
     cfg = encoder.cfg
-    x, video_ref = normalised_stream(sv, icfg)
-    running = (st.running_mean(x, icfg.running_tau_s * sv.rate_hz) if icfg.contrast == "running" else None)
+    x, video_ref, running = model_stream(sv, icfg)
     weights = torch.from_numpy(region_weights(cfg.img_size, cfg.patch))
     out = {}
     for g in grans:

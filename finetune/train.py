@@ -100,7 +100,7 @@ def fit_heads(spotter: Spotter, features: FeatureSet, labels: dict[str, np.ndarr
     return spotter
 
 
-def freeze_early_layers(encoder, cfg: FinetuneTrainConfig) -> None:
+def freeze_early_layers(encoder, cfg) -> None:
     """partial: only the last `trainable_blocks` blocks and the final norm learn; full: the whole encoder.
     Layers are the encoder's group_matcher groups (0 = embedding, i + 1 = block i, then the final norm)."""
     layers = group_parameters(encoder, encoder.group_matcher(), reverse=True)
@@ -109,18 +109,23 @@ def freeze_early_layers(encoder, cfg: FinetuneTrainConfig) -> None:
         param.requires_grad_(layers[name] >= first)
 
 
-def param_groups(spotter: Spotter, cfg: FinetuneTrainConfig) -> list[dict]:
+def encoder_param_groups(encoder, cfg) -> list[dict]:
     """Layer-wise lr decay over the encoder's group_matcher layers, lr * layer_decay ** (last layer - layer), no
-    weight decay on biases, norms and its no_weight_decay() tensors (timm's hooks and param groups); the heads
-    learn at the full lr. Frozen layers are left out."""
-    freeze_early_layers(spotter.encoder, cfg)
-    spotter.heads.requires_grad_(True)
-    groups = param_groups_layer_decay(spotter.encoder, cfg.weight_decay, spotter.encoder.no_weight_decay(),
+    weight decay on biases, norms and its no_weight_decay() tensors (timm's hooks and param groups). Layers that
+    `cfg` (mode, trainable_blocks, lr, layer_decay, weight_decay) freezes are left out."""
+    freeze_early_layers(encoder, cfg)
+    groups = param_groups_layer_decay(encoder, cfg.weight_decay, encoder.no_weight_decay(),
                                       layer_decay=cfg.layer_decay)
-    groups += param_groups_weight_decay(spotter.heads, cfg.weight_decay)
     for group in groups:
         group["lr"] = cfg.lr * group.pop("lr_scale", 1.0)
     return groups
+
+
+def param_groups(spotter: Spotter, cfg: FinetuneTrainConfig) -> list[dict]:
+    """The encoder's groups (encoder_param_groups) and the heads at the full lr."""
+    groups = encoder_param_groups(spotter.encoder, cfg)
+    spotter.heads.requires_grad_(True)
+    return groups + [{**g, "lr": cfg.lr} for g in param_groups_weight_decay(spotter.heads, cfg.weight_decay)]
 
 
 def fit_end_to_end(spotter: Spotter, videos: pd.DataFrame, labels: dict[str, np.ndarray],

@@ -103,6 +103,14 @@ def cache_dirs(cache_dir, stab: st.StabiliseConfig) -> tuple[Path, Path] | tuple
     return root / f"stab{stab.rate_hz:g}{tag}", root / f"feat{tag}"
 
 
+def stable_video(path, video: str, fps: float, num_frames: int, cfg: EncoderChannelsConfig, frames: int,
+                 cache_dir=None) -> st.StableVideo:
+    """The video's stabilised stream (cached under cache_dir as encoder_channels caches it), checked first: a
+    DataError naming `path` for a video shorter than the shortest window of `frames` grid steps."""
+    check_video(path, fps, num_frames, cfg, frames)
+    return st.prepare(path, video, fps, cfg.stabilisation, cache_dirs(cache_dir, cfg.stabilisation)[0])
+
+
 def encoder_channels(path, video: str, fps: float, num_frames: int, encoder, cfg: EncoderChannelsConfig,
                      cache_dir=None) -> dict[Channel, np.ndarray]:
     """{Channel(ENCODER, ANY, "<granularity>.<region or band>", "mean<i>" | "std<i>"): float32 [num_frames]}:
@@ -110,10 +118,8 @@ def encoder_channels(path, video: str, fps: float, num_frames: int, encoder, cfg
 
     cache_dir: folder holding stab<rate>/ and feat/ (None: nothing is written). Raises DataError naming `path`
     for a video shorter than the shortest window or with a face in too few frames."""
-    check_video(path, fps, num_frames, cfg, encoder.cfg.frames)
-    stab_dir, feat_dir = cache_dirs(cache_dir, cfg.stabilisation)
-    sv = st.prepare(path, video, fps, cfg.stabilisation, stab_dir)
-    feats = mf.load_or_encode(encoder, sv, cfg.input, feat_dir, cfg.granularities)
+    sv = stable_video(path, video, fps, num_frames, cfg, encoder.cfg.frames, cache_dir)
+    feats = mf.load_or_encode(encoder, sv, cfg.input, cache_dirs(cache_dir, cfg.stabilisation)[1], cfg.granularities)
     steps = frame_steps(num_frames, fps, sv.rate_hz, len(sv.crops))
     out: dict[Channel, np.ndarray] = {}
     for g in cfg.granularities:

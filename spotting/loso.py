@@ -11,6 +11,9 @@ Writes <out>/folds/<subject>/{predictions.csv, detector_fit.json or fusion.json,
 flow baseline's results on the same videos (<out>/baseline_*), and (final_model) a spotter trained on every
 subject in <out>/model for `python -m spotting spot`. Finished folds are skipped on a rerun. Folds run as Ray
 tasks when `parallel` is set.
+With `encoder_tuning.mode` partial or full the encoder channels are not computed once: each fold fine-tunes the
+encoder on its training subjects (spotting.tuned_channels, early stopping on the last of them) and rebuilds every
+video's channels with it (folds/<subject>/encoder_tuning.json); the final model carries its own tuned encoder.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from data.common.atomic import write_json, write_text
+from data.common.atomic import read_json, write_json, write_text
 from data.common.config import Config, setting, to_dict
 from data.common.dataset import read_dataset
 from data.common.errors import ConfigError
@@ -35,16 +38,18 @@ from finetune.config import FinetuneConfig
 from finetune.encoder import load_encoder
 from finetune.features import compute_features
 from finetune.heads import SpottingHead
+from finetune.motion_tuning import EncoderTuningConfig
 from finetune.predict import curves_from_pooled
 from finetune.train import build_spotter, fit_heads, train_head, video_labels, window_targets
 from spotting import detector_spotter as ds
 from spotting import fusion as fu
 from spotting import protocol
+from spotting import tuned_channels as tc
 from spotting.baseline import BaselineConfig
-from spotting.channels import FLOW, Channel, VideoFeatures, cue_channels, model_channels, video_features
-from spotting.encoder_channels import EncoderChannelsConfig, encoder_channels
+from spotting.channels import ENCODER, FLOW, Channel, VideoFeatures, cue_channels, model_channels, video_features
+from spotting.encoder_channels import EncoderChannelsConfig, encoder_channels, stable_video
 from spotting.metric import format_variants
-from spotting.plots import plot_timeline
+from spotting.plots import plot_timeline, plot_tuning
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +68,9 @@ class LosoConfig(Config):
     # stabilised streams and features are cached (null: <out>/encoder_input; they hold no labels)
     encoder_input: EncoderChannelsConfig = dataclasses.field(default_factory=EncoderChannelsConfig)
     encoder_cache: str | None = None
+    # fusion.use_encoder: fine-tune the encoder on each fold's training subjects before its channels are made
+    # (finetune.motion_tuning); frozen (the default) computes them once for all folds
+    encoder_tuning: EncoderTuningConfig = dataclasses.field(default_factory=EncoderTuningConfig)
     out: str = "runs/loso"
     # How a fold gets out-of-sample head scores for fitting fusion + thresholds on its training subjects:
     # "cross": every training subject scored by heads trained on the other training subjects (inner LOSO);
@@ -81,7 +89,19 @@ class LosoConfig(Config):
         """The channel sets the detector reads."""
         return self.fusion.sets() + ((FLOW,) if self.fusion.use_cues else ())
 
+    def tuned(self) -> bool:
+        return self.encoder_tuning.mode != "frozen"
+
     def check(self) -> None:
+        if self.tuned() and not self.fusion.use_encoder:
+            raise ConfigError("encoder tuning changes the encoder channels, but they are not read",
+                              field="encoder_tuning.mode",
+                              fix="set fusion.use_encoder=true or encoder_tuning.mode=frozen")
+        if self.tuned() and self.fusion.use_model:
+            raise ConfigError("the heads read the frozen encoder's RGB features, and a spotter folder holds one "
+                              "encoder: tuning the motion encoder and the heads cannot share it",
+                              field="encoder_tuning.mode",
+                              fix="set fusion.use_model=false or encoder_tuning.mode=frozen")
         if self.fusion.use_encoder and self.spotter != "detector":
             raise ConfigError("encoder channels speak for no one expression type: only the detector reads them",
                               field="fusion.use_encoder", fix="set spotter=detector or fusion.use_encoder=false")
@@ -102,6 +122,8 @@ class Shared:
     labels: dict[str, np.ndarray]
     dim: int
     tubelet: int
+    encoder: object | None = None  # as loaded; encoder_tuning starts from it in every fold
+    encoder_dir: Path | None = None  # the encoder channels' cache (stabilised streams + features)
 
 
 def split_subjects(train: list[str], val_count: int) -> tuple[list[str], list[str]]:
@@ -204,11 +226,27 @@ class DetectorFolds:
     shared: Shared
 
     def __call__(self, split: protocol.Split) -> protocol.FoldResult:
-        cfg, shared, train = self.cfg, self.shared, list(split.train)
+        cfg, train = self.cfg, list(split.train)
+        shared, _, tuning = tuned_shared(cfg, self.shared, train)
         spotter, inner = fit_fold_detector(cfg, shared, train)
         pred = spotter.predict(heldout_features(cfg, shared, split.test, train))
-        return protocol.FoldResult(pred, {**inner, "detector": spotter.selection},
-                                   {"detector_fit.json": spotter.to_dict()})
+        artifacts = {"detector_fit.json": spotter.to_dict(), **({"encoder_tuning.json": tuning} if tuning else {})}
+        summary = {k: tuning[k] for k in ("fitted", "early_stopping", "best_epoch", "best_val_auc")} if tuning else {}
+        return protocol.FoldResult(pred, {**inner, "detector": spotter.selection, **summary}, artifacts)
+
+
+def tuned_shared(cfg: LosoConfig, shared: Shared, subjects: list[str]) -> tuple[Shared, object, dict | None]:
+    """(shared inputs whose encoder channels come from the encoder tuned on `subjects`, that encoder, its tuning
+    record); unchanged, with the encoder as loaded and no record, when encoder_tuning is frozen."""
+    if not cfg.tuned():
+        return shared, shared.encoder, None
+    set_fold_threads(cfg)
+    encoder, info = tc.tune_on_subjects(shared.encoder, shared.videos, shared.labels, subjects, cfg.encoder_tuning,
+                                        cfg.encoder_input, shared.encoder_dir)
+    channels = compute_encoder_channels(cfg, shared.videos, encoder, shared.encoder_dir)
+    cues = {v: {**{c: x for c, x in shared.cues.get(v, {}).items() if c.set != ENCODER}, **channels[v]}
+            for v in channels}
+    return dataclasses.replace(shared, cues=cues), encoder, info
 
 
 def fit_fold_detector(cfg: LosoConfig, shared: Shared, train_subjects: list[str]) -> tuple[ds.DetectorSpotter, dict]:
@@ -228,27 +266,38 @@ def compute_cues(cfg: LosoConfig, videos: pd.DataFrame, out: Path) -> dict[str, 
             for r in tqdm(list(videos.itertuples(index=False)), desc="flow cues", unit="video")}
 
 
-def compute_encoder_channels(cfg: LosoConfig, videos: pd.DataFrame, encoder, out: Path) -> dict:
-    cache = Path(cfg.encoder_cache) if cfg.encoder_cache else out / "encoder_input"
+def encoder_cache_dir(cfg: LosoConfig, out: Path) -> Path:
+    return Path(cfg.encoder_cache) if cfg.encoder_cache else out / "encoder_input"
+
+
+def compute_encoder_channels(cfg: LosoConfig, videos: pd.DataFrame, encoder, cache: Path) -> dict:
     return {str(r.video): encoder_channels(r.path, str(r.video), float(r.fps), int(r.num_frames), encoder,
                                            cfg.encoder_input, cache)
             for r in tqdm(list(videos.itertuples(index=False)), desc="encoder channels", unit="video")}
+
+
+def stabilise_all(cfg: LosoConfig, videos: pd.DataFrame, frames: int, cache: Path) -> None:
+    """Fill the stabilised-stream cache before tuned folds read it (parallel folds would each stabilise)."""
+    for r in tqdm(list(videos.itertuples(index=False)), desc="stabilisation", unit="video"):
+        stable_video(r.path, str(r.video), float(r.fps), int(r.num_frames), cfg.encoder_input, frames, cache)
 
 
 def prepare(cfg: LosoConfig, out: Path) -> Shared:
     ft = cfg.finetune
     videos, gt = read_dataset(ft.data.root, "finetune.data.root")
     cues = compute_cues(cfg, videos, out) if cfg.fusion.use_cues else {}
-    features, dim, tubelet = None, 0, 1
+    features, dim, tubelet, encoder, cache = None, 0, 1, None, encoder_cache_dir(cfg, out)
     if cfg.fusion.use_model or cfg.fusion.use_encoder:
         encoder = load_encoder(ft.model.encoder, ft.model.name, ft.train.seed)
-    if cfg.fusion.use_encoder:  # label-free per-video channels, kept beside the cues
-        for video, channels in compute_encoder_channels(cfg, videos, encoder, out).items():
+    if cfg.fusion.use_encoder and cfg.tuned():  # each fold makes its own channels (tuned_shared)
+        stabilise_all(cfg, videos, encoder.cfg.frames, cache)
+    elif cfg.fusion.use_encoder:  # label-free per-video channels, kept beside the cues
+        for video, channels in compute_encoder_channels(cfg, videos, encoder, cache).items():
             cues[video] = {**cues.get(video, {}), **channels}
     if cfg.fusion.use_model:
         features = compute_features(encoder, videos, ft, ft.feature_cache or out / "features")
         dim, tubelet = encoder.cfg.dim, encoder.cfg.tubelet
-    return Shared(videos, gt, cues, features, video_labels(videos, gt), dim, tubelet)
+    return Shared(videos, gt, cues, features, video_labels(videos, gt), dim, tubelet, encoder, cache)
 
 
 def final_model(cfg: LosoConfig, shared: Shared, out: Path) -> Path:
@@ -258,6 +307,7 @@ def final_model(cfg: LosoConfig, shared: Shared, out: Path) -> Path:
         log.info("final model already in %s: keeping it", folder)
         return folder
     subjects = protocol.subjects_of(shared.videos, cfg.finetune.data.root)
+    shared, encoder, tuning = tuned_shared(cfg, shared, subjects)
     if cfg.spotter == "detector":
         detector, split = fit_fold_detector(cfg, shared, subjects)
         detector.save(folder)
@@ -265,7 +315,10 @@ def final_model(cfg: LosoConfig, shared: Shared, out: Path) -> Path:
         fusion, split = fit_fold_fusion(cfg, shared, subjects)
         fusion.save(folder / "fusion.json")
     ft = cfg.finetune
-    encoder = load_encoder(ft.model.encoder, ft.model.name, ft.train.seed)
+    if encoder is None:  # neither heads nor encoder channels: the folder still carries an encoder
+        encoder = load_encoder(ft.model.encoder, ft.model.name, ft.train.seed)
+    if tuning:
+        split = {**split, "encoder_tuning": tuning}
     spotter = build_spotter(encoder, ft)
     if cfg.fusion.use_model:
         fit_heads(spotter, shared.features, shared.labels, protocol.videos_of(shared.videos, subjects), ft)
@@ -295,6 +348,9 @@ def run_loso(cfg: LosoConfig, runner: Callable[[LosoConfig, Shared], protocol.Fo
     write_json(out / "config.json", to_dict(cfg))
     plot_timeline(shared.gt, spotter.predictions, shared.videos, out / "timeline.png",
                   title="LOSO predictions vs ground truth")
+    if cfg.tuned():
+        plot_tuning({f.name: read_json(f / "encoder_tuning.json") for f in sorted((out / "folds").iterdir())
+                     if (f / "encoder_tuning.json").is_file()}, out / "encoder_tuning.png")
     if cfg.final_model:
         final_model(cfg, shared, out)
     log.info("LOSO over %d subjects in %.1f s -> %s", len(subjects), time.perf_counter() - t0, out)

@@ -82,3 +82,28 @@ def plot_timeline(gt: pd.DataFrame | None, pred: pd.DataFrame, videos: pd.DataFr
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return path
+
+
+def plot_tuning(records: dict[str, dict], path) -> Path:
+    """Write a PNG: per fold, the validation AUC of encoder tuning by epoch (epoch 0: the head alone on the encoder
+    as given), the kept epoch marked. records: {fold name: finetune.motion_tuning's record}."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name, record in records.items():
+        epochs = [h["epoch"] for h in record["history"]]
+        line, = ax.plot(epochs, [h["val_auc"] for h in record["history"]], marker="o", ms=3, label=name)
+        ax.plot([record["best_epoch"]], [record["best_val_auc"]], marker="*", ms=12, color=line.get_color())
+    ax.set_xlabel("epoch (0: head only, encoder as given)")
+    ax.set_ylabel("validation AUC (tubelets, mean of types)")
+    ax.set_title("encoder tuning per fold (star: the epoch kept)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path

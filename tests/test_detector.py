@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -184,3 +185,64 @@ def test_spot_gives_exactly_the_intervals_of_the_loso_code_path(full_loso, tmp_p
     spot_item = video_features("", str(row.video), item.fps, item.num_frames,
                                {c: curves[c.name.replace(".", "__")] for c in item.curves})
     np.testing.assert_array_equal(spotter.boxes(spot_item), spotter.boxes(item))
+
+
+TUNING_OVERRIDES = ["encoder_tuning.mode=partial", "encoder_tuning.epochs=2", "encoder_tuning.windows_per_epoch=8",
+                    "encoder_tuning.val_windows=8", "encoder_tuning.batch_size=4", "encoder_tuning.probe_epochs=3"]
+
+
+@pytest.fixture(scope="module")
+def tuned_loso(full_loso, tmp_path_factory):
+    """A detector LOSO on encoder channels only, the encoder fine-tuned inside every fold (and for the final
+    model); the stabilised streams come from full_loso's cache."""
+    from data.common.config import load_config
+    from spotting import loso
+
+    base, _ = full_loso
+    out = tmp_path_factory.mktemp("tuned_loso") / "loso"
+    shutil.copytree(Path(base.out) / "cues", out / "cues")  # the flow baseline's label-free curves, as computed there
+    cfg = load_config("configs/spotting/loso.yaml", loso.LosoConfig, [
+        f"finetune.data.root={base.finetune.data.root}", f"out={out}", "parallel=false", "fusion.use_cues=false",
+        "detector.encoder_pca=8", f"encoder_cache={Path(base.out) / 'encoder_input'}", *TUNING_OVERRIDES,
+        *TINY_DETECTOR_OVERRIDES])
+    loso.run_loso(cfg)
+    return cfg, loso.prepare(cfg, out)
+
+
+def test_encoder_tuning_inside_loso_reads_training_subjects_only_and_spot_uses_the_tuned_encoder(tuned_loso,
+                                                                                                   tmp_path):
+    from finetune.motion_features import encoder_digest
+    from finetune.store import load_spotter
+    from spotting import loso
+    from spotting.spot import spot
+
+    cfg, shared = tuned_loso
+    out = Path(cfg.out)
+    for fold in sorted((out / "folds").iterdir()):
+        record = json.loads((fold / "encoder_tuning.json").read_text())
+        summary = json.loads((fold / "fold.json").read_text())
+        assert fold.name not in record["fitted"] + record["early_stopping"]
+        assert sorted(record["fitted"] + record["early_stopping"]) == summary["train_subjects"]
+        assert record["early_stopping"] == [max(summary["train_subjects"])]
+        assert summary["best_epoch"] == record["best_epoch"] and len(record["history"]) >= 2
+    assert (out / "encoder_tuning.png").stat().st_size > 0
+    # the final model carries the encoder tuned on every subject: the same weights from the tuning cache and
+    # when tuned again without it (seeded)
+    subjects = sorted(shared.videos["subject"].unique())
+    saved = encoder_digest(load_spotter(out / "model")[0].encoder)
+    _, cached, _ = loso.tuned_shared(cfg, shared, subjects)
+    shutil.rmtree(Path(cfg.encoder_cache) / "tuned")
+    tuned_shared, encoder, record = loso.tuned_shared(cfg, shared, subjects)
+    assert saved == encoder_digest(cached) == encoder_digest(encoder) == \
+        record["history"][record["best_epoch"]]["digest"]
+    # and `spot` gives a video exactly the intervals and encoder channels the LOSO code path gives it
+    row = shared.videos.iloc[0]
+    item = loso.features_for(tuned_shared, [str(row.video)], None)[0]
+    expected = ds.DetectorSpotter.load(out / "model").predict([item])
+    spot(Path(cfg.finetune.data.root) / row.path, out / "model", tmp_path / "spot")
+    got = pd.read_csv(tmp_path / "spot" / f"{Path(row.path).stem}.csv", keep_default_na=False)
+    for column in ("onset", "offset", "type"):
+        assert list(got[column]) == list(expected[column])
+    curves = np.load(tmp_path / "spot" / f"{Path(row.path).stem}_curves.npz")
+    for channel, curve in item.curves.items():
+        np.testing.assert_array_equal(curves[channel.name.replace(".", "__")], curve)

@@ -1,0 +1,106 @@
+"""Encoder fine-tuning inside a LOSO fold (LosoConfig.encoder_tuning): the encoder learns from the fold's
+training subjects, then every video's encoder channels are rebuilt with it.
+
+The training subjects' videos are stabilised exactly as spotting.encoder_channels stabilises them (the same
+cache); the last `val_subjects` of them (sorted) only judge the epochs (early stopping), the rest are fitted
+(finetune.motion_tuning). The channels of every video are then made by spotting.encoder_channels, the builder
+`spot` calls with the encoder a final model carries, so `spot` gives a video the channels it got here. Features
+are cached under the tuned encoder's own digest, and the tuned encoder itself under <cache>/tuned/<key>/ (key:
+the encoder as given, both configs, the subjects and their labels), so a rerun of a fold, or another run with the
+same tuning (e.g. the full system after the encoder-only row), tunes and encodes nothing twice.
+Nothing here reads the labels of a subject outside `subjects`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from data.common.atomic import write_json
+from data.common.config import to_dict
+from finetune import motion_tuning as mt
+from finetune.encoder import load_encoder, save_encoder
+from finetune.motion_features import encoder_digest
+from spotting import protocol
+from spotting.encoder_channels import EncoderChannelsConfig, frame_steps, stable_video
+
+log = logging.getLogger(__name__)
+
+
+def tuning_split(subjects: list[str], val_count: int) -> tuple[list[str], list[str]]:
+    """(fitted, early-stopping) subjects; with one subject it does both (and the early stopping is optimistic)."""
+    subjects = sorted(subjects)
+    if len(subjects) < 2:
+        log.warning("encoder tuning with one subject: early stopping reads the subject it fits")
+        return subjects, subjects
+    val_count = min(val_count, len(subjects) - 1)
+    return subjects[:-val_count], subjects[-val_count:]
+
+
+def tuning_videos(videos: pd.DataFrame, labels: dict[str, np.ndarray], names: list[str], frames: int,
+                  cfg: EncoderChannelsConfig, cache_dir) -> list[mt.TuningVideo]:
+    rows = videos.set_index(videos["video"].astype(str))
+    out = []
+    for v in tqdm(names, desc="tuning inputs", unit="video", leave=False):
+        r = rows.loc[v]
+        fps, num_frames = float(r["fps"]), int(r["num_frames"])
+        sv = stable_video(r["path"], v, fps, num_frames, cfg, frames, cache_dir)
+        steps = frame_steps(num_frames, fps, sv.rate_hz, len(sv.crops))
+        out.append(mt.tuning_video(sv, labels[v], steps, cfg.input))
+    return out
+
+
+def tuning_key(encoder, videos: pd.DataFrame, labels: dict[str, np.ndarray], subjects: list[str],
+               cfg: mt.EncoderTuningConfig, channels_cfg: EncoderChannelsConfig) -> str:
+    h = hashlib.sha1(encoder_digest(encoder).encode())
+    h.update(json.dumps([to_dict(cfg), to_dict(channels_cfg), sorted(subjects)], sort_keys=True).encode())
+    for v in protocol.videos_of(videos, subjects):
+        h.update(v.encode())
+        h.update(np.ascontiguousarray(labels[v]).tobytes())
+    return h.hexdigest()[:16]
+
+
+def cached_tuning(folder: Path | None):
+    """(encoder, record) tuned before into `folder`, or None (absent, cut off, or weights that are not the ones
+    recorded: then it is tuned again)."""
+    if folder is None or not (folder / "record.json").is_file():
+        return None
+    record = json.loads((folder / "record.json").read_text())
+    encoder = load_encoder(folder / "encoder", field=None).eval().requires_grad_(False)
+    if encoder_digest(encoder) != record["history"][record["best_epoch"]]["digest"]:
+        log.warning("%s: the tuned encoder is not the one recorded; tuning again", folder)
+        return None
+    return encoder, record
+
+
+def tune_on_subjects(encoder, videos: pd.DataFrame, labels: dict[str, np.ndarray], subjects: list[str],
+                     cfg: mt.EncoderTuningConfig, channels_cfg: EncoderChannelsConfig,
+                     cache_dir: Path | None) -> tuple[object, dict]:
+    """A copy of `encoder` tuned on the videos of `subjects` only, and what happened ({"fitted", "early_stopping"}
+    subjects + finetune.motion_tuning's record)."""
+    folder = (Path(cache_dir) / "tuned" / tuning_key(encoder, videos, labels, subjects, cfg, channels_cfg)
+              if cache_dir is not None else None)
+    cached = cached_tuning(folder)
+    if cached is not None:
+        log.info("encoder tuned on %s before: %s", sorted(subjects), folder)
+        return cached
+    fitted, judged = tuning_split(subjects, cfg.val_subjects)
+    frames = encoder.cfg.frames
+
+    def inputs(subs):
+        return tuning_videos(videos, labels, protocol.videos_of(videos, subs), frames, channels_cfg, cache_dir)
+
+    tuned, info = mt.tune_encoder(encoder, inputs(fitted), inputs(judged), channels_cfg.input,
+                                  channels_cfg.granularities, cfg)
+    log.info("encoder tuned on %s (early stopping on %s): best epoch %d, validation AUC %.3f", fitted, judged,
+             info["best_epoch"], info["best_val_auc"])
+    record = {"fitted": fitted, "early_stopping": judged, **info}
+    if folder is not None:  # the record last: its presence says the encoder beside it is whole
+        save_encoder(tuned, folder / "encoder")
+        write_json(folder / "record.json", record)
+    return tuned, record
