@@ -17,7 +17,8 @@ Variants (each one spotting.loso run in OUT/<variant>, the protocol's finished f
   detector_full_tuned          detector_full with the encoder fine-tuned inside every fold
   detector_heads               the detector on flow cues + the spotting heads' curves (frozen encoder, raw crops)
 The flow-only baseline (no learning) is scored on the same videos by every run. Flow cues are computed once and
-shared through OUT/shared (they hold no labels), encoder features once per encoder in OUT/features.
+shared through OUT/shared (they hold no labels), heads' features once per encoder in OUT/features, and the encoder
+channels' inputs (stabilised streams, features, tuned encoders) in OUT/encoder_input unless encoder_cache= says.
 Writes OUT/ablation.json and OUT/ablation.md (the README table) over every variant finished in OUT, and prints it.
 """
 from __future__ import annotations
@@ -73,6 +74,8 @@ def run_variant(args, name: str) -> dict:
     cfg = replace(load_config(args.config, LosoConfig, args.overrides),
                   {**encoder, **VARIANTS[name][1], "out": str(run.resolve()), "final_model": False,
                    "finetune.feature_cache": str((out / "features").resolve())})
+    if cfg.encoder_cache is None:  # stabilised streams, encoder features and tuned encoders: shared by variants
+        cfg = replace(cfg, {"encoder_cache": str((out / "encoder_input").resolve())})
     result = run_loso(cfg)
     copy_caches(run, out / "shared")
     return result

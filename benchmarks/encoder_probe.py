@@ -28,11 +28,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data.common.config import load_config, replace  # noqa: E402
 from data.common.tables import TYPES  # noqa: E402
+from finetune.motion_tuning import roc_auc  # noqa: E402
 from spotting.channels import CUE, ENCODER, MODEL, Channel, VideoFeatures  # noqa: E402
 from spotting.detector_spotter import principal_directions  # noqa: E402
 from spotting.fusion import fit_logistic  # noqa: E402
 from spotting.loso import LosoConfig, features_for, inner_scores, prepare  # noqa: E402
-from spotting.metric import roc_auc  # noqa: E402
 from spotting.protocol import loso_splits  # noqa: E402
 
 PROBE_COMPONENTS = 128  # of 2,560 pooled lgi_tiny features (256 tried: 0.846 / 0.631, lower)

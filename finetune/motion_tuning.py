@@ -30,6 +30,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+from scipy.stats import rankdata
 from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
@@ -38,18 +39,29 @@ from data.common.config import Config, setting
 from data.common.errors import ConfigError
 from data.faces import stabilise as st
 from finetune import motion_features as mf
+from finetune.predict import batches
 from finetune.train import auto_pos_weight, encoder_param_groups
 from finetune.windows import Window, window_labels
-from spotting.metric import roc_auc
 
 log = logging.getLogger(__name__)
+
+
+def roc_auc(score: np.ndarray, label: np.ndarray) -> float:
+    """Probability that a random positive scores above a random negative one (ties count half); NaN without both
+    classes. The early-stopping score here and the encoder probe's (benchmarks/encoder_probe.py)."""
+    pos = np.asarray(label) > 0.5
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(score)
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 @dataclasses.dataclass
 class AugmentConfig(Config):
     flip: bool = True  # mirror half the windows: a mirrored face shows the same expression
     gain_jitter: float = setting(0.25, ge=0)  # contrast gain exp(U(-j, j)): expressions differ in strength
-    shift_px: int = setting(2, ge=0)  # whole-clip shift up to this many pixels: residual stabilisation error
+    shift_px: int = setting(2, ge=0)  # circular whole-clip shift up to this many pixels: stabilisation error
     pixel_noise: float = setting(0.05, ge=0)  # Gaussian noise on the view (model units): sensor and coding noise
 
 
@@ -64,7 +76,7 @@ class EncoderTuningConfig(Config):
     windows_per_epoch: int = setting(480, ge=1)
     event_fraction: float = setting(0.5, ge=0, le=1)  # share of each epoch's windows that hold an event
     batch_size: int = setting(8, ge=1)
-    lr: float = setting(3e-4, gt=0)  # the last encoder layer's; earlier layers lr * layer_decay ** depth
+    lr: float = setting(3e-4, gt=0)  # the final norm's; block i of n learns at lr * layer_decay ** (n - i)
     layer_decay: float = setting(0.75, gt=0, le=1)
     head_lr: float = setting(2e-3, gt=0)
     weight_decay: float = setting(0.05, ge=0)
@@ -126,7 +138,8 @@ Stats = dict  # (video index, granularity name) -> (mean [F], std [F]) of the po
 
 
 def pooled_features(encoder, video: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Model input [B, C, T, S, S] -> [B, T', F]: each tubelet's region means and spreads (what the detector reads)."""
+    """Model input [B, C, T, S, S] -> [B, T', F]: each tubelet's region means and spreads of the final tokens (what
+    the detector reads with the default pooling; spotting.loso refuses tuning for other layers and poolings)."""
     _, regions, spread = mf.pool_tokens(encoder.forward_all(video), weights)
     return torch.cat([regions.flatten(2), spread.flatten(2)], -1)
 
@@ -157,10 +170,6 @@ def clips(videos: list[TuningVideo], batch: list[Sample], icfg: mf.MotionInputCo
         x, ref, running = videos[s.video].stream
         out.append(mf.window_clips(x, [s.window], icfg, ref, running, videos[s.video].rate_hz)[0].numpy())
     return out
-
-
-def batches(samples: list[Sample], size: int):
-    return (samples[i:i + size] for i in range(0, len(samples), size))
 
 
 @torch.no_grad()
@@ -197,7 +206,7 @@ def validation_auc(encoder, head: nn.Linear, videos, samples: list[Sample], ever
 
 def epoch_samples(samples: list[Sample], cfg: EncoderTuningConfig, rng: np.random.Generator) -> list[Sample]:
     """`windows_per_epoch` windows, `event_fraction` of them holding an event (drawn with replacement when
-    there are fewer)."""
+    there are fewer); fewer windows when the videos hold no window of one kind."""
     has_event = np.array([s.target.max() > 0.5 for s in samples])
     events, rest = np.flatnonzero(has_event), np.flatnonzero(~has_event)
     n_events = round(cfg.windows_per_epoch * cfg.event_fraction) if len(events) else 0
@@ -251,19 +260,32 @@ def train_epoch(enc, head: nn.Linear, opt, train: list[TuningVideo], tr: list[Sa
     return float(np.mean(losses))
 
 
+def check_tuning(cfg: EncoderTuningConfig, encoder) -> None:
+    """Refuse settings the encoder cannot take, before any fold starts."""
+    if cfg.mode == "partial" and cfg.trainable_blocks > len(encoder.blocks):
+        raise ConfigError(f"trainable_blocks={cfg.trainable_blocks} but the encoder has {len(encoder.blocks)} blocks",
+                          field="encoder_tuning.trainable_blocks",
+                          fix=f"at most {len(encoder.blocks)}, or encoder_tuning.mode=full")
+
+
 def tune_encoder(encoder, train: list[TuningVideo], val: list[TuningVideo], icfg: mf.MotionInputConfig, grans,
                  cfg: EncoderTuningConfig) -> tuple[object, dict]:
     """A copy of `encoder` fine-tuned on `train` (early stopping on `val`), in eval mode with gradients off, and
     {"best_epoch", "best_val_auc", "history": per epoch loss, validation AUC, seconds, encoder digest}.
     Epoch 0 fits the head alone on the encoder as given (probe_head: linear probing, then fine-tuning; the head
     is not random when the encoder starts to learn, and epoch 0's AUC is the frozen encoder's, the bar the tuned
-    epochs must beat to be kept)."""
-    if cfg.trainable_blocks > len(encoder.blocks):
-        raise ConfigError(f"trainable_blocks={cfg.trainable_blocks} but the encoder has {len(encoder.blocks)} blocks",
-                          field="encoder_tuning.trainable_blocks", fix=f"at most {len(encoder.blocks)}, or mode=full")
+    epochs must beat to be kept). The global torch RNG is left as it was."""
+    check_tuning(cfg, encoder)
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed)
+        enc, best, history, windows = _tune(copy.deepcopy(encoder), train, val, icfg, grans, cfg)
+    enc.load_state_dict(best[2])
+    enc.eval().requires_grad_(False)
+    return enc, {"best_epoch": best[1], "best_val_auc": best[0], **windows, "history": history}
+
+
+def _tune(enc, train, val, icfg, grans, cfg: EncoderTuningConfig):
     rng = np.random.default_rng(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    enc = copy.deepcopy(encoder)
     weights = torch.from_numpy(mf.region_weights(enc.cfg.img_size, enc.cfg.patch))
     head = nn.Linear(2 * len(weights) * enc.cfg.dim, 2)  # per tubelet: macro, micro
     tr = window_samples(train, grans, enc.cfg.frames, enc.cfg.tubelet)
@@ -272,24 +294,26 @@ def tune_encoder(encoder, train: list[TuningVideo], val: list[TuningVideo], icfg
     opt = torch.optim.AdamW(encoder_param_groups(enc, cfg) + [{"params": list(head.parameters()), "lr": cfg.head_lr,
                                                                "weight_decay": cfg.weight_decay}])
     pos_weight = auto_pos_weight(torch.from_numpy(np.concatenate([s.target for s in tr])))
-    history, best = [], (float("nan"), 0, None)
+    history, best = [], None
     bar = tqdm(range(cfg.epochs + 1), desc="encoder tuning", unit="epoch", leave=False)
     for epoch in bar:
         t0 = time.perf_counter()
         loss = (train_epoch(enc, head, opt, train, tr, icfg, weights, cfg, rng, pos_weight) if epoch else
                 probe_head(enc, head, train, tr, icfg, weights, cfg, rng, pos_weight))
         auc = validation_auc(enc, head, val, va, va_all, icfg, weights, cfg)
-        history.append({"epoch": epoch, "loss": round(loss, 5), "val_auc": auc,
+        history.append({"epoch": epoch, "loss": round(loss, 5), "val_auc": None if np.isnan(auc) else auc,
                         "seconds": round(time.perf_counter() - t0, 1), "digest": mf.encoder_digest(enc)})
         bar.set_postfix(val_auc=f"{auc:.3f}")
-        if epoch == 0 or auc > best[0] or (np.isnan(best[0]) and not np.isnan(auc)):
+        if np.isnan(auc):  # nothing can be judged: keep what was judged last (at epoch 0, the encoder as given)
+            log.warning("encoder tuning: no validation AUC at epoch %d (no event type with both classes, or "
+                        "non-finite scores); keeping epoch %d", epoch, best[1] if best else 0)
+            return enc, best or (None, 0, copy.deepcopy(enc.state_dict())), history, _sizes(tr, va)
+        if best is None or auc > best[0]:
             best = (auc, epoch, copy.deepcopy(enc.state_dict()))
         elif epoch - best[1] >= cfg.patience:
             break
-    if np.isnan(best[0]):
-        log.warning("encoder tuning: the validation windows hold no event type with both classes; keeping the "
-                    "encoder as given")
-    enc.load_state_dict(best[2])
-    enc.eval().requires_grad_(False)
-    return enc, {"best_epoch": best[1], "best_val_auc": best[0], "train_windows": len(tr), "val_windows": len(va),
-                 "history": history}
+    return enc, best, history, _sizes(tr, va)
+
+
+def _sizes(tr: list[Sample], va: list[Sample]) -> dict:
+    return {"train_windows": len(tr), "val_windows": len(va)}

@@ -38,7 +38,7 @@ from finetune.config import FinetuneConfig
 from finetune.encoder import load_encoder
 from finetune.features import compute_features
 from finetune.heads import SpottingHead
-from finetune.motion_tuning import EncoderTuningConfig
+from finetune.motion_tuning import EncoderTuningConfig, check_tuning
 from finetune.predict import curves_from_pooled
 from finetune.train import build_spotter, fit_heads, train_head, video_labels, window_targets
 from spotting import detector_spotter as ds
@@ -102,6 +102,11 @@ class LosoConfig(Config):
                               "encoder: tuning the motion encoder and the heads cannot share it",
                               field="encoder_tuning.mode",
                               fix="set fusion.use_model=false or encoder_tuning.mode=frozen")
+        if self.tuned() and (self.encoder_input.input.layer != "final" or self.encoder_input.pool.endswith("bands")):
+            raise ConfigError("encoder tuning teaches the final tokens pooled by landmark region; these channels "
+                              f"read layer {self.encoder_input.input.layer!r} pooled as {self.encoder_input.pool!r}",
+                              field="encoder_input", fix="input.layer=final and pool=regions+std (or regions), or "
+                              "encoder_tuning.mode=frozen")
         if self.fusion.use_encoder and self.spotter != "detector":
             raise ConfigError("encoder channels speak for no one expression type: only the detector reads them",
                               field="fusion.use_encoder", fix="set spotter=detector or fusion.use_encoder=false")
@@ -113,8 +118,9 @@ class LosoConfig(Config):
 
 @dataclasses.dataclass
 class Shared:
-    """What every fold reads: tables, label-free channels per video (cues, pair motion, encoder channels),
-    frozen window features for the heads (None when the heads are not used)."""
+    """What every fold reads: tables, label-free channels per video (cues, pair motion, the frozen encoder's
+    channels; with encoder tuning each fold replaces those by its tuned encoder's, tuned_shared), frozen window
+    features for the heads (None when the heads are not used)."""
     videos: pd.DataFrame
     gt: pd.DataFrame
     cues: dict[str, dict[Channel, np.ndarray]]
@@ -124,15 +130,6 @@ class Shared:
     tubelet: int
     encoder: object | None = None  # as loaded; encoder_tuning starts from it in every fold
     encoder_dir: Path | None = None  # the encoder channels' cache (stabilised streams + features)
-
-
-def split_subjects(train: list[str], val_count: int) -> tuple[list[str], list[str]]:
-    """(inner-train, inner-val) of the training subjects; with one subject, both are that subject."""
-    if len(train) < 2:
-        log.warning("only %d training subject(s): fusion and thresholds are fitted on training data", len(train))
-        return list(train), list(train)
-    val_count = min(val_count, len(train) - 1)
-    return train[:-val_count], train[-val_count:]
 
 
 def set_fold_threads(cfg: LosoConfig) -> None:
@@ -181,7 +178,7 @@ def inner_scores(cfg: LosoConfig, shared: Shared, train_subjects: list[str]) -> 
                                           protocol.videos_of(shared.videos, [split.test])))
         return (protocol.videos_of(shared.videos, train_subjects), model if cfg.fusion.use_model else None,
                 {"inner": "cross"})
-    inner, val = split_subjects(train_subjects, cfg.val_subjects)
+    inner, val = protocol.split_subjects(train_subjects, cfg.val_subjects)
     val_videos = protocol.videos_of(shared.videos, val)
     model = (model_curves(cfg, shared, protocol.videos_of(shared.videos, inner), val_videos)
              if cfg.fusion.use_model else None)
@@ -237,7 +234,10 @@ class DetectorFolds:
 
 def tuned_shared(cfg: LosoConfig, shared: Shared, subjects: list[str]) -> tuple[Shared, object, dict | None]:
     """(shared inputs whose encoder channels come from the encoder tuned on `subjects`, that encoder, its tuning
-    record); unchanged, with the encoder as loaded and no record, when encoder_tuning is frozen."""
+    record); unchanged, with the encoder as loaded and no record, when encoder_tuning is frozen.
+    The detector is then fitted on channels of the subjects the encoder learned from: in-sample for them (their
+    inner folds are optimistic), out-of-sample only for the held-out subject. Cross-fitting (one tuning per inner
+    fold) would remove that at 5x the cost; not done."""
     if not cfg.tuned():
         return shared, shared.encoder, None
     set_fold_threads(cfg)
@@ -289,7 +289,8 @@ def prepare(cfg: LosoConfig, out: Path) -> Shared:
     features, dim, tubelet, encoder, cache = None, 0, 1, None, encoder_cache_dir(cfg, out)
     if cfg.fusion.use_model or cfg.fusion.use_encoder:
         encoder = load_encoder(ft.model.encoder, ft.model.name, ft.train.seed)
-    if cfg.fusion.use_encoder and cfg.tuned():  # each fold makes its own channels (tuned_shared)
+    if cfg.fusion.use_encoder and cfg.tuned():
+        check_tuning(cfg.encoder_tuning, encoder)  # each fold makes its own channels (tuned_shared)
         stabilise_all(cfg, videos, encoder.cfg.frames, cache)
     elif cfg.fusion.use_encoder:  # label-free per-video channels, kept beside the cues
         for video, channels in compute_encoder_channels(cfg, videos, encoder, cache).items():
@@ -325,7 +326,8 @@ def final_model(cfg: LosoConfig, shared: Shared, out: Path) -> Path:
     write_json(folder / "cues.json", to_dict(cfg.baseline))
     if cfg.fusion.use_encoder:
         write_json(folder / "encoder_input.json", to_dict(cfg.encoder_input))
-    store.save_spotter(spotter, ft, folder, {"subjects": subjects, "encoder_source": ft.model.encoder, **split})
+    store.save_spotter(spotter, ft, folder, {"subjects": subjects, "encoder_source": ft.model.encoder,
+                                             "encoder_tuned": tuning is not None, **split})
     return folder
 
 

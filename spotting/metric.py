@@ -31,15 +31,12 @@ Variants (pick the one the table you compare with used, and say which):
 In every variant P = TP / (TP + FP), R = TP / (TP + FN), F1 = 2PR / (P + R), each 0 when
 its denominator is 0, computed from the sums; "overall" sums macro and micro counts.
 Prediction scores are not used: threshold predictions before evaluating them.
-
-`roc_auc` is the frame-level score of the probes and of encoder tuning's early stopping, not a spotting metric.
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
-from scipy.stats import rankdata
 
 from data.common.errors import DataError
 from data.common.tables import TYPES
@@ -183,14 +180,3 @@ def format_table(result: dict, title: str | None = None) -> str:
         lines.append(f"{key:8s} {r['tp']:5d} {r['fp']:6d} {r['fn']:5d} "
                      f"{r['precision']:7.4f} {r['recall']:7.4f} {r['f1']:7.4f}")
     return "\n".join(lines)
-
-
-def roc_auc(score: np.ndarray, label: np.ndarray) -> float:
-    """Probability that a random positive frame scores above a random negative one (ties count half); NaN without
-    both classes."""
-    pos = np.asarray(label) > 0.5
-    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(score)
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

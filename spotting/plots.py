@@ -95,8 +95,9 @@ def plot_tuning(records: dict[str, dict], path) -> Path:
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for name, record in records.items():
         epochs = [h["epoch"] for h in record["history"]]
-        line, = ax.plot(epochs, [h["val_auc"] for h in record["history"]], marker="o", ms=3, label=name)
-        ax.plot([record["best_epoch"]], [record["best_val_auc"]], marker="*", ms=12, color=line.get_color())
+        aucs = [np.nan if h["val_auc"] is None else h["val_auc"] for h in record["history"]]
+        line, = ax.plot(epochs, aucs, marker="o", ms=3, label=name)
+        ax.plot([record["best_epoch"]], [aucs[record["best_epoch"]]], marker="*", ms=12, color=line.get_color())
     ax.set_xlabel("epoch (0: head only, encoder as given)")
     ax.set_ylabel("validation AUC (tubelets, mean of types)")
     ax.set_title("encoder tuning per fold (star: the epoch kept)")

@@ -87,6 +87,16 @@ def videos_of(videos: pd.DataFrame, subjects) -> list[str]:
     return [str(v) for v, s in zip(videos["video"], videos["subject"]) if str(s) in wanted]
 
 
+def split_subjects(train: list[str], val_count: int) -> tuple[list[str], list[str]]:
+    """(inner-train, inner-val) of the training subjects: the last `val_count` are held out; with one subject,
+    both are that subject (what is chosen on the held-out part is then chosen on training data)."""
+    if len(train) < 2:
+        log.warning("only %d training subject(s): the inner held-out part is the training part", len(train))
+        return list(train), list(train)
+    val_count = min(val_count, len(train) - 1)
+    return list(train[:-val_count]), list(train[-val_count:])
+
+
 def run_fold(runner: FoldRunner, split: Split) -> FoldResult:
     """One fold, with the split and its seconds added to its info."""
     t0 = time.perf_counter()

@@ -6,8 +6,9 @@ cache); the last `val_subjects` of them (sorted) only judge the epochs (early st
 (finetune.motion_tuning). The channels of every video are then made by spotting.encoder_channels, the builder
 `spot` calls with the encoder a final model carries, so `spot` gives a video the channels it got here. Features
 are cached under the tuned encoder's own digest, and the tuned encoder itself under <cache>/tuned/<key>/ (key:
-the encoder as given, both configs, the subjects and their labels), so a rerun of a fold, or another run with the
-same tuning (e.g. the full system after the encoder-only row), tunes and encodes nothing twice.
+TUNING_VERSION, the encoder as given, both configs, the torch thread count, the subjects, their videos and
+labels), so a rerun of a fold, or another run with the same tuning and cache (e.g. the full system after the
+encoder-only row), tunes and encodes nothing twice.
 Nothing here reads the labels of a subject outside `subjects`.
 """
 from __future__ import annotations
@@ -19,10 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from tqdm import tqdm
 
 from data.common.atomic import write_json
 from data.common.config import to_dict
+from data.common.errors import DataError
 from finetune import motion_tuning as mt
 from finetune.encoder import load_encoder, save_encoder
 from finetune.motion_features import encoder_digest
@@ -30,16 +33,7 @@ from spotting import protocol
 from spotting.encoder_channels import EncoderChannelsConfig, frame_steps, stable_video
 
 log = logging.getLogger(__name__)
-
-
-def tuning_split(subjects: list[str], val_count: int) -> tuple[list[str], list[str]]:
-    """(fitted, early-stopping) subjects; with one subject it does both (and the early stopping is optimistic)."""
-    subjects = sorted(subjects)
-    if len(subjects) < 2:
-        log.warning("encoder tuning with one subject: early stopping reads the subject it fits")
-        return subjects, subjects
-    val_count = min(val_count, len(subjects) - 1)
-    return subjects[:-val_count], subjects[-val_count:]
+TUNING_VERSION = 1  # bump when finetune.motion_tuning learns differently: cached tuned encoders are then stale
 
 
 def tuning_videos(videos: pd.DataFrame, labels: dict[str, np.ndarray], names: list[str], frames: int,
@@ -57,10 +51,13 @@ def tuning_videos(videos: pd.DataFrame, labels: dict[str, np.ndarray], names: li
 
 def tuning_key(encoder, videos: pd.DataFrame, labels: dict[str, np.ndarray], subjects: list[str],
                cfg: mt.EncoderTuningConfig, channels_cfg: EncoderChannelsConfig) -> str:
-    h = hashlib.sha1(encoder_digest(encoder).encode())
+    # the thread count: float sums in another order give other weights
+    h = hashlib.sha1(f"{TUNING_VERSION}:{encoder_digest(encoder)}:{torch.get_num_threads()}".encode())
     h.update(json.dumps([to_dict(cfg), to_dict(channels_cfg), sorted(subjects)], sort_keys=True).encode())
+    rows = videos.set_index(videos["video"].astype(str))
     for v in protocol.videos_of(videos, subjects):
-        h.update(v.encode())
+        r = rows.loc[v]
+        h.update(f"{v}:{r['path']}:{float(r['fps'])}:{int(r['num_frames'])}".encode())
         h.update(np.ascontiguousarray(labels[v]).tobytes())
     return h.hexdigest()[:16]
 
@@ -70,9 +67,14 @@ def cached_tuning(folder: Path | None):
     recorded: then it is tuned again)."""
     if folder is None or not (folder / "record.json").is_file():
         return None
-    record = json.loads((folder / "record.json").read_text())
-    encoder = load_encoder(folder / "encoder", field=None).eval().requires_grad_(False)
-    if encoder_digest(encoder) != record["history"][record["best_epoch"]]["digest"]:
+    try:
+        record = json.loads((folder / "record.json").read_text())
+        encoder = load_encoder(folder / "encoder", field=None).eval().requires_grad_(False)
+        recorded = record["history"][record["best_epoch"]]["digest"]
+    except (ValueError, KeyError, IndexError, TypeError, DataError) as e:
+        log.warning("%s: unreadable (%s); tuning again", folder, e)
+        return None
+    if encoder_digest(encoder) != recorded:
         log.warning("%s: the tuned encoder is not the one recorded; tuning again", folder)
         return None
     return encoder, record
@@ -89,7 +91,7 @@ def tune_on_subjects(encoder, videos: pd.DataFrame, labels: dict[str, np.ndarray
     if cached is not None:
         log.info("encoder tuned on %s before: %s", sorted(subjects), folder)
         return cached
-    fitted, judged = tuning_split(subjects, cfg.val_subjects)
+    fitted, judged = protocol.split_subjects(sorted(subjects), cfg.val_subjects)
     frames = encoder.cfg.frames
 
     def inputs(subs):
@@ -97,7 +99,7 @@ def tune_on_subjects(encoder, videos: pd.DataFrame, labels: dict[str, np.ndarray
 
     tuned, info = mt.tune_encoder(encoder, inputs(fitted), inputs(judged), channels_cfg.input,
                                   channels_cfg.granularities, cfg)
-    log.info("encoder tuned on %s (early stopping on %s): best epoch %d, validation AUC %.3f", fitted, judged,
+    log.info("encoder tuned on %s (early stopping on %s): best epoch %d, validation AUC %s", fitted, judged,
              info["best_epoch"], info["best_val_auc"])
     record = {"fitted": fitted, "early_stopping": judged, **info}
     if folder is not None:  # the record last: its presence says the encoder beside it is whole

@@ -65,6 +65,27 @@ def test_tuning_stops_after_patience_epochs_without_a_better_validation_auc(enco
     assert epochs[-1] == min(cfg.epochs, info["best_epoch"] + cfg.patience)
 
 
+def test_nothing_to_judge_keeps_the_encoder_as_given_and_a_damaged_tuning_cache_is_tuned_again(encoder, tmp_path,
+                                                                                            one_torch_thread):
+    from data.common.atomic import write_json
+    from finetune.encoder import save_encoder
+    from spotting.tuned_channels import cached_tuning
+
+    quiet = toy_video(2)
+    quiet.labels[:] = 0  # no event in the validation video: no AUC
+    tuned, info = mt.tune_encoder(encoder, [toy_video(0)], [quiet], ICFG, GRANS, FAST)
+    assert info["best_val_auc"] is None and len(info["history"]) == 1
+    assert mf.encoder_digest(tuned) == mf.encoder_digest(encoder)
+    folder = tmp_path / "tuned"
+    save_encoder(tuned, folder / "encoder")
+    write_json(folder / "record.json", info)
+    assert mf.encoder_digest(cached_tuning(folder)[0]) == mf.encoder_digest(encoder)
+    write_json(folder / "record.json", {**info, "history": [{**info["history"][0], "digest": "0" * 16}]})
+    assert cached_tuning(folder) is None, "weights that are not the recorded ones"
+    (folder / "record.json").write_text("{")
+    assert cached_tuning(folder) is None, "a cut-off record"
+
+
 def test_full_mode_trains_the_embedding_and_partial_only_the_last_layers(encoder):
     def learned(mode):
         enc = copy.deepcopy(encoder)
@@ -77,8 +98,8 @@ def test_full_mode_trains_the_embedding_and_partial_only_the_last_layers(encoder
     assert partial and all(n.startswith((f"blocks.{last}.", "norm.")) for n in partial)
     assert full == {n for n, _ in encoder.named_parameters()}
     with pytest.raises(ConfigError, match="trainable_blocks"):
-        mt.tune_encoder(encoder, [toy_video(0)], [toy_video(1)], ICFG, GRANS,
-                        dataclasses.replace(FAST, trainable_blocks=len(encoder.blocks) + 1))
+        mt.check_tuning(dataclasses.replace(FAST, trainable_blocks=len(encoder.blocks) + 1), encoder)
+    mt.check_tuning(dataclasses.replace(FAST, mode="full", trainable_blocks=len(encoder.blocks) + 1), encoder)
 
 
 def test_grid_labels_average_the_frames_of_a_step_and_a_slower_video_takes_the_source_frame():
@@ -118,10 +139,12 @@ def test_each_epoch_draws_the_event_share_and_augmentation_is_seeded():
     (["encoder_tuning.mode=partial", "fusion.use_encoder=false"], "not read"),
     (["encoder_tuning.mode=partial", "fusion.use_model=true"], "RGB features"),
     (["encoder_tuning.mode=sometimes"], "mode"),
+    (["encoder_tuning.mode=partial", "encoder_input.pool=2bands"], "pooled as"),
+    (["encoder_tuning.mode=partial", "encoder_input.input.layer=embed"], "layer"),
 ])
 def test_tuning_settings_that_cannot_work_are_refused_by_name(overrides, match):
     from spotting.loso import LosoConfig
 
     with pytest.raises(ConfigError, match=match) as err:
         load_config("configs/spotting/loso.yaml", LosoConfig, overrides)
-    assert "encoder_tuning.mode" in str(err.value)
+    assert "encoder_tuning.mode" in str(err.value) or "encoder_input" in str(err.value)
