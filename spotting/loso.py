@@ -111,9 +111,10 @@ class LosoConfig(Config):
             raise ConfigError("encoder channels speak for no one expression type: only the detector reads them",
                               field="fusion.use_encoder", fix="set spotter=detector or fusion.use_encoder=false")
         if (self.fusion.use_model or self.fusion.use_encoder) and self.finetune.train.mode != "frozen":
-            raise ConfigError(f"LOSO reads a frozen encoder (cached features), got mode "
+            raise ConfigError(f"LOSO's heads read a frozen encoder's cached features, got mode "
                               f"{self.finetune.train.mode!r}", field="finetune.train.mode",
-                              fix="set finetune.train.mode=frozen (partial/full fine-tuning: python -m finetune)")
+                              fix="set finetune.train.mode=frozen; to fine-tune the encoder inside each fold, set "
+                              "encoder_tuning.mode=partial (it changes the encoder channels)")
 
 
 @dataclasses.dataclass
