@@ -48,11 +48,20 @@ def _exit_terminated(signum, frame):
     raise SystemExit(128 + signum)
 
 
+def _quiet_unraisable(unraisable) -> None:
+    # a SIGTERM that lands in a finaliser (decord's VideoReader.__del__) cannot unwind it: Python prints
+    # "Exception ignored" on the shared stderr, after the command's one-line "terminated", and the worker ends
+    # with the pool instead
+    if not isinstance(unraisable.exc_value, SystemExit):
+        sys.__unraisablehook__(unraisable)
+
+
 def exit_on_sigterm() -> None:
     """A process-pool initializer: SIGTERM unwinds the worker's task (its temp files are removed on the way
     out) and ends the worker quietly. SystemExit, not KeyboardInterrupt: multiprocessing prints a traceback
     for a worker that ends with anything else."""
     signal.signal(signal.SIGTERM, _exit_terminated)
+    sys.unraisablehook = _quiet_unraisable
 
 
 def run_main(main, argv: list[str], debug: bool = False) -> int:
