@@ -173,6 +173,17 @@ def clips(videos: list[TuningVideo], batch: list[Sample], icfg: mf.MotionInputCo
 
 
 @torch.no_grad()
+def encoded(encoder, videos: list[TuningVideo], samples: list[Sample], icfg, weights, batch_size: int,
+            stats: Stats | None = None) -> torch.Tensor:
+    """[N, T', F] pooled features of `samples`, standardised with `stats` when given; no gradients."""
+    parts = []
+    for b in batches(samples, batch_size):
+        x = pooled_features(encoder, torch.from_numpy(np.stack(clips(videos, b, icfg))), weights)
+        parts.append(x if stats is None else standardise(x, b, stats))
+    return torch.cat(parts)
+
+
+@torch.no_grad()
 def video_stats(encoder, videos: list[TuningVideo], samples: list[Sample], icfg, weights, cfg) -> Stats:
     """Per video and granularity the mean and std of the pooled features over the tubelets of `stat_windows`
     evenly spaced windows, with the encoder as it is now."""
@@ -183,8 +194,7 @@ def video_stats(encoder, videos: list[TuningVideo], samples: list[Sample], icfg,
     stats = {}
     for key, group in groups.items():
         pick = [group[i] for i in np.unique(np.linspace(0, len(group) - 1, cfg.stat_windows).round().astype(int))]
-        feats = torch.cat([pooled_features(encoder, torch.from_numpy(np.stack(clips(videos, b, icfg))), weights)
-                           for b in batches(pick, cfg.batch_size)]).flatten(0, 1)
+        feats = encoded(encoder, videos, pick, icfg, weights, cfg.batch_size).flatten(0, 1)
         stats[key] = (feats.mean(0), feats.std(0, correction=0) + 1e-6)
     return stats
 
@@ -196,9 +206,7 @@ def validation_auc(encoder, head: nn.Linear, videos, samples: list[Sample], ever
     NaN when neither has); the video statistics come from `everything`, all the validation videos' windows."""
     stats = video_stats(encoder, videos, everything, icfg, weights, cfg)
     head.eval()
-    scores = [head(standardise(pooled_features(encoder, torch.from_numpy(np.stack(clips(videos, b, icfg))), weights),
-                               b, stats)).reshape(-1, 2).numpy() for b in batches(samples, cfg.batch_size)]
-    score = np.concatenate(scores)
+    score = head(encoded(encoder, videos, samples, icfg, weights, cfg.batch_size, stats)).reshape(-1, 2).numpy()
     truth = np.concatenate([s.target for s in samples]) > 0.5
     aucs = [roc_auc(score[:, k], truth[:, k]) for k in range(2)]
     return float(np.nanmean(aucs)) if not all(np.isnan(aucs)) else float("nan")
@@ -223,9 +231,7 @@ def probe_head(enc, head: nn.Linear, train: list[TuningVideo], tr: list[Sample],
     training windows (encoded once, not augmented); the last pass's mean loss."""
     stats = video_stats(enc, train, tr, icfg, weights, cfg)
     pick = [tr[i] for i in sorted(rng.choice(len(tr), min(cfg.probe_windows, len(tr)), replace=False))]
-    with torch.no_grad():
-        x = torch.cat([standardise(pooled_features(enc, torch.from_numpy(np.stack(clips(train, b, icfg))), weights),
-                                   b, stats) for b in batches(pick, cfg.batch_size)])
+    x = encoded(enc, train, pick, icfg, weights, cfg.batch_size, stats)
     y = torch.from_numpy(np.stack([s.target for s in pick]))
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.head_lr, weight_decay=cfg.weight_decay)
     head.train()

@@ -16,6 +16,18 @@ COLOURS = {"macro": "#1f77b4", "micro": "#ff7f0e"}
 FP_EDGE = "#d62728"
 
 
+def save_figure(fig, path) -> Path:
+    """Lay out, write atomically as PNG, and close one figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
 def true_positive_rows(gt: pd.DataFrame, pred: pd.DataFrame) -> set[int]:
     """Row labels of `pred` matched one-to-one to ground truth (the MEGC matching of spotting.metric)."""
 
@@ -76,12 +88,7 @@ def plot_timeline(gt: pd.DataFrame | None, pred: pd.DataFrame, videos: pd.DataFr
         legend.append(Patch(facecolor="0.85", edgecolor=FP_EDGE, hatch="///", label="false positive"))
     ax.legend(handles=legend, loc="upper right", bbox_to_anchor=(1.0, 1.0 + 1.2 / (0.55 * n + 1.6)), ncol=3,
               fontsize=8, frameon=False)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_tuning(records: dict[str, dict], path) -> Path:
@@ -102,9 +109,4 @@ def plot_tuning(records: dict[str, dict], path) -> Path:
     ax.set_ylabel("validation AUC (tubelets, mean of types)")
     ax.set_title("encoder tuning per fold (star: the epoch kept)")
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
