@@ -3,17 +3,17 @@
     python benchmarks/ablation.py --config configs/spotting/loso.yaml --out runs/ablation \
         --encoder runs/demo/pretrain/<digest>/lgi_tiny [--variants a,b,...] [key=value ...]
 
-Variants (each one spotting.loso run in OUT/<variant>, the protocol's finished folds skipped on a rerun):
-  logistic_cues                per-frame logistic fusion of the flow cues, peaks, fitted widths (the spotter
-                               before the detector)
+Variants (each one spotting.evaluation.loso run in OUT/<variant>, the protocol's finished folds skipped on a rerun):
+  logistic_cues                the per-frame logistic reader of the flow cues, peaks, fitted widths (the
+                               reader before the detector)
   detector_cues                the temporal detector on the flow cues and region pair motion (no encoder)
   detector_encoder_scratch     the detector on pooled features of a randomly initialised encoder looking at the
-                               stabilised face (spotting.encoder_channels), no flow
+                               stabilised face (spotting.channels.encoder), no flow
   detector_encoder_pretrained  the same with the pretrained encoder (--encoder)
   detector_full                the detector on flow cues + encoder features of the scratch encoder
   detector_full_pretrained     the same with the pretrained encoder (--encoder)
   detector_encoder_tuned       detector_encoder_scratch with the encoder fine-tuned inside every fold
-                               (encoder_tuning.mode=partial: spotting.tuned_channels)
+                               (encoder_tuning.mode=partial: spotting.channels.tuned)
   detector_full_tuned          detector_full with the encoder fine-tuned inside every fold
   detector_heads               the detector on flow cues + the spotting heads' curves (frozen encoder, raw crops)
 The flow-only baseline (no learning) is scored on the same videos by every run. Flow cues are computed once and
@@ -33,28 +33,23 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data.common.atomic import write_json, write_text  # noqa: E402
 from data.common.config import load_config, replace  # noqa: E402
-from spotting import protocol  # noqa: E402
-from spotting.loso import LosoConfig, run_loso  # noqa: E402
+from spotting.evaluation import protocol  # noqa: E402
+from spotting.evaluation.loso import LosoConfig, run_loso  # noqa: E402
 
 # name: (table label, changes to the LOSO config)
 VARIANTS = {
-    "logistic_cues": ("logistic fusion of flow cues", {"spotter": "logistic", "fusion.use_model": False,
-                                                        "fusion.use_encoder": False}),
-    "detector_cues": ("detector on flow cues only", {"fusion.use_model": False, "fusion.use_encoder": False}),
+    "logistic_cues": ("logistic reader of flow cues", {"reader": "logistic", "channels": ["cues"]}),
+    "detector_cues": ("detector on flow cues only", {"channels": ["cues", "flow"]}),
     "detector_encoder_scratch": ("detector on encoder features only, scratch", {
-        "finetune.model.encoder": None, "fusion.use_model": False, "fusion.use_cues": False,
-        "fusion.use_encoder": True}),
-    "detector_encoder_pretrained": ("detector on encoder features only, pretrained", {
-        "fusion.use_model": False, "fusion.use_cues": False, "fusion.use_encoder": True}),
+        "finetune.model.encoder": None, "channels": ["encoder"]}),
+    "detector_encoder_pretrained": ("detector on encoder features only, pretrained", {"channels": ["encoder"]}),
     "detector_full": ("detector on flow cues + encoder features (full system)", {"finetune.model.encoder": None}),
     "detector_full_pretrained": ("full system, pretrained encoder", {}),
     "detector_encoder_tuned": ("detector on encoder features only, encoder tuned per fold (scratch)", {
-        "finetune.model.encoder": None, "fusion.use_model": False, "fusion.use_cues": False,
-        "fusion.use_encoder": True, "encoder_tuning.mode": "partial"}),
+        "finetune.model.encoder": None, "channels": ["encoder"], "encoder_tuning.mode": "partial"}),
     "detector_full_tuned": ("full system, encoder tuned per fold (scratch)", {
         "finetune.model.encoder": None, "encoder_tuning.mode": "partial"}),
-    "detector_heads": ("detector on flow cues + spotting heads' curves", {"fusion.use_model": True,
-                                                                         "fusion.use_encoder": False}),
+    "detector_heads": ("detector on flow cues + spotting heads' curves", {"channels": ["cues", "flow", "heads"]}),
 }
 SHARED = ("cues", "faces")  # label-free caches every run may reuse
 

@@ -10,10 +10,10 @@ ROC AUC of each presence curve against the ground truth, pooled over the held-ou
 chance). F1 after peak picking moves by whole events on a small benchmark; AUC shows smaller differences. The flow
 cue of each type (no learning) is the reference row. One JSON line per encoder, then a table.
 
-`--input stabilised` probes the detector's encoder channels instead (spotting.encoder_channels: the stabilised,
+`--input stabilised` probes the detector's encoder channels instead (spotting.channels.encoder: the stabilised,
 lighting-normalised face, temporal contrast, region pooling, per-video standardisation): per held-out subject and
 type, a class-balanced ridge logistic regression on the leading PROBE_COMPONENTS principal components of the other
-subjects' frames (spotting.fusion.fit_logistic), scored by the same pooled AUC.
+subjects' frames (spotting.logistic.fit_logistic), scored by the same pooled AUC.
 """
 from __future__ import annotations
 
@@ -28,12 +28,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data.common.config import load_config, replace  # noqa: E402
 from data.common.tables import TYPES  # noqa: E402
-from finetune.motion_tuning import roc_auc  # noqa: E402
-from spotting.channels import CUE, ENCODER, MODEL, Channel, VideoFeatures  # noqa: E402
-from spotting.detector_spotter import principal_directions  # noqa: E402
-from spotting.fusion import fit_logistic  # noqa: E402
-from spotting.loso import LosoConfig, features_for, inner_scores, prepare  # noqa: E402
-from spotting.protocol import loso_splits  # noqa: E402
+from finetune.encoder.tuning import roc_auc  # noqa: E402
+from spotting.channels.vocabulary import CUES, ENCODER, HEADS, Channel, VideoFeatures  # noqa: E402
+from spotting.detector.reader import principal_directions  # noqa: E402
+from spotting.evaluation.loso import LosoConfig, features_for, inner_scores, prepare  # noqa: E402
+from spotting.evaluation.protocol import loso_splits  # noqa: E402
+from spotting.logistic import fit_logistic  # noqa: E402
 
 PROBE_COMPONENTS = 128  # of 2,560 pooled lgi_tiny features (256 tried: 0.846 / 0.631, lower)
 
@@ -46,24 +46,23 @@ def pooled_auc(items: list[VideoFeatures], labels: dict[str, np.ndarray], channe
 
 
 def probe(cfg, out: Path, label: str, encoder: str | None) -> dict:
-    cfg = replace(cfg, {"parallel": False, "inner": "cross", "fusion.use_model": True, "fusion.use_encoder": False,
+    cfg = replace(cfg, {"parallel": False, "reader": "detector", "channels": ["cues", "flow", "heads"],
                         "finetune.feature_cache": str(out / "features"), "finetune.model.encoder": encoder})
     shared = prepare(cfg, out)
     # LOSO's inner cross-fitting over every subject: each video scored by heads trained without its subject
-    videos, curves, _ = inner_scores(cfg, shared, sorted(map(str, shared.videos["subject"].unique())))
+    videos, curves, _ = inner_scores(cfg, shared, sorted(map(str, shared.videos["subject"].unique())), "cross")
     items = features_for(shared, videos, curves)
     row = {"encoder": label, "path": encoder}
     for g in cfg.finetune.granularities:
         for kind in TYPES:
-            row[f"{g.name}.{kind}"] = pooled_auc(items, shared.labels, Channel(MODEL, kind, g.name, "present"))
+            row[f"{g.name}.{kind}"] = pooled_auc(items, shared.labels, Channel(HEADS, kind, g.name, "present"))
     for kind in TYPES:
-        row[f"cue.{kind}"] = pooled_auc(items, shared.labels, Channel(CUE, kind, "all", "motion"))
+        row[f"cue.{kind}"] = pooled_auc(items, shared.labels, Channel(CUES, kind, "all", "motion"))
     return row
 
 
 def stabilised_probe(cfg, out: Path, label: str, encoder: str | None) -> dict:
-    cfg = replace(cfg, {"parallel": False, "fusion.use_model": False, "fusion.use_cues": False,
-                        "fusion.use_encoder": True, "finetune.model.encoder": encoder})
+    cfg = replace(cfg, {"parallel": False, "channels": ["encoder"], "finetune.model.encoder": encoder})
     shared = prepare(cfg, out)
     items = features_for(shared, [str(v) for v in shared.videos["video"]], None)
     channels = items[0].all_channels((ENCODER,))

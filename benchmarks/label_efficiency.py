@@ -1,6 +1,6 @@
 """Label efficiency: the detector on encoder features only, with 2, 3 and 5 training subjects per fold, pretrained
 vs scratch encoder (issue 15). Each (k, encoder) pair is one benchmarks/ablation.py variant run with
-`train_subjects=k` (spotting.protocol.loso_splits: the k subjects after the held-out one), in OUT/train<k>.
+`train_subjects=k` (spotting.evaluation.protocol.loso_splits: the k subjects after the held-out one), in OUT/train<k>.
 
     python benchmarks/label_efficiency.py --out runs/label_efficiency --encoder RUN_OR_CHECKPOINT \
         [--subjects 2,3,5] [key=value ...]    # LOSO overrides, e.g. finetune.data.root=... encoder_cache=...

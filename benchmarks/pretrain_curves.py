@@ -28,7 +28,7 @@ from data.common.atomic import atomic_path, write_json  # noqa: E402
 from data.common.config import load_config, replace  # noqa: E402
 from data.common.tables import TYPES  # noqa: E402
 from pretrain.checkpoint_commit import step_of  # noqa: E402
-from spotting.loso import LosoConfig  # noqa: E402
+from spotting.evaluation.loso import LosoConfig  # noqa: E402
 
 
 def scalars(run: Path, name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -14,8 +14,8 @@ from data.common.config import load_config
 from data.common.dataset import read_dataset
 from data.common.storage import shared_locations
 from finetune import store
-from finetune.config import FinetuneConfig
-from finetune.train import train_spotter
+from finetune.heads.config import FinetuneConfig
+from finetune.heads.train import train_heads
 
 log = logging.getLogger("finetune")
 
@@ -35,7 +35,7 @@ def main(argv: list[str]) -> int:
         return 0
     t0 = time.perf_counter()
     videos, gt = read_dataset(cfg.data.root)
-    spotter = train_spotter(cfg, videos, gt)
+    spotter = train_heads(cfg, videos, gt)
     store.save_spotter(spotter, cfg, out, {"subjects": sorted(map(str, videos["subject"].unique())),
                                            "encoder_source": cfg.model.encoder})
     log.info("trained on %d videos in %.1f s -> %s", len(videos), time.perf_counter() - t0, out)

@@ -1,13 +1,12 @@
 """A trained spotter on disk: one folder that `python -m spotting spot VIDEO --model DIR` can run.
 
-DIR/encoder/model.safetensors + DIR/encoder/config.json   the encoder (finetune.encoder.save_encoder)
+DIR/encoder/model.safetensors + DIR/encoder/config.json   the encoder (finetune.encoder.load.save_encoder)
 DIR/heads.safetensors                                     one head per granularity
-DIR/fusion.json or DIR/detector.json (+ detector_<i>.safetensors), DIR/cues.json
-                                                          optional: the fitted logistic fusion (spotting.fusion)
-                                                          or temporal detector (spotting.detector_spotter), and
-                                                          the flow-cue config, written before spotter.json
-DIR/spotter.json                                          granularities, head sizes, provenance, and the size
-                                                          and sha256 of every file above (written last)
+DIR/...                                                   whatever the caller wrote first: `spotting loso` adds
+                                                          the fitted reader and the channel configs
+                                                          (spotting.spotter)
+DIR/spotter.json                                          format, granularities, head sizes, provenance, and the
+                                                          size and sha256 of every file above (written last)
 
 Loading checks every recorded file first: a missing, cut-off or altered file is an error naming it, never a
 spotter that silently scores differently.
@@ -22,31 +21,35 @@ from pathlib import Path
 from data.common.atomic import write_json
 from data.common.checksums import check_folder, folder_record
 from data.common.errors import DataError
-from finetune.config import FinetuneConfig, FinetuneModelConfig, GranularityConfig
-from finetune.encoder import load_encoder, load_safetensors, save_encoder, save_safetensors
-from finetune.heads import Spotter
-from finetune.train import build_spotter
+from finetune.encoder.load import load_encoder, load_safetensors, save_encoder, save_safetensors
+from finetune.heads.config import FinetuneConfig, FinetuneModelConfig
+from finetune.heads.model import EncoderHeads
+from finetune.heads.train import build_heads
+from finetune.windows import Granularity
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "spotter.json"
 HEADS = "heads.safetensors"
-FILES = ("encoder/model.safetensors", "encoder/config.json", HEADS)  # what save_spotter writes
-# recorded when present at save time
-OPTIONAL_FILES = ("fusion.json", "detector.json", "cues.json", "encoder_input.json")
+# 2: channel sets cues/flow/encoder/heads, readers detector/logistic (spotting.spotter), every file recorded;
+# 1 (or none): fusion.json / encoder_input.json and the sets "model" / "cue"
+FORMAT = 2
 RESTORE = "retrain the spotter, or copy the whole model folder again"
+RETRAIN = "retrain it with this version: `python -m spotting loso` (or `python -m finetune` for heads alone)"
 
 
 def is_complete(folder) -> bool:
     return (Path(folder) / MANIFEST).is_file()
 
 
-def save_spotter(spotter: Spotter, cfg: FinetuneConfig, folder, extra: dict | None = None) -> Path:
+def save_spotter(heads: EncoderHeads, cfg: FinetuneConfig, folder, extra: dict | None = None) -> Path:
+    """The encoder and heads, then the manifest recording every file in the folder (written last)."""
     folder = Path(folder)
-    save_encoder(spotter.encoder, folder / "encoder")
-    save_safetensors(spotter.heads, folder / HEADS)
-    names = list(FILES) + [name for name in OPTIONAL_FILES if (folder / name).is_file()]
+    save_encoder(heads.encoder, folder / "encoder")
+    save_safetensors(heads.heads, folder / HEADS)
+    names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
     write_json(folder / MANIFEST, {
+        "format": FORMAT,
         "granularities": [dataclasses.asdict(g) for g in cfg.granularities],
         "model": dataclasses.asdict(cfg.model),
         "train": dataclasses.asdict(cfg.train),
@@ -56,30 +59,40 @@ def save_spotter(spotter: Spotter, cfg: FinetuneConfig, folder, extra: dict | No
     return folder
 
 
-def load_spotter(folder) -> tuple[Spotter, list[GranularityConfig]]:
-    """The spotter and its granularities from a folder written by save_spotter, its files checked first."""
+def read_manifest(folder) -> dict:
+    """spotter.json of a spotter folder, refused (naming the fix) when absent, unreadable or of another format."""
     folder = Path(folder)
     if not is_complete(folder):
         raise DataError(f"no {MANIFEST} in the model folder", path=folder,
                         fix="train one with `python -m finetune --config ...` or `python -m spotting loso`")
     try:
         meta = json.loads((folder / MANIFEST).read_text())
-        grans = [GranularityConfig(**g) for g in meta["granularities"]]
+    except ValueError as e:
+        raise DataError(f"unreadable manifest ({e})", path=folder / MANIFEST, fix=RESTORE) from None
+    if meta.get("format", 1) != FORMAT:
+        raise DataError(f"a spotter folder of format {meta.get('format', 1)} (an older version of SpotMAE); this "
+                        f"version reads format {FORMAT}", path=folder / MANIFEST, field="format", fix=RETRAIN)
+    return meta
+
+
+def load_spotter(folder) -> tuple[EncoderHeads, list[Granularity]]:
+    """The encoder with its heads and their granularities from a folder written by save_spotter, its files
+    checked first."""
+    folder = Path(folder)
+    meta = read_manifest(folder)
+    try:
+        grans = [Granularity(**g) for g in meta["granularities"]]
         model = FinetuneModelConfig(**meta["model"])
-    except (ValueError, KeyError, TypeError) as e:
+    except (KeyError, TypeError) as e:
         raise DataError(f"unreadable manifest ({type(e).__name__}: {e})", path=folder / MANIFEST,
                         fix="retrain the spotter") from None
-    if "files" in meta:
-        check_folder(folder, meta["files"], fix=RESTORE)
-    else:
-        log.warning("%s: written without file checksums (an older spotter); its files are not verified", folder)
+    check_folder(folder, meta["files"], fix=RESTORE)
     encoder = load_encoder(folder / "encoder", field=None)  # its config.json is the architecture
     cfg = FinetuneConfig(model=model, granularities=grans)
-    spotter = build_spotter(encoder, cfg)
-    heads = load_safetensors(folder / HEADS)
+    heads = build_heads(encoder, cfg)
     try:
-        spotter.heads.load_state_dict(heads)
+        heads.heads.load_state_dict(load_safetensors(folder / HEADS))
     except RuntimeError as e:  # missing, unexpected or misshapen tensors
         raise DataError(f"heads do not fit the spotter in {MANIFEST}: {str(e).splitlines()[0][:200]}",
                         path=folder / HEADS, fix=RESTORE) from None
-    return spotter.eval(), grans
+    return heads.eval(), grans

@@ -1,8 +1,11 @@
 """Cutting long videos into model windows, per-frame labels, and putting window scores back on the frame axis.
 
-A window is `frames` source-frame indices spread evenly over `span_seconds`: at 30 fps a 0.5 s window is 16
-consecutive frames (step ~1), at 200 fps the same 0.5 s is every ~6th frame. This is the per-dataset temporal
-resampling: the model always sees the same stretch of time, whatever the camera's frame rate.
+A granularity is one way of cutting a long video into model windows: a window span and the hop between window
+starts, in seconds. A window is `frames` source-frame indices spread evenly over the span: at 30 fps a 0.5 s
+window is 16 consecutive frames (step ~1), at 200 fps the same 0.5 s is every ~6th frame. This is the per-dataset
+temporal resampling: the model always sees the same stretch of time, whatever the camera's frame rate. The
+spotting heads (finetune.heads) and the encoder channels (finetune.encoder.features, on the stabilised grid)
+both cut windows this way.
 """
 from __future__ import annotations
 
@@ -11,13 +14,43 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from data.common.errors import DataError
+from data.common.config import Config, setting
+from data.common.errors import ConfigError, DataError
 from data.common.tables import TYPES
 
 SIGNALS = ("present", "apex")  # inside an event of the type; closeness to its apex
 # Label / score channels, in this order everywhere (heads, curves, fusion): (type, signal) and its name.
 CHANNEL_PARTS = tuple((kind, signal) for signal in SIGNALS for kind in TYPES)
 CHANNELS = tuple(f"{kind}_{signal}" for kind, signal in CHANNEL_PARTS)
+
+
+@dataclasses.dataclass
+class Granularity(Config):
+    """A window span and the hop between window starts (overlapping windows' scores are averaged), in seconds."""
+    name: str = "micro"
+    span_s: float = setting(0.5, gt=0)
+    hop_s: float = setting(0.25, gt=0)
+
+
+DEFAULT_GRANULARITIES = (Granularity("micro", 0.5, 0.25), Granularity("macro", 3.0, 1.0))
+
+
+def default_granularities() -> list[Granularity]:
+    """Fresh copies of DEFAULT_GRANULARITIES (a config field's default)."""
+    return [dataclasses.replace(g) for g in DEFAULT_GRANULARITIES]
+
+
+def check_granularities(grans: list[Granularity]) -> None:
+    names = [g.name for g in grans]
+    if not names or len(set(names)) != len(names) or not all(names):
+        raise ConfigError(f"granularity names {names} must be unique: each a distinct, non-empty name", field="granularities",
+                          fix="e.g. [{name: micro, span_s: 0.5, hop_s: 0.25}, {name: macro, span_s: 3.0, hop_s: 1.0}]")
+
+
+def batches(items: list, size: int):
+    """Consecutive chunks of `items` of at most `size`."""
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,11 +60,11 @@ class Window:
     bounds: np.ndarray  # [frames + 1]: sampled frame i stands for source frames bounds[i] .. bounds[i+1]-1
 
 
-def sample_step(fps: float, span_seconds: float, frames: int) -> float:
+def sample_step(fps: float, span_s: float, frames: int) -> float:
     """Source frames between two sampled frames; never below 1 (we do not invent frames)."""
     if fps <= 0:
         raise DataError(f"fps must be > 0, got {fps}", field="fps", fix="fix the video table")
-    return max(1.0, span_seconds * fps / frames)
+    return max(1.0, span_s * fps / frames)
 
 
 def window_starts(num_frames: int, step: float, frames: int, hop: int) -> list[int]:
@@ -52,13 +85,13 @@ def make_window(video: str, start: int, step: float, frames: int, num_frames: in
     return Window(video, indices, bounds)
 
 
-def video_windows(video: str, num_frames: int, fps: float, span_seconds: float, hop_seconds: float,
+def video_windows(video: str, num_frames: int, fps: float, span_s: float, hop_s: float,
                   frames: int) -> list[Window]:
-    """All sliding windows of one video for one granularity."""
+    """All sliding windows of one video (or a grid, at its rate) for one granularity's span and hop."""
     if num_frames < 1:
         raise DataError(f"video {video!r} has no frames", field="num_frames", fix="fix the video table")
-    step = sample_step(fps, span_seconds, frames)
-    hop = max(1, int(round(hop_seconds * fps)))
+    step = sample_step(fps, span_s, frames)
+    hop = max(1, int(round(hop_s * fps)))
     return [make_window(video, s, step, frames, num_frames) for s in window_starts(num_frames, step, frames, hop)]
 
 

@@ -36,10 +36,10 @@ from data.synthetic.config import load_synthetic_config
 from data.synthetic.generate import generate
 from pretrain.config import load_pretrain_config
 from pretrain.trainer import check_inputs, fit
-from spotting import protocol
 from spotting.baseline import BaselineConfig
-from spotting.loso import LosoConfig, run_loso
-from spotting.plots import plot_timeline
+from spotting.evaluation import protocol
+from spotting.evaluation.loso import LosoConfig, run_loso
+from spotting.evaluation.plots import plot_timeline
 from spotting.spot import spot
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,8 @@ class DemoConfig(Config):
     pretrain_overrides: list[str] = dataclasses.field(default_factory=list)
     loso_config: str = "configs/spotting/loso.yaml"
     loso_overrides: list[str] = dataclasses.field(default_factory=list)
-    spotter_config: str = "configs/spotting/baseline.yaml"  # the flow-only baseline (also LOSO's flow cues)
-    spotter_overrides: list[str] = dataclasses.field(default_factory=list)
+    baseline_config: str = "configs/spotting/baseline.yaml"  # the flow-only baseline (also LOSO's flow cues)
+    baseline_overrides: list[str] = dataclasses.field(default_factory=list)
     spot_new_video: bool = True  # run the final spotter on the real carphone video (no labels)
     timeline_max_videos: int = setting(40, ge=1)
 
@@ -89,16 +89,16 @@ def make_data(cfg: DemoConfig, out: Path) -> Path:
 
 
 def baseline_config(cfg: DemoConfig):
-    return load_config(resolve(cfg.spotter_config, "spotter_config"), BaselineConfig, cfg.spotter_overrides)
+    return load_config(resolve(cfg.baseline_config, "baseline_config"), BaselineConfig, cfg.baseline_overrides)
 
 
 def run_flow_baseline(cfg: DemoConfig, data_dir: Path, out: Path) -> tuple[Path, dict]:
     """The flow baseline alone (spotmae=false): predictions + metrics in every variant, in OUT/baseline."""
-    spotter = baseline_config(cfg)
-    write_json(out / "spotter_config.json", to_dict(spotter))
+    baseline = baseline_config(cfg)
+    write_json(out / "baseline_config.json", to_dict(baseline))
     videos, gt = read_dataset(data_dir)
     folder = out / "baseline"
-    result = protocol.baseline_result(spotter, videos, gt, folder, folder / "curves", workers=spotter.workers)
+    result = protocol.baseline_result(baseline, videos, gt, folder, folder / "curves", workers=baseline.workers)
     return folder / "predictions.csv", result.metrics
 
 
@@ -191,7 +191,7 @@ def plot(cfg: DemoConfig, data_dir: Path, predictions: Path, out: Path, title: s
 
 def check_paths(cfg: DemoConfig) -> None:
     """Fail before minutes of work, not after."""
-    needed = ["data_config", "spotter_config"]
+    needed = ["data_config", "baseline_config"]
     if cfg.spotmae:
         needed += ["loso_config"] + (["pack_config", "pretrain_config"] if cfg.pretrain else [])
     for field in needed:

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from data.common.errors import ConfigError, DataError
-from finetune.encoder import check_torch_file
+from finetune.encoder.load import check_torch_file
 from pretrain.lgi_former import LGIEncoder
 from pretrain.model_config import ModelConfig
 

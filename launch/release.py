@@ -1,7 +1,7 @@
 """`python -m launch release --checkpoint SRC --out DIR [--push REPO_ID]`: an encoder release in transformers form.
 
 SRC is a pretraining run (Ray run folder, checkpoint_* folder, DeepSpeed folder), an encoder folder or
-safetensors file (finetune.encoder), a trained spotter folder (finetune.store: encoder + heads), or with --peer
+safetensors file (finetune.encoder.load), a trained spotter folder (finetune.store: encoder + heads), or with --peer
 a MAE-DFER pretraining checkpoint (launch.peer_import). Each carries its model config (a peer file: in its shapes
 and run arguments), so the architecture is never named here. DIR receives:
 
@@ -44,7 +44,7 @@ from data.common.atomic import write_bytes, write_json, write_text
 from data.common.checksums import sha256_file
 from data.common.config import to_dict
 from data.common.errors import ConfigError, DataError
-from finetune.encoder import checkpoint_run_config, find_checkpoint_states, read_state
+from finetune.encoder.load import checkpoint_run_config, find_checkpoint_states, read_state
 from finetune.store import load_spotter
 from launch import model_card
 from launch.hf.modeling_spotmae import SpotMAEConfig, SpotMAEForSpotting, SpotMAEModel, SpotMAESpottingConfig
@@ -65,7 +65,7 @@ AUTO_MAP = {"encoder": {"AutoConfig": "modeling_spotmae.SpotMAEConfig", "AutoMod
 class Source:
     """What a checkpoint holds: the training-side model (weights loaded) and how to describe it."""
     kind: str                       # "encoder" or "spotter"
-    reference: torch.nn.Module      # pretrain LGIEncoder, or finetune Spotter
+    reference: torch.nn.Module      # pretrain LGIEncoder, or finetune EncoderHeads
     path: str
     head: dict = dataclasses.field(default_factory=dict)
     run: dict = dataclasses.field(default_factory=dict)  # step / loss / epoch recorded by the training run

@@ -14,8 +14,8 @@ from data.common.atomic import read_json, write_json
 from data.common.config import Config, build, load_config, setting, to_dict
 from data.common.errors import ConfigError
 from data.common.storage import shared_locations
+from data.faces.motion_view import MotionViewConfig, check_clip_view
 from data.shards.loader import LoaderConfig
-from finetune.motion_features import MotionInputConfig
 from pretrain.model_config import ModelConfig
 
 RUN_CONFIG = "pretrain_config.json"  # in every pretraining checkpoint folder, beside DeepSpeed's `latest`
@@ -102,18 +102,13 @@ class PretrainConfig(Config):
     scaling: ScalingConfig = dataclasses.field(default_factory=ScalingConfig)
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
     debug: DebugConfig = dataclasses.field(default_factory=DebugConfig)
-    # the motion view (model.input: motion): the spotter's encoder-channel input (spotting.encoder_channels)
-    motion: MotionInputConfig = dataclasses.field(default_factory=MotionInputConfig)
+    # the motion view (model.input: motion): the spotter's encoder-channel input (data.faces.motion_view)
+    motion: MotionViewConfig = dataclasses.field(default_factory=MotionViewConfig)
     seed: int = 0
 
     def check(self) -> None:
         if self.model.input == "motion":
-            from pretrain.motion_input import check_motion_config
-
-            check_motion_config(self.motion)
-            if self.data.output != "uint8":
-                raise ConfigError("the motion input is made from the loader's uint8 clips", field="data.output",
-                                  fix="set data.output=uint8")
+            check_clip_view(self.motion)
         stop = self.checkpoint.stop_after_steps
         if stop is not None and stop > self.schedule.total_steps:
             raise ConfigError(f"{stop} is past schedule.total_steps {self.schedule.total_steps}",

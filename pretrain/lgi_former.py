@@ -240,7 +240,7 @@ def create_encoder(cfg: ModelConfig, pretrained: bool = False, **changes) -> LGI
     """An encoder of `cfg` with fields changed (`drop_path_rate`, timm's name, is `drop_path`)."""
     if pretrained:
         raise ConfigError("no pretrained weights are hosted for the lgi_* models", field="pretrained",
-                          fix="load a checkpoint or release with finetune.encoder.load_encoder")
+                          fix="load a checkpoint or release with finetune.encoder.load.load_encoder")
     changes = {k: v for k, v in changes.items() if k not in TIMM_ARGUMENTS}
     if "drop_path_rate" in changes:
         changes["drop_path"] = changes.pop("drop_path_rate")

@@ -123,7 +123,7 @@ class ModelConfig(Config):
 
 
 # Fields added after feature caches were written: left out of cache digests while at these values, so the
-# caches of encoders that do not use them stay valid (finetune.features, finetune.motion_features).
+# caches of encoders that do not use them stay valid (finetune.heads.features, finetune.encoder.features).
 LATE_FIELDS = {"input": "rgb"}
 
 

@@ -33,7 +33,6 @@ from data.shards.loader import CorruptTally, make_loader
 from pretrain.checkpoint_commit import candidates, problems, run_location, write_marker
 from pretrain.config import PretrainConfig, config_from_raw, read_run_config, write_run_config
 from pretrain.mae import VideoMAE
-from pretrain.motion_input import motion_view
 from pretrain.stability import BadStepGuard, finite_on_all_ranks, poison, zero_loss
 
 log = logging.getLogger(__name__)
@@ -104,11 +103,9 @@ def build_engine(cfg: PretrainConfig, world_size: int):
     return engine
 
 
-def model_input(video: torch.Tensor, device, dtype, cfg: PretrainConfig | None = None) -> torch.Tensor:
-    """Loader video (float normalised, or uint8 with data.output=uint8) -> normalised `dtype` on `device`;
-    with model.input "motion" (uint8 stabilised grey clips), the motion view of pretrain.motion_input."""
-    if cfg is not None and cfg.model.input == "motion":
-        return motion_view(video, cfg.motion).to(device, non_blocking=True).to(dtype)
+def model_input(video: torch.Tensor, device, dtype) -> torch.Tensor:
+    """Loader video (float: normalised or the motion view; uint8 with data.output=uint8) -> `dtype` on `device`,
+    uint8 normalised there."""
     video = video.to(device, non_blocking=True)
     if video.dtype == torch.uint8:  # 4x less to copy to the device; normalise there
         video = normalise(video)
@@ -209,7 +206,8 @@ def batch_stream(cfg: PretrainConfig, rank: int, world_size: int, epoch: int, sk
     exactly (use data.resampled with a short epoch_samples to bound that re-reading on large corpora).
     """
 
-    loader = make_loader(cfg.data, cfg.model.geometry, rank=rank, world_size=world_size, epoch=epoch)
+    loader = make_loader(cfg.data, cfg.model.geometry, rank=rank, world_size=world_size, epoch=epoch,
+                         view=cfg.motion if cfg.model.input == "motion" else None)
     while True:
         done, pending = 0, None
         for batch in loader:
@@ -347,7 +345,7 @@ def optimizer_step(cfg: PretrainConfig, engine, stream, step: int, rank: int, me
         batch, epoch, resume_at = next(stream)
         tally.update(batch)
         reseed(cfg.seed, step, micro, rank)
-        video = model_input(batch["video"], engine.device, dtype, cfg)
+        video = model_input(batch["video"], engine.device, dtype)
         out = engine(video, batch["mask"].to(engine.device, non_blocking=True))
         loss = poison(out["loss"], step + 1, rank, cfg.debug.nan_at_steps)
         if check and not finite_on_all_ranks(loss):

@@ -3,11 +3,11 @@ import sys
 from data.common.cli import dispatch
 
 COMMANDS = {
-    "loso": ("spotting.loso_cli", "leave-one-subject-out fine-tuning + fusion evaluation"),
-    "spot": ("spotting.spot_cli", "spot expressions in a video with a trained spotter (CSV/JSON + timeline PNG)"),
-    "evaluate": ("spotting.evaluate_cli", "score predictions against ground truth (MEGC protocol)"),
-    "baseline": ("spotting.baseline_cli", "run the flow-only baseline spotter on a dataset"),
-    "published": ("spotting.published_cli",
+    "loso": ("spotting.cli.loso", "leave-one-subject-out fine-tuning + fusion evaluation"),
+    "spot": ("spotting.cli.spot", "spot expressions in a video with a trained spotter (CSV/JSON + timeline PNG)"),
+    "evaluate": ("spotting.cli.evaluate", "score predictions against ground truth (MEGC protocol)"),
+    "baseline": ("spotting.cli.baseline", "run the flow-only baseline spotter on a dataset"),
+    "published": ("spotting.cli.published",
                   "run a published method (softnet/lgnmnet/mean/lgsnet) or compare them all (LOSO)"),
 }
 

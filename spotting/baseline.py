@@ -22,9 +22,9 @@ from tqdm import tqdm
 from data.common.config import Config, setting
 from data.common.errors import ConfigError, DataError
 from data.common.tables import TYPES, check_video_lengths, empty_intervals, read_videos, write_predictions
-from data.common.video_io import video_info
+from data.faces.face_video import FaceVideo
 from data.flow import regions as fl
-from data.flow.curves import LANDMARK_SOURCES, frame_curves, video_curves
+from data.flow.curves import LANDMARK_SOURCES, frame_curves, track_cache_path, video_curves
 from spotting import intervals as iv
 
 log = logging.getLogger(__name__)
@@ -177,12 +177,13 @@ def spot_curves(curves: dict, cfg: BaselineConfig, fps: float, num_frames: int) 
     return iv.resolve_types(found["macro"], found["micro"], cfg.micro_inside_macro)
 
 
-def video_region_curves(path, cfg: BaselineConfig, cache_path, landmarks=None) -> dict:
-    """Cached flow region curves of one video for every k the config needs (data.flow.curves.video_curves).
-    `landmarks` overrides cfg.landmarks: a [68, 2] fixed set or [T, 68, 2] tracked set."""
-
-    fps = video_info(path)["fps"]
-    return video_curves(path, cache_path, needed_ks(cfg, fps), cfg.method, cfg.scale,
+def video_region_curves(source, cfg: BaselineConfig, cache_path, landmarks=None) -> dict:
+    """Cached flow region curves of one video (a path or a data.faces.face_video.FaceVideo) for every k the config
+    needs (data.flow.curves.video_curves). `landmarks` overrides cfg.landmarks: a [68, 2] fixed set or
+    [T, 68, 2] tracked set."""
+    if not isinstance(source, FaceVideo):
+        source = FaceVideo(source, track_cache=track_cache_path(cache_path))
+    return video_curves(source, cache_path, needed_ks(cfg, source.fps), cfg.method, cfg.scale,
                         cfg.landmarks if landmarks is None else landmarks, head_model=cfg.head_model)
 
 

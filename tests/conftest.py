@@ -142,7 +142,7 @@ TINY_SPOTTING_OVERRIDES = ["subjects=3", "videos_per_subject=1", "duration_s=8",
 
 
 # The detector spotter trained briefly: 8 s videos, 2 short training lengths to choose between.
-TINY_DETECTOR_OVERRIDES = ["detector.checkpoints=[30,60]", "detector.detector.crop_s=8.0"]
+TINY_DETECTOR_OVERRIDES = ["detector.steps_grid=[30,60]", "detector.detector.crop_s=8.0"]
 
 
 @pytest.fixture(scope="session")
@@ -158,8 +158,8 @@ def tiny_spotting_set(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_finetune_overrides():
     """finetune config overrides that keep tests fast: few windows, few epochs, one thread."""
-    return ["granularities=[{name: micro, span_seconds: 0.5, hop_seconds: 0.5},"
-            " {name: macro, span_seconds: 2.0, hop_seconds: 1.5}]",
+    return ["granularities=[{name: micro, span_s: 0.5, hop_s: 0.5},"
+            " {name: macro, span_s: 2.0, hop_s: 1.5}]",
             "train.epochs=8", "train.threads=1", "model.head_hidden=32"]
 
 

@@ -1,6 +1,6 @@
 """Bad input to `spotting spot` and the model folders it loads (issue 16): short videos, damaged spotter folders,
 output folders shared with the user's files, and the same video spotted twice. Real CLIs as subprocesses, a
-real (untrained) spotter with flow-cue fusion, real H.264 video cut from the carphone clip."""
+real (untrained) spotter with a logistic reader of the flow cues, real H.264 video cut from the carphone clip."""
 from __future__ import annotations
 
 import importlib.util
@@ -21,8 +21,8 @@ SHORT = (3, 4, 5, 8)  # 3: shorter than the 9-frame box smoothing; 4-8: shorter 
 
 @pytest.fixture(scope="module")
 def spotter(tmp_path_factory) -> Path:
-    """benchmarks/spot.py's untrained spotter (fresh lgi_tiny encoder, default heads) with a fusion that uses
-    the flow cues, so spot runs every stage: faces, cues, model, intervals."""
+    """benchmarks/spot.py's untrained spotter (fresh lgi_tiny encoder, default heads) with a logistic reader that
+    reads the flow cues, so spot runs every stage: faces, cues, heads, intervals."""
     path = REPO / "benchmarks" / "spot.py"
     spec = importlib.util.spec_from_file_location("bench_spot", path)
     bench = importlib.util.module_from_spec(spec)
@@ -109,8 +109,8 @@ def test_spotter_folder_records_the_size_and_sha256_of_its_files(spotter):
     from data.common.checksums import file_record
 
     files = json.loads((spotter / "spotter.json").read_text())["files"]
-    assert set(files) == {"encoder/model.safetensors", "encoder/config.json", "heads.safetensors", "fusion.json",
-                          "cues.json"}
+    assert set(files) == {"encoder/model.safetensors", "encoder/config.json", "heads.safetensors", "logistic.json",
+                          "channels.json"}
     for name, record in files.items():
         assert record == file_record(spotter / name)
 

@@ -9,9 +9,9 @@ from data.common.config import load_config
 from data.common.errors import ConfigError, DataError
 from data.common.tables import read_predictions, write_intervals, write_videos
 from spotting import baseline as bl
-from spotting import baseline_cli
 from spotting import intervals as iv
-from spotting.metric import evaluate
+from spotting.cli import baseline as baseline_cli
+from spotting.evaluation.metric import evaluate
 
 CONFIG = "configs/spotting/baseline.yaml"
 
@@ -165,7 +165,7 @@ def test_baseline_without_videos_table_names_the_fix(tmp_path):
 
 def test_timeline_plot_marks_true_and_false_positives(tiny_dataset, tmp_path):
     from data.common.tables import read_intervals, read_videos
-    from spotting.plots import plot_timeline, true_positive_rows
+    from spotting.evaluation.plots import plot_timeline, true_positive_rows
 
     gt = read_intervals(tiny_dataset / "intervals.csv")
     pred = gt.assign(score=1.0)

@@ -15,7 +15,7 @@ from data.faces.track import load_track
 from data.flow import curves
 from data.flow import regions as fl
 from spotting import baseline as bl
-from spotting import baseline_cli
+from spotting.cli import baseline as baseline_cli
 
 CONFIG = "configs/spotting/baseline.yaml"
 OFFSET = np.array([48.0, 24.0])  # where the 160x160 face clip sits in the larger frame

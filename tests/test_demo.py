@@ -10,7 +10,7 @@ from launch import demo
 
 TINY = ['data_overrides=["subjects=2", "videos_per_subject=1", "duration_s=6", "events.macro_per_video=[1,1]", '
         '"events.micro_per_video=[1,1]", "events.macro_duration_s=[0.6,1.5]"]',
-        "spotter_overrides=[workers=1]",  # two short videos: worker start-up would cost more than it saves
+        "baseline_overrides=[workers=1]",  # two short videos: worker start-up would cost more than it saves
         "spotmae=false"]
 
 
@@ -19,7 +19,7 @@ def test_demo_runs_end_to_end_and_reruns_from_cache(tmp_path, capsys):
     assert demo.main(["--out", str(out)] + TINY) == 0
     printed = capsys.readouterr().out
     assert "metric variant megc" in printed and "flow baseline" in printed and "timeline:" in printed
-    for name in ("baseline/predictions.csv", "metrics.json", "timeline.png", "summary.json", "spotter_config.json",
+    for name in ("baseline/predictions.csv", "metrics.json", "timeline.png", "summary.json", "baseline_config.json",
                  "data/videos.csv", "data/intervals.csv"):
         assert (out / name).is_file(), name
     assert (out / "timeline.png").read_bytes()[:4] == b"\x89PNG"
@@ -48,8 +48,8 @@ def test_demo_runs_end_to_end_and_reruns_from_cache(tmp_path, capsys):
 
 
 def test_demo_config_errors_name_the_key(tmp_path):
-    with pytest.raises(ConfigError, match="spotter_config"):
-        demo.main(["--out", str(tmp_path), "spotter_config=configs/spotting/missing.yaml", *TINY])
+    with pytest.raises(ConfigError, match="baseline_config"):
+        demo.main(["--out", str(tmp_path), "baseline_config=configs/spotting/missing.yaml", *TINY])
     with pytest.raises(ConfigError, match="pretrain_config"):  # checked before any data is generated
         demo.main(["--out", str(tmp_path), "pretrain_config=configs/pretrain/missing.yaml"])
     assert not (tmp_path / "data").exists()

@@ -1,4 +1,4 @@
-"""The temporal detector spotter: targets, learned boundaries, seconds not frames, training subjects only,
+"""The detector reader: targets, learned boundaries, seconds not frames, training subjects only,
 self-checking files, and `spot` giving exactly the intervals LOSO's final model gives."""
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ import pytest
 from conftest import TINY_DETECTOR_OVERRIDES
 
 from data.common.errors import DataError
-from spotting import detector as dt
-from spotting import detector_spotter as ds
-from spotting.channels import CUE, Channel, video_features
-from spotting.metric import evaluate
+from spotting.channels.vocabulary import CUES, Channel, video_features
+from spotting.detector import model as dt
+from spotting.detector import reader as ds
+from spotting.evaluation.metric import evaluate
 
 # hard NMS only: with 2 subjects per inner fold the inner scores are too weak to choose between suppressions
-FAST = ds.DetectorSpotterConfig(checkpoints=[60, 120], nms_grid=["hard:0.3"], detector=dt.DetectorConfig(crop_s=12.0))
+FAST = ds.DetectorReaderConfig(steps_grid=[60, 120], nms_grid=["hard:0.3"], detector=dt.DetectorConfig(crop_s=12.0))
 
 
 def test_events_are_taught_at_the_levels_their_length_needs_from_inside_them():
@@ -46,13 +46,13 @@ def _bump_items(fps: float = 30.0, videos: int = 4, seconds: float = 20.0, seed:
     items, rows = [], []
     for v in range(videos):
         t = np.arange(n) / fps
-        curves = {Channel(CUE, kind, "all", "motion"): 0.05 * noise.random(n) for kind in ("macro", "micro")}
+        curves = {Channel(CUES, kind, "all", "motion"): 0.05 * noise.random(n) for kind in ("macro", "micro")}
         for start, length, kind in [(2.0, 2.0, "macro"), (7.0, 0.13, "micro"), (11.0, 3.0, "macro"),
                                     (16.0, 0.13, "micro")]:
             on_s = start + rng.uniform(-0.5, 0.5)
             on, off = int(round(on_s * fps)), int(round((on_s + length) * fps)) - 1
             inside = (t >= on / fps) & (t < (off + 1) / fps)
-            curves[Channel(CUE, kind, "all", "motion")][inside] += 1.0
+            curves[Channel(CUES, kind, "all", "motion")][inside] += 1.0
             rows.append({"subject": f"s{v}", "video": f"s{v}_v1", "onset": on, "apex": (on + off) // 2,
                          "offset": off, "type": kind, "emotion": ""})
         items.append(video_features(f"s{v}", f"s{v}_v1", fps, n, curves))
@@ -62,7 +62,7 @@ def _bump_items(fps: float = 30.0, videos: int = 4, seconds: float = 20.0, seed:
 @pytest.fixture(scope="module")
 def bump_spotter(one_torch_thread_module):
     items, gt = _bump_items()
-    return ds.fit_spotter(items[:3], gt, (CUE,), FAST), items, gt
+    return ds.fit_reader(items[:3], gt, (CUES,), FAST), items, gt
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +85,8 @@ def test_long_events_come_out_as_one_interval_with_learned_boundaries(bump_spott
     # 2 subjects each, choose a low threshold here, so a few low-scored extra boxes pass it)
     confident = pred[pred["score"] >= 0.5]
     assert len(confident) == 4 and evaluate(truth, confident)["overall"]["f1"] == 1.0, pred
-    assert set(spotter.selection) >= {"checkpoint", "threshold", "nms", "inner_f1", "tried"}
-    assert spotter.selection["checkpoint"] in FAST.checkpoints
+    assert set(spotter.selection) >= {"steps", "threshold", "nms", "inner_f1", "tried"}
+    assert spotter.selection["steps"] in FAST.steps_grid
 
 
 def test_the_detector_works_in_seconds_so_200_fps_gives_the_same_events(bump_spotter):
@@ -113,35 +113,35 @@ def test_fit_reads_only_the_training_videos_labels(bump_spotter):
     spotter, items, gt = bump_spotter
     moved = gt.copy()
     moved.loc[moved["video"] == "s3_v1", ["onset", "apex", "offset"]] //= 2  # a subject outside the fit
-    again = ds.fit_spotter(items[:3], moved, (CUE,), FAST)
+    again = ds.fit_reader(items[:3], moved, (CUES,), FAST)
     assert again.selection == spotter.selection
     np.testing.assert_array_equal(again.boxes(items[3]), spotter.boxes(items[3]))
 
 
 def test_a_saved_detector_gives_the_same_boxes_and_refuses_a_damaged_file(bump_spotter, tmp_path):
     spotter, items, _ = bump_spotter
-    loaded = ds.DetectorSpotter.load(spotter.save(tmp_path / "model"))
+    loaded = ds.DetectorReader.load(spotter.save(tmp_path / "model"))
     np.testing.assert_array_equal(loaded.boxes(items[3]), spotter.boxes(items[3]))
     weights = tmp_path / "model" / "detector_0.safetensors"
     weights.write_bytes(weights.read_bytes()[:-100])
     with pytest.raises(DataError, match="detector_0.safetensors"):
-        ds.DetectorSpotter.load(tmp_path / "model")
+        ds.DetectorReader.load(tmp_path / "model")
     (tmp_path / "model" / "detector.json").write_text(json.dumps({"format": 99}))
     with pytest.raises(DataError, match="format 99"):
-        ds.DetectorSpotter.load(tmp_path / "model")
+        ds.DetectorReader.load(tmp_path / "model")
 
 
 def test_bad_detector_settings_are_refused():
     from data.common.errors import ConfigError
-    from spotting.loso import LosoConfig
+    from spotting.evaluation.loso import LosoConfig
 
-    with pytest.raises(ConfigError, match="fusion.use_encoder"):
-        LosoConfig(spotter="logistic", fusion=dataclasses.replace(LosoConfig().fusion, use_encoder=True))
+    with pytest.raises(ConfigError, match="channels: the logistic reader cannot read"):
+        LosoConfig(reader="logistic", channels=["cues", "encoder"])
 
     with pytest.raises(ConfigError, match="nms_grid"):
-        ds.DetectorSpotterConfig(nms_grid=["gaussian:0.5"])
-    with pytest.raises(ConfigError, match="checkpoints"):
-        dataclasses.replace(FAST, checkpoints=[])
+        ds.DetectorReaderConfig(nms_grid=["gaussian:0.5"])
+    with pytest.raises(ConfigError, match="steps_grid"):
+        dataclasses.replace(FAST, steps_grid=[])
 
 
 @pytest.fixture(scope="module")
@@ -149,27 +149,27 @@ def full_loso(tiny_spotting_set, tmp_path_factory, one_torch_thread_module):
     """A detector LOSO run on flow cues + encoder channels, with its final model (in this process, folds one
     after another)."""
     from data.common.config import load_config
-    from spotting import loso
+    from spotting.evaluation import loso
 
     out = tmp_path_factory.mktemp("full_loso") / "loso"
     cfg = load_config("configs/spotting/loso.yaml", loso.LosoConfig, [
-        f"finetune.data.root={tiny_spotting_set}", f"out={out}", "parallel=false", "fusion.use_model=false",
-        "fusion.use_encoder=true", "detector.encoder_pca=8", *TINY_DETECTOR_OVERRIDES])
+        f"finetune.data.root={tiny_spotting_set}", f"out={out}", "parallel=false", "channels=[cues,flow,encoder]",
+        "detector.encoder_pca=8", *TINY_DETECTOR_OVERRIDES])
     loso.run_loso(cfg)
     return cfg, loso.prepare(cfg, out)
 
 
 def test_spot_gives_exactly_the_intervals_of_the_loso_code_path(full_loso, tmp_path):
-    from spotting import loso
-    from spotting.channels import ENCODER, FLOW
+    from spotting.channels.vocabulary import ENCODER, FLOW
+    from spotting.evaluation import loso
     from spotting.spot import spot
 
     cfg, shared = full_loso
     model = Path(cfg.out) / "model"
-    spotter = ds.DetectorSpotter.load(model)
+    spotter = ds.DetectorReader.load(model)
     row = shared.videos.iloc[0]
     item = loso.features_for(shared, [str(row.video)], None)[0]
-    assert {c.set for c in spotter.norm.channels} == {CUE, FLOW, ENCODER} and len(spotter.norm.basis) == 8
+    assert {c.set for c in spotter.norm.channels} == {CUES, FLOW, ENCODER} and len(spotter.norm.basis) == 8
     expected = spotter.predict([item])
     summary = spot(Path(cfg.finetune.data.root) / row.path, model, tmp_path / "spot")
     got = pd.read_csv(tmp_path / "spot" / f"{Path(row.path).stem}.csv", keep_default_na=False)
@@ -196,13 +196,13 @@ def tuned_loso(full_loso, tmp_path_factory):
     """A detector LOSO on encoder channels only, the encoder fine-tuned inside every fold (and for the final
     model); the stabilised streams come from full_loso's cache."""
     from data.common.config import load_config
-    from spotting import loso
+    from spotting.evaluation import loso
 
     base, _ = full_loso
     out = tmp_path_factory.mktemp("tuned_loso") / "loso"
     shutil.copytree(Path(base.out) / "cues", out / "cues")  # the flow baseline's label-free curves, as computed there
     cfg = load_config("configs/spotting/loso.yaml", loso.LosoConfig, [
-        f"finetune.data.root={base.finetune.data.root}", f"out={out}", "parallel=false", "fusion.use_cues=false",
+        f"finetune.data.root={base.finetune.data.root}", f"out={out}", "parallel=false", "channels=[encoder]",
         "detector.encoder_pca=8", f"encoder_cache={Path(base.out) / 'encoder_input'}", *TUNING_OVERRIDES,
         *TINY_DETECTOR_OVERRIDES])
     loso.run_loso(cfg)
@@ -211,9 +211,9 @@ def tuned_loso(full_loso, tmp_path_factory):
 
 def test_encoder_tuning_inside_loso_reads_training_subjects_only_and_spot_uses_the_tuned_encoder(tuned_loso,
                                                                                                    tmp_path):
-    from finetune.motion_features import encoder_digest
+    from finetune.encoder.load import encoder_digest
     from finetune.store import load_spotter
-    from spotting import loso
+    from spotting.evaluation import loso
     from spotting.spot import spot
 
     cfg, shared = tuned_loso
@@ -238,7 +238,7 @@ def test_encoder_tuning_inside_loso_reads_training_subjects_only_and_spot_uses_t
     # and `spot` gives a video exactly the intervals and encoder channels the LOSO code path gives it
     row = shared.videos.iloc[0]
     item = loso.features_for(tuned_shared, [str(row.video)], None)[0]
-    expected = ds.DetectorSpotter.load(out / "model").predict([item])
+    expected = ds.DetectorReader.load(out / "model").predict([item])
     spot(Path(cfg.finetune.data.root) / row.path, out / "model", tmp_path / "spot")
     got = pd.read_csv(tmp_path / "spot" / f"{Path(row.path).stem}.csv", keep_default_na=False)
     for column in ("onset", "offset", "type"):

@@ -23,10 +23,10 @@ TINY = [
     'pack_overrides=["clip_frames=32", "clip_stride=16", "clips_per_shard=4", "workers=1"]',
     'pretrain_overrides=["schedule.total_steps=3", "schedule.warmup_steps=1", "checkpoint.every_steps=3", '
     '"checkpoint.log_every=1", "data.frame_stride=2"]',
-    'loso_overrides=["finetune.granularities=[{name: micro, span_seconds: 0.5, hop_seconds: 0.5}, '
-    '{name: macro, span_seconds: 2.0, hop_seconds: 1.5}]", "finetune.train.epochs=8", "finetune.model.head_hidden=32", '
-    '"inner=holdout", "detector.checkpoints=[30,60]", "detector.detector.crop_s=6.0"]',
-    "spotter_overrides=[workers=1]",
+    'loso_overrides=["finetune.granularities=[{name: micro, span_s: 0.5, hop_s: 0.5}, '
+    '{name: macro, span_s: 2.0, hop_s: 1.5}]", "finetune.train.epochs=8", "finetune.model.head_hidden=32", '
+    '"inner=holdout", "detector.steps_grid=[30,60]", "detector.detector.crop_s=6.0"]',
+    "baseline_overrides=[workers=1]",
 ]
 
 
@@ -60,7 +60,7 @@ def test_pretraining_ran_with_finite_loss_and_a_checkpoint(chain):
 
 
 def test_fine_tuned_encoder_is_the_pretrained_checkpoint(chain):
-    from finetune.encoder import load_encoder, read_state
+    from finetune.encoder.load import load_encoder, read_state
     from finetune.store import load_spotter
 
     _, summary = chain

@@ -1,4 +1,4 @@
-"""spotting.encoder_channels on a real synthetic video (decoded, dlib-tracked, stabilised, encoded): channel names,
+"""spotting.channels.encoder on a real synthetic video (decoded, dlib-tracked, stabilised, encoded): channel names,
 per-frame lengths, per-video standardisation, determinism, the cache, what stabilisation removes, bad videos."""
 import cv2
 import numpy as np
@@ -9,13 +9,16 @@ from conftest import TINY_SPOTTING_OVERRIDES
 from data.common.errors import ConfigError, DataError
 from data.common.video_io import read_frames, video_info, write_mp4
 from data.faces import stabilise as st
+from data.faces.face_video import FaceVideo
+from data.faces.motion_view import MotionViewConfig
 from data.flow.regions import RegionGeometry
 from data.synthetic.config import load_synthetic_config
 from data.synthetic.generate import generate
-from finetune import motion_features as mf
-from finetune.encoder import load_encoder
-from spotting.channels import ANY, ENCODER
-from spotting.encoder_channels import EncoderChannelsConfig, encoder_channels, frame_steps
+from finetune.encoder import features as mf
+from finetune.encoder.load import load_encoder
+from finetune.windows import Granularity
+from spotting.channels.encoder import EncoderChannelsConfig, encoder_channels, frame_steps
+from spotting.channels.vocabulary import ANY, ENCODER
 
 # one 8 s video whose head moves far more than the benchmark's, so stabilisation has something to remove
 HEAD_MOTION = ["subjects=1", "head.drift_px=5", "head.drift_deg=3", "head.move_px=[4,6]",
@@ -38,6 +41,11 @@ def video(tmp_path_factory):
     return path, "s01_v01", 30.0, int(video_info(path)["num_frames"])
 
 
+def source(video) -> FaceVideo:
+    path, name, fps, _ = video
+    return FaceVideo(path, name, fps)
+
+
 @pytest.fixture(scope="module")
 def encoder():
     return load_encoder(None, "lgi_tiny", 0)
@@ -46,7 +54,7 @@ def encoder():
 @pytest.fixture(scope="module")
 def channels(video, encoder):
     before = sorted(video[0].parent.parent.rglob("*"))
-    out = encoder_channels(*video, encoder, EncoderChannelsConfig())
+    out = encoder_channels(source(video), encoder, EncoderChannelsConfig())
     assert sorted(video[0].parent.parent.rglob("*")) == before  # cache_dir=None writes nothing
     return out
 
@@ -66,27 +74,27 @@ def test_channel_names_lengths_and_standardisation(channels, video, encoder):
 
 
 def test_two_calls_give_identical_arrays(channels, video, encoder):
-    again = encoder_channels(*video, encoder, EncoderChannelsConfig())
+    again = encoder_channels(source(video), encoder, EncoderChannelsConfig())
     assert list(again) == list(channels)
     assert all(np.array_equal(again[c], channels[c]) for c in channels)
 
 
 def test_cache_round_trip(channels, video, encoder, tmp_path):
-    first = encoder_channels(*video, encoder, EncoderChannelsConfig(), cache_dir=tmp_path)
+    first = encoder_channels(source(video), encoder, EncoderChannelsConfig(), cache_dir=tmp_path)
     assert all(np.array_equal(first[c], channels[c]) for c in channels)  # cached == uncached, exactly
     stab = tmp_path / "stab30" / f"{video[1]}.npz"
     feats = sorted((tmp_path / "feat").glob("*/*/*.npz"))
     assert stab.is_file()
     assert [f.parent.name for f in feats] == ["macro_s3_h1", "micro_s0.5_h0.25"]
     stamps = [p.stat().st_mtime_ns for p in [stab, *feats]]
-    second = encoder_channels(*video, encoder, EncoderChannelsConfig(), cache_dir=tmp_path)
+    second = encoder_channels(source(video), encoder, EncoderChannelsConfig(), cache_dir=tmp_path)
     assert [p.stat().st_mtime_ns for p in [stab, *feats]] == stamps  # read back, not recomputed
     assert all(np.array_equal(second[c], channels[c]) for c in channels)
 
 
 def test_bands_pooling_names(video, encoder):
-    cfg = EncoderChannelsConfig(pool="2bands", granularities=[mf.Granularity("micro", 0.5, 0.5)])
-    out = encoder_channels(*video, encoder, cfg)
+    cfg = EncoderChannelsConfig(pool="2bands", granularities=[Granularity("micro", 0.5, 0.5)])
+    out = encoder_channels(source(video), encoder, cfg)
     assert {c.name for c in out} == {f"encoder.micro.band{b}.mean{i}" for b in range(2)
                                      for i in range(encoder.cfg.dim)}
 
@@ -108,10 +116,10 @@ def _rigid_motion(crops: np.ndarray, mask: np.ndarray, against_first: bool) -> n
 
 
 def test_stabilisation_removes_head_motion_of_the_rigid_pixels(video):
-    path, name, fps, _ = video
-    stable = st.stabilise_video(path, name, fps, st.StabiliseConfig())
-    landmark_only = st.stabilise_video(path, name, fps, st.StabiliseConfig(refine="none"))
-    raw = st.stabilise_video(path, name, fps, st.StabiliseConfig(align="none"))  # 160 px frames, unmoved
+    one = source(video)  # decoded and tracked once for the three streams
+    stable = st.stabilise_video(one, st.StabiliseConfig())
+    landmark_only = st.stabilise_video(one, st.StabiliseConfig(refine="none"))
+    raw = st.stabilise_video(one, st.StabiliseConfig(align="none"))  # 160 px frames, unmoved
     rigid = st.rigid_mask(160)
     raw_rigid = RegionGeometry.from_landmarks(stable.raw_landmarks[0], (160, 160)).rigid
     steps, raw_steps = _rigid_motion(stable.crops, rigid, False), _rigid_motion(raw.crops, raw_rigid, False)
@@ -127,7 +135,7 @@ def test_stabilisation_removes_head_motion_of_the_rigid_pixels(video):
 def test_too_short_video_is_refused_naming_the_file(video, encoder, tmp_path):
     short = write_mp4(tmp_path / "short.mp4", read_frames(video[0], range(10)), 30.0)
     with pytest.raises(DataError, match="shorter than the shortest encoder window") as err:
-        encoder_channels(short, "short", 30.0, 10, encoder, EncoderChannelsConfig())
+        encoder_channels(FaceVideo(short, "short", 30.0), encoder, EncoderChannelsConfig())
     assert str(short) in str(err.value)
 
 
@@ -136,7 +144,7 @@ def test_video_without_a_face_is_refused_naming_the_file(encoder, tmp_path):
     frames = np.clip(128 + rng.normal(0, 3, (30, 160, 160, 3)), 0, 255).astype(np.uint8)
     blank = write_mp4(tmp_path / "blank.mp4", frames, 30.0)
     with pytest.raises(DataError, match="face was found in only 0%") as err:
-        encoder_channels(blank, "blank", 30.0, 30, encoder, EncoderChannelsConfig())
+        encoder_channels(FaceVideo(blank, "blank", 30.0), encoder, EncoderChannelsConfig())
     assert str(blank) in str(err.value)
 
 
@@ -144,8 +152,8 @@ def test_config_rules():
     with pytest.raises(ConfigError, match="pool"):
         EncoderChannelsConfig(pool="bands")
     with pytest.raises(ConfigError, match="distinct"):
-        EncoderChannelsConfig(granularities=[mf.Granularity("micro"), mf.Granularity("micro")])
+        EncoderChannelsConfig(granularities=[Granularity("micro"), Granularity("micro")])
     with pytest.raises(ConfigError, match="lighting"):
-        mf.MotionInputConfig(lighting="flat")
+        MotionViewConfig(lighting="flat")
     with pytest.raises(ConfigError, match="rate_hz"):
         st.StabiliseConfig(rate_hz=0)

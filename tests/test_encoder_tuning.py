@@ -1,4 +1,4 @@
-"""Encoder fine-tuning on the motion view (finetune.motion_tuning): what learns, early stopping, the inputs it is
+"""Encoder fine-tuning on the motion view (finetune.encoder.tuning): what learns, early stopping, the inputs it is
 taught with. The fold-level run inside LOSO and `spot` on its final model are in tests/test_detector.py."""
 from __future__ import annotations
 
@@ -11,14 +11,16 @@ import torch
 
 from data.common.config import load_config
 from data.common.errors import ConfigError
-from finetune import motion_features as mf
-from finetune import motion_tuning as mt
-from finetune.train import encoder_param_groups
+from data.faces.motion_view import MotionViewConfig, ViewStream
+from finetune.encoder import tuning as mt
+from finetune.encoder.layer_decay import encoder_param_groups
+from finetune.encoder.load import encoder_digest
+from finetune.windows import Granularity
 from pretrain.lgi_former import LGIEncoder
 from pretrain.model_config import named_config
 
-GRANS = [mf.Granularity("micro", 0.5, 0.5)]
-ICFG = mf.MotionInputConfig()
+GRANS = [Granularity("micro", 0.5, 0.5)]
+ICFG = MotionViewConfig()
 FAST = mt.EncoderTuningConfig(mode="partial", epochs=3, patience=3, windows_per_epoch=8, val_windows=8, probe_epochs=3,
                               batch_size=4, lr=1e-3)
 
@@ -30,7 +32,7 @@ def toy_video(seed: int, steps: int = 48) -> mt.TuningVideo:
     labels = np.zeros((steps, 2), np.float32)
     x[16:32, 110:130, 60:100] += 30.0
     labels[16:32, 0] = 1.0
-    return mt.TuningVideo(f"v{seed}", (x, np.median(x, 0), None), 30.0, labels)
+    return mt.TuningVideo(f"v{seed}", ViewStream(x, np.median(x, 0), None, 30.0), labels)
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +53,10 @@ def test_partial_tuning_learns_only_the_last_block_and_returns_the_best_epoch(en
     history = info["history"]
     digests = [h["digest"] for h in history]
     assert len(history) == FAST.epochs + 1 and len(set(digests)) == len(digests), "every epoch moves the encoder"
-    assert digests[0] == mf.encoder_digest(encoder), "epoch 0 trains the head alone"
+    assert digests[0] == encoder_digest(encoder), "epoch 0 trains the head alone"
     aucs = [h["val_auc"] for h in history]
     assert info["best_epoch"] == aucs.index(max(aucs)) and info["best_val_auc"] == max(aucs)
-    assert mf.encoder_digest(tuned) == digests[info["best_epoch"]], "the best epoch's weights are returned"
+    assert encoder_digest(tuned) == digests[info["best_epoch"]], "the best epoch's weights are returned"
     assert not tuned.training and not any(p.requires_grad for p in tuned.parameters())
 
 
@@ -68,18 +70,18 @@ def test_tuning_stops_after_patience_epochs_without_a_better_validation_auc(enco
 def test_nothing_to_judge_keeps_the_encoder_as_given_and_a_damaged_tuning_cache_is_tuned_again(encoder, tmp_path,
                                                                                             one_torch_thread):
     from data.common.atomic import write_json
-    from finetune.encoder import save_encoder
-    from spotting.tuned_channels import cached_tuning
+    from finetune.encoder.load import save_encoder
+    from spotting.channels.tuned import cached_tuning
 
     quiet = toy_video(2)
     quiet.labels[:] = 0  # no event in the validation video: no AUC
     tuned, info = mt.tune_encoder(encoder, [toy_video(0)], [quiet], ICFG, GRANS, FAST)
     assert info["best_val_auc"] is None and len(info["history"]) == 1
-    assert mf.encoder_digest(tuned) == mf.encoder_digest(encoder)
+    assert encoder_digest(tuned) == encoder_digest(encoder)
     folder = tmp_path / "tuned"
     save_encoder(tuned, folder / "encoder")
     write_json(folder / "record.json", info)
-    assert mf.encoder_digest(cached_tuning(folder)[0]) == mf.encoder_digest(encoder)
+    assert encoder_digest(cached_tuning(folder)[0]) == encoder_digest(encoder)
     write_json(folder / "record.json", {**info, "history": [{**info["history"][0], "digest": "0" * 16}]})
     assert cached_tuning(folder) is None, "weights that are not the recorded ones"
     (folder / "record.json").write_text("{")
@@ -103,7 +105,7 @@ def test_full_mode_trains_the_embedding_and_partial_only_the_last_layers(encoder
 
 
 def test_grid_labels_average_the_frames_of_a_step_and_a_slower_video_takes_the_source_frame():
-    from spotting.encoder_channels import frame_steps
+    from spotting.channels.encoder import frame_steps
 
     labels = np.zeros((200, 4), np.float32)
     labels[100:150, 1] = 1.0  # 0.25 s of micro at 200 fps
@@ -121,7 +123,7 @@ def test_grid_labels_average_the_frames_of_a_step_and_a_slower_video_takes_the_s
 
 
 def test_each_epoch_draws_the_event_share_and_augmentation_is_seeded():
-    samples = mt.window_samples([toy_video(0, steps=96)], [mf.Granularity("micro", 0.5, 0.1)], 16, 2)
+    samples = mt.window_samples([toy_video(0, steps=96)], [Granularity("micro", 0.5, 0.1)], 16, 2)
     has_event = np.array([s.target.max() > 0.5 for s in samples])
     assert 0 < has_event.sum() < len(samples) / 2
     picked = mt.epoch_samples(samples, FAST, np.random.default_rng(0))
@@ -136,15 +138,15 @@ def test_each_epoch_draws_the_event_share_and_augmentation_is_seeded():
 
 
 @pytest.mark.parametrize("overrides, match", [
-    (["encoder_tuning.mode=partial", "fusion.use_encoder=false"], "not read"),
-    (["encoder_tuning.mode=partial", "fusion.use_model=true"], "RGB features"),
+    (["encoder_tuning.mode=partial", "channels=[cues,flow]"], "not read"),
+    (["encoder_tuning.mode=partial", "channels=[cues,flow,encoder,heads]"], "RGB features"),
     (["encoder_tuning.mode=sometimes"], "mode"),
-    (["encoder_tuning.mode=partial", "encoder_input.pool=2bands"], "pooled as"),
-    (["encoder_tuning.mode=partial", "encoder_input.input.layer=embed"], "layer"),
+    (["encoder_tuning.mode=partial", "encoder_channels.pool=2bands"], "pooled as"),
+    (["encoder_tuning.mode=partial", "encoder_channels.view.layer=embed"], "layer"),
 ])
 def test_tuning_settings_that_cannot_work_are_refused_by_name(overrides, match):
-    from spotting.loso import LosoConfig
+    from spotting.evaluation.loso import LosoConfig
 
     with pytest.raises(ConfigError, match=match) as err:
         load_config("configs/spotting/loso.yaml", LosoConfig, overrides)
-    assert "encoder_tuning.mode" in str(err.value) or "encoder_input" in str(err.value)
+    assert "encoder_tuning.mode" in str(err.value) or "encoder_channels" in str(err.value)

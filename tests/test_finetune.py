@@ -11,10 +11,10 @@ import torch
 
 from data.common.config import load_config
 from data.common.errors import ConfigError, DataError
-from finetune.config import FinetuneConfig
-from finetune.encoder import encoder_features, load_encoder, save_encoder
-from finetune.heads import SpottingHead
-from finetune.train import auto_pos_weight, build_spotter, param_groups, spotting_loss, train_head
+from finetune.encoder.load import encoder_features, load_encoder, save_encoder
+from finetune.heads.config import FinetuneConfig
+from finetune.heads.model import SpottingHead
+from finetune.heads.train import auto_pos_weight, build_heads, param_groups, spotting_loss, train_head
 from finetune.windows import CHANNELS, CurveAccumulator, frame_labels, sample_step, video_windows, window_labels
 
 
@@ -26,7 +26,7 @@ def tiny_encoder():
 
 @pytest.mark.parametrize("fps,step", [(30.0, 1.0), (200.0, 6.25)])
 def test_windows_span_the_same_seconds_at_30_and_200_fps(fps, step):
-    windows = video_windows("v", int(20 * fps), fps, span_seconds=0.5, hop_seconds=0.25, frames=16)
+    windows = video_windows("v", int(20 * fps), fps, span_s=0.5, hop_s=0.25, frames=16)
     assert sample_step(fps, 0.5, 16) == pytest.approx(step)
     first = windows[0]
     span_s = (first.bounds[-1] - first.bounds[0]) / fps
@@ -93,7 +93,7 @@ def test_head_output_is_time_ordered(kernel, frames):
 
 
 def test_spotter_scores_move_where_the_frames_changed(tiny_encoder):
-    spotter = build_spotter(tiny_encoder, FinetuneConfig()).eval()
+    spotter = build_heads(tiny_encoder, FinetuneConfig()).eval()
     torch.manual_seed(1)
     video = torch.randn(1, 3, 16, 160, 160)
     changed = video.clone()
@@ -164,7 +164,7 @@ def test_encoder_from_deepspeed_layout_checkpoint(tiny_encoder, tmp_path):
 
 def test_layer_decay_and_frozen_blocks(tiny_encoder):
     cfg = load_config(None, FinetuneConfig, ["train.mode=partial", "train.trainable_blocks=1"])
-    spotter = build_spotter(tiny_encoder, cfg)
+    spotter = build_heads(tiny_encoder, cfg)
     groups = param_groups(spotter, cfg.train)
     trainable = {n for n, p in spotter.named_parameters() if p.requires_grad}
     assert any(n.startswith("encoder.blocks.1.") for n in trainable)
@@ -238,14 +238,14 @@ def test_finetune_cli_trains_and_resumes(tiny_spotting_set, tiny_finetune_overri
 
 def test_partial_fine_tuning_updates_only_the_last_block(tiny_spotting_set, tiny_finetune_overrides, tmp_path):
     from data.common.dataset import read_dataset
-    from finetune.train import train_spotter
+    from finetune.heads.train import train_heads
 
     cfg = load_config(None, FinetuneConfig, [*tiny_finetune_overrides, "train.mode=partial", "train.epochs=1",
                                              "train.trainable_blocks=1", f"out={tmp_path}"])
     videos, gt = read_dataset(tiny_spotting_set)
     encoder = load_encoder(None, "lgi_tiny", seed=0)
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
-    spotter = train_spotter(cfg, videos.head(1), gt, encoder=encoder)
+    spotter = train_heads(cfg, videos.head(1), gt, encoder=encoder)
     after = spotter.encoder.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith(("blocks.1.", "norm.")) for k in changed)
@@ -256,16 +256,16 @@ def test_partial_fine_tuning_updates_only_the_last_block(tiny_spotting_set, tiny
 def test_the_encoder_learns_with_stochastic_depth_only_when_it_trains(tiny_spotting_set, tiny_finetune_overrides,
                                                                       tmp_path):
     from data.common.dataset import read_dataset
-    from finetune.train import train_spotter
+    from finetune.heads.train import train_heads
 
     videos, gt = read_dataset(tiny_spotting_set)
     common = [*tiny_finetune_overrides, "train.epochs=1", f"out={tmp_path}"]
     partial = load_config(None, FinetuneConfig, [*common, "train.mode=partial", "train.drop_path=0.2",
                                                  "train.grad_checkpointing=true"])
-    spotter = train_spotter(partial, videos.head(1), gt)
+    spotter = train_heads(partial, videos.head(1), gt)
     assert spotter.encoder.cfg.drop_path == 0.2 and spotter.encoder.blocks[-1].drop_path.drop_prob == 0.2
     assert spotter.encoder.grad_checkpointing
-    frozen = train_spotter(load_config(None, FinetuneConfig, [*common, "train.drop_path=0.2"]), videos.head(1), gt)
+    frozen = train_heads(load_config(None, FinetuneConfig, [*common, "train.drop_path=0.2"]), videos.head(1), gt)
     assert frozen.encoder.cfg.drop_path == 0.0  # a frozen encoder keeps its config (and its feature cache)
 
 
@@ -311,7 +311,7 @@ def test_encoder_from_a_real_deepspeed_zero2_checkpoint(tmp_path):
 
 def test_encoder_loader_skips_a_checkpoint_without_complete_commit_markers(tmp_path):
     """A newer checkpoint whose rank markers are incomplete is passed over for the newest complete one."""
-    from finetune.encoder import find_checkpoint_states
+    from finetune.encoder.load import find_checkpoint_states
     from pretrain.checkpoint_commit import write_marker
 
     for step in (2, 4):

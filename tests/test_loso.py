@@ -1,4 +1,5 @@
-"""LOSO evaluation and fusion: weights from training subjects only, per-fold files, pooled metrics, resume."""
+"""LOSO evaluation and the logistic reader: weights from training subjects only, per-fold files, pooled metrics,
+resume."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,9 +14,10 @@ import pytest
 from data.common.config import load_config
 from data.common.tables import read_predictions
 from finetune.windows import CHANNELS
-from spotting import fusion as fu
-from spotting import loso, protocol
-from spotting.channels import CUE, Channel, model_channels, video_features
+from spotting import logistic as fu
+from spotting.channels.heads import head_channels
+from spotting.channels.vocabulary import CUES, Channel, video_features
+from spotting.evaluation import loso, protocol
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +25,7 @@ def loso_cfg(tiny_spotting_set, tiny_finetune_overrides, tiny_loso_run):
     out = tiny_loso_run[1]  # reuse its cached flow cues and encoder features
     return load_config("configs/spotting/loso.yaml", loso.LosoConfig, [
         f"finetune.data.root={tiny_spotting_set}", f"out={out}",
-        "parallel=false", "fusion.use_model=true", "fusion.use_encoder=false",  # the logistic fusion's inputs
+        "parallel=false", "reader=logistic", "channels=[cues,heads]",  # the logistic reader's inputs
         *[f"finetune.{o}" for o in tiny_finetune_overrides]])
 
 
@@ -36,30 +38,30 @@ def shared(loso_cfg):
 
 def _with_changed_labels(shared: loso.Shared, subject: str) -> loso.Shared:
     """A copy whose `subject` has different ground truth (events moved, one dropped)."""
-    from finetune.train import video_labels
+    from finetune.heads.train import video_labels
 
     gt = shared.gt.copy()
     rows = gt.index[gt["subject"] == subject]
     gt = gt.drop(rows[:1])
     later = gt["subject"] == subject
     gt.loc[later, ["onset", "apex", "offset"]] = (gt.loc[later, ["onset", "apex", "offset"]] // 2).to_numpy()
-    return loso.Shared(shared.videos, gt, shared.cues, shared.features, video_labels(shared.videos, gt),
+    return loso.Shared(shared.videos, gt, shared.channels, shared.features, video_labels(shared.videos, gt),
                        shared.dim, shared.tubelet)
 
 
-def _names(fusion: fu.Fusion, kind: str) -> list[str]:
+def _names(fusion: fu.LogisticReader, kind: str) -> list[str]:
     return [c.name for c in fusion.types[kind].channels]
 
 
 def test_fusion_weights_depend_only_on_training_subjects(loso_cfg, shared):
-    first, _ = loso.fit_fold_fusion(loso_cfg, shared, ["s01", "s02"])
-    same, _ = loso.fit_fold_fusion(loso_cfg, _with_changed_labels(shared, "s03"), ["s01", "s02"])
+    first, _ = loso.fit_fold_reader(loso_cfg, shared, ["s01", "s02"])
+    same, _ = loso.fit_fold_reader(loso_cfg, _with_changed_labels(shared, "s03"), ["s01", "s02"])
     assert json.dumps(first.to_dict(), sort_keys=True) == json.dumps(same.to_dict(), sort_keys=True)
     # the check has teeth: changing a training subject's labels does change the weights
-    other, _ = loso.fit_fold_fusion(loso_cfg, _with_changed_labels(shared, "s02"), ["s01", "s02"])
+    other, _ = loso.fit_fold_reader(loso_cfg, _with_changed_labels(shared, "s02"), ["s01", "s02"])
     assert [f.weights for f in other.types.values()] != [f.weights for f in first.types.values()]
-    every = dataclasses.replace(loso_cfg, fusion=dataclasses.replace(loso_cfg.fusion, select_model=False))
-    fused, _ = loso.fit_fold_fusion(every, shared, ["s01", "s02"])
+    every = dataclasses.replace(loso_cfg, logistic=dataclasses.replace(loso_cfg.logistic, select_heads=False))
+    fused, _ = loso.fit_fold_reader(every, shared, ["s01", "s02"])
     assert set(_names(fused, "micro")) >= {"cue.micro.all", "micro.micro_present", "macro.micro_present"}
 
 
@@ -71,46 +73,46 @@ def _bump_items(seed: int = 0):
     for v in range(4):
         n = 600
         heads = {g: np.stack([rng.random(n) for _ in CHANNELS], axis=1) for g in ("micro", "macro")}
-        cues = {Channel(CUE, kind, "all", "motion"): 0.05 * rng.random(n) for kind in ("micro", "macro")}
+        cues = {Channel(CUES, kind, "all", "motion"): 0.05 * rng.random(n) for kind in ("micro", "macro")}
         for onset, length, kind in [(60, 4, "micro"), (200, 40, "macro"), (380, 4, "micro"), (480, 40, "macro")]:
             shift = int(rng.integers(-10, 10))
             on, off = onset + shift, onset + shift + length - 1
             centre = (on + off) / 2
-            cues[Channel(CUE, kind, "all", "motion")] += np.exp(-0.5 * ((np.arange(n) - centre) / (length / 4)) ** 2)
+            cues[Channel(CUES, kind, "all", "motion")] += np.exp(-0.5 * ((np.arange(n) - centre) / (length / 4)) ** 2)
             rows.append({"subject": f"s{v}", "video": f"s{v}_v1", "onset": on, "apex": round(centre),
                          "offset": off, "type": kind, "emotion": ""})
-        items.append(video_features(f"s{v}", f"s{v}_v1", 30.0, n, model_channels(heads), cues))
+        items.append(video_features(f"s{v}", f"s{v}_v1", 30.0, n, head_channels(heads), cues))
     return items, pd.DataFrame(rows)
 
 
 def test_thresholds_choose_the_interval_width_that_matches_the_events():
     items, gt = _bump_items()
-    cfg = fu.FusionConfig(use_model=False)
-    fusion = fu.choose_thresholds(fu.fit_fusion(items, gt, cfg), items, gt)
+    cfg = fu.LogisticConfig()
+    fusion = fu.choose_thresholds(fu.fit_weights(items, gt, cfg, ("cues",)), items, gt)
     # a 4-frame event needs an interval of at most 8 frames for IoU >= 0.5: half-width <= 0.1 s = 3 frames
     assert fusion.types["micro"].half_width_s == 0.1 and fusion.types["micro"].inner_f1 == 1.0
     assert fusion.types["macro"].inner_f1 == 1.0
-    wide = fu.choose_thresholds(fu.fit_fusion(items, gt, dataclasses.replace(
-        cfg, micro=fu.FusionTypeConfig(0.17, 0.07, 0.5))), items, gt)  # no grid: SOFTNet-like fixed width
+    wide = fu.choose_thresholds(fu.fit_weights(items, gt, dataclasses.replace(
+        cfg, micro=fu.LogisticTypeConfig(0.17, 0.07, 0.5)), ("cues",)), items, gt)  # no grid: SOFTNet-like fixed width
     assert wide.types["micro"].half_width_s == 0.17 and wide.types["micro"].inner_f1 == 0.0
 
 
 def test_model_curves_that_add_nothing_are_left_out():
     items, gt = _bump_items()
-    fusion = fu.fit_and_choose(items, gt, fu.FusionConfig())
+    fusion = fu.fit_reader(items, gt, ("cues", "heads"), fu.LogisticConfig())
     assert {kind: _names(fusion, kind) for kind in fusion.types} == {"macro": ["cue.macro.all"],
                                                                      "micro": ["cue.micro.all"]}
-    every = fu.fit_and_choose(items, gt, fu.FusionConfig(select_model=False))
+    every = fu.fit_reader(items, gt, ("cues", "heads"), fu.LogisticConfig(select_heads=False))
     assert "micro.micro_present" in _names(every, "micro")
 
 
 def test_test_subject_labels_do_not_change_its_predictions(loso_cfg, shared):
     split = protocol.loso_splits(["s01", "s02", "s03"])[2]
-    fold = protocol.run_fold(loso.FusionFolds(loso_cfg, shared), split)
-    again = protocol.run_fold(loso.FusionFolds(loso_cfg, _with_changed_labels(shared, "s03")), split)
+    fold = protocol.run_fold(loso.ReaderFolds(loso_cfg, shared), split)
+    again = protocol.run_fold(loso.ReaderFolds(loso_cfg, _with_changed_labels(shared, "s03")), split)
     pd.testing.assert_frame_equal(fold.predictions, again.predictions)
     info, info2 = fold.info, again.info
-    assert info["fusion"] == info2["fusion"] and info["inner"] == "cross" and "s03" not in info["train_subjects"]
+    assert info["logistic"] == info2["logistic"] and info["inner"] == "cross" and "s03" not in info["train_subjects"]
 
 
 def test_logistic_fit_finds_the_informative_feature():
@@ -122,19 +124,22 @@ def test_logistic_fit_finds_the_informative_feature():
 
 
 def test_fusion_round_trips_through_json(loso_cfg, shared, tmp_path):
-    fusion, _ = loso.fit_fold_fusion(loso_cfg, shared, ["s01", "s02"])
-    loaded = fu.Fusion.load(fusion.save(tmp_path / "fusion.json"))
+    fusion, _ = loso.fit_fold_reader(loso_cfg, shared, ["s01", "s02"])
+    loaded = fu.LogisticReader.load(fusion.save(tmp_path).parent)
     item = loso.features_for(shared, ["s01_v01"], None)[0]
     item.curves.update({c: np.random.default_rng(0).random(item.num_frames) for c in fusion.types["micro"].channels
-                        if c.set != CUE})
+                        if c.set != CUES})
     assert np.allclose(fu.fused_curve(loaded, item, "micro"), fu.fused_curve(fusion, item, "micro"))
-    (tmp_path / "bad.json").write_text("{}")
-    with pytest.raises(fu.DataError, match="bad.json"):
-        fu.Fusion.load(tmp_path / "bad.json")
-    # a fusion.json of the first format (one dict per field, keyed by type): refused, naming the file and the fix
-    (tmp_path / "old.json").write_text(json.dumps({"config": {}, "names": {"macro": ["cue.macro.all"]}}))
-    with pytest.raises(fu.DataError, match=r"old.json: format: fusion format 1.*rerun `python -m spotting loso`"):
-        fu.Fusion.load(tmp_path / "old.json")
+    (tmp_path / "bad" / "logistic.json").parent.mkdir()
+    (tmp_path / "bad" / "logistic.json").write_text("{}")
+    with pytest.raises(fu.DataError, match="logistic.json"):
+        fu.LogisticReader.load(tmp_path / "bad")
+    # a file of an earlier format (fusion.json's 1: one dict per field, keyed by type): refused, naming the file
+    # and the fix
+    (tmp_path / "old" / "logistic.json").parent.mkdir()
+    (tmp_path / "old" / "logistic.json").write_text(json.dumps({"config": {}, "names": {"macro": ["cue.macro.all"]}}))
+    with pytest.raises(fu.DataError, match=r"logistic.json: format: logistic reader format 1.*rerun `python -m spotting loso`"):
+        fu.LogisticReader.load(tmp_path / "old")
 
 
 def test_loso_cli_writes_folds_pooled_metrics_and_resumes(tiny_loso_run, tiny_spotting_set):
@@ -146,8 +151,8 @@ def test_loso_cli_writes_folds_pooled_metrics_and_resumes(tiny_loso_run, tiny_sp
         assert info["test_subject"] == subject and subject not in info["train_subjects"]
         preds = read_predictions(fold / "predictions.csv")
         assert set(preds["subject"]) <= {subject}
-        fit = json.loads((fold / "detector_fit.json").read_text())  # the default spotter: the detector
-        assert fit["selection"] == info["detector"] and fit["selection"]["checkpoint"] in (30, 60)
+        fit = json.loads((fold / "detector_fit.json").read_text())  # the default reader: the detector
+        assert fit["selection"] == info["detector"] and fit["selection"]["steps"] in (30, 60)
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"megc", "softnet", "strs"}
     for variant in metrics.values():
@@ -170,10 +175,9 @@ def test_loso_cli_writes_folds_pooled_metrics_and_resumes(tiny_loso_run, tiny_sp
 
 def test_loso_rejects_a_config_without_inputs(tmp_path):
     run = subprocess.run([sys.executable, "-m", "spotting", "loso", "--config", "configs/spotting/loso.yaml",
-                          "fusion.use_model=false", "fusion.use_cues=false", "fusion.use_encoder=false",
-                          f"out={tmp_path}"],
+                          "channels=[]", f"out={tmp_path}"],
                          capture_output=True, text=True, timeout=120)
-    assert run.returncode == 2 and "fusion.use_model" in run.stderr
+    assert run.returncode == 2 and "channels" in run.stderr
 
 
 def test_loso_refuses_modes_it_would_silently_ignore():

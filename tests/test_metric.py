@@ -14,7 +14,7 @@ from data.common.cli import dispatch
 from data.common.errors import DataError
 from data.common.tables import write_intervals, write_predictions
 from spotting.__main__ import COMMANDS
-from spotting.metric import evaluate, format_table, interval_iou, match_max, per_video
+from spotting.evaluation.metric import evaluate, format_table, interval_iou, match_max, per_video
 
 
 def table(*rows, score=False):

@@ -14,12 +14,12 @@ from data.common.cli import run_main
 from data.common.errors import ConfigError
 from finetune import store
 from finetune.cli import main as finetune_main
-from finetune.encoder import load_encoder
+from finetune.encoder.load import load_encoder
 from launch import release
 from pretrain.config import read_run_config
 from pretrain.model_config import named_config
 from pretrain.train_loop import check_same_model
-from spotting.spot_cli import main as spot_main
+from spotting.cli.spot import main as spot_main
 
 DEPTH = 3  # lgi_tiny has 2 blocks
 

@@ -1,9 +1,9 @@
-"""spotting.plots timelines: labelled (ground truth vs predictions) and unlabelled (`spotting spot` on new videos)."""
+"""spotting.evaluation.plots timelines: labelled (ground truth vs predictions) and unlabelled (`spotting spot` on new videos)."""
 import numpy as np
 import pandas as pd
 
 from data.common.tables import empty_intervals
-from spotting.plots import FP_EDGE, plot_timeline
+from spotting.evaluation.plots import FP_EDGE, plot_timeline
 
 VIDEOS = pd.DataFrame([{"subject": "", "video": "new", "path": "new.mp4", "fps": 30.0, "num_frames": 300}])
 PRED = pd.DataFrame([{"subject": "", "video": "new", "onset": 30, "apex": 50, "offset": 90, "type": "macro",

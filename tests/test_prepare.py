@@ -56,7 +56,7 @@ def short_loso(data: Path, out: Path) -> dict:
     """`python -m spotting loso` on flow cues only (no heads, no encoder channels), which also scores the flow baseline
     on the same videos: {"loso": megc counts, "baseline": megc counts, "folds": held-out subjects}."""
     proc = run("spotting", "loso", "--config", "configs/spotting/loso.yaml", f"finetune.data.root={data}",
-               f"out={out}", "fusion.use_model=false", "fusion.use_encoder=false", "parallel=false",
+               f"out={out}", "channels=[cues,flow]", "parallel=false",
                "final_model=false",
                *TINY_DETECTOR_OVERRIDES)
     assert proc.returncode == 0, proc.stderr[-3000:]

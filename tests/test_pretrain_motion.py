@@ -14,16 +14,19 @@ from conftest import TINY_SPOTTING_OVERRIDES
 from data.common.config import replace
 from data.common.errors import ConfigError, DataError
 from data.common.video_io import read_frames
+from data.faces.face_video import FaceVideo
+from data.faces.motion_view import MotionViewConfig, ViewStream, motion_view, stream_windows
 from data.shards.format import shard_urls
 from data.shards.pack import PackConfig, find_sources, pack
 from data.shards.stabilised import normalised_grid
 from data.synthetic.config import load_synthetic_config
 from data.synthetic.generate import generate
-from finetune import motion_features as mf
+from finetune.encoder import features as mf
+from finetune.windows import Granularity
 from pretrain.config import load_pretrain_config
 from pretrain.mae import VideoMAE
 from pretrain.model_config import named_config
-from pretrain.motion_input import check_motion_shards, motion_view
+from pretrain.motion_input import check_motion_shards
 from pretrain.targets import make_target, tubelets
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,12 +80,11 @@ def test_stabilised_shards_hold_the_spotters_normalised_grid(packed):
 def test_motion_view_is_the_spotters_window_input():
     rng = np.random.default_rng(0)
     grid = rng.integers(0, 256, (60, 160, 160)).astype(np.uint8)
-    window = mf.grid_windows(60, 30.0, mf.Granularity("micro", 0.5, 0.25), 16)[1]
+    window = mf.grid_windows(60, 30.0, Granularity("micro", 0.5, 0.25), 16)[1]
     for contrast in ("ref", "mean", "diff", "none"):
-        icfg = mf.MotionInputConfig(contrast=contrast)
-        spotter = mf.window_clips(grid.astype(np.float32), [window], icfg, None, None, 30.0)
-        clip = torch.from_numpy(grid[window.indices]).unsqueeze(0).unsqueeze(0).expand(1, 3, -1, -1, -1)
-        assert torch.equal(motion_view(clip.contiguous(), icfg), spotter), contrast
+        view = MotionViewConfig(contrast=contrast)
+        spotter = stream_windows(ViewStream(grid.astype(np.float32), None, None, 30.0), [window], view)
+        assert np.array_equal(motion_view(grid[window.indices][None], view, 30.0), spotter), contrast
 
 
 def test_view_and_energy_targets_and_the_floor_is_the_best_constant():
@@ -109,16 +111,14 @@ def test_view_and_energy_targets_and_the_floor_is_the_best_constant():
 
 
 def test_motion_config_and_shard_errors_name_the_field(ramp_shards, packed):
-    with pytest.raises(ConfigError, match="data.output"):
-        load_pretrain_config(MOTION, ["data.output=float"])
     with pytest.raises(ConfigError, match="motion.contrast"):
         load_pretrain_config(MOTION, ["motion.contrast=video"])
-    icfg = mf.MotionInputConfig()
+    icfg = MotionViewConfig()
     with pytest.raises(DataError, match="crop") as e:
         check_motion_shards(ramp_shards, icfg)
     assert "pack_stabilised.yaml" in str(e.value)
     with pytest.raises(DataError, match="lighting"):
-        check_motion_shards(packed[1], mf.MotionInputConfig(lighting="gain"))
+        check_motion_shards(packed[1], MotionViewConfig(lighting="gain"))
     check_motion_shards(packed[1], icfg)  # the stabilised set passes
 
 
@@ -129,9 +129,9 @@ def test_motion_pretraining_on_ray_feeds_the_spotters_encoder_channels(packed, t
     import ray
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from finetune.encoder import load_encoder
+    from finetune.encoder.load import load_encoder
     from pretrain.trainer import check_inputs, fit
-    from spotting.encoder_channels import EncoderChannelsConfig, encoder_channels
+    from spotting.channels.encoder import EncoderChannelsConfig, encoder_channels
 
     pcfg, shards = packed
     cfg = load_pretrain_config(MOTION, [f"data.shards={shards}", "data.batch_size=2", "data.frame_strides=[1,2]",
@@ -158,8 +158,7 @@ def test_motion_pretraining_on_ray_feeds_the_spotters_encoder_channels(packed, t
     encoder = load_encoder(str(tmp_path / cfg.checkpoint.name), "lgi_tiny", 0)
     assert (encoder.cfg.input, encoder.cfg.target) == ("motion", "energy")
     src = find_sources(pcfg)[0]
-    channels = encoder_channels(src["path"], src["video"], src["fps"], src["num_frames"], encoder,
-                                EncoderChannelsConfig())
+    channels = encoder_channels(FaceVideo(src["path"], src["video"], src["fps"]), encoder, EncoderChannelsConfig())
     assert len(channels) == 2 * 2 * 5 * encoder.cfg.dim  # granularities x (mean, std) x regions x width
     assert all(np.isfinite(v).all() and len(v) == src["num_frames"] for v in channels.values())
 
@@ -167,15 +166,15 @@ def test_motion_pretraining_on_ray_feeds_the_spotters_encoder_channels(packed, t
 def test_spotting_heads_refuse_a_motion_encoder(tiny_spotting_set, tmp_path):
     """The heads feed RGB crops: a motion-pretrained encoder there is a named error, not silent nonsense."""
     from data.common.dataset import read_dataset
-    from finetune.config import FinetuneConfig
-    from finetune.features import compute_features
+    from finetune.heads.config import FinetuneConfig
+    from finetune.heads.features import compute_features
     from pretrain.lgi_former import LGIEncoder
 
     encoder = LGIEncoder(replace(named_config("lgi_tiny"), {"input": "motion"}))
     videos, _ = read_dataset(tiny_spotting_set)
     with pytest.raises(ConfigError, match="model.encoder") as e:
         compute_features(encoder, videos, FinetuneConfig(), tmp_path)
-    assert "fusion.use_encoder" in str(e.value)
+    assert "channels=[encoder]" in str(e.value)
 
 
 def test_shards_strides_and_resume_rules(packed, tmp_path):

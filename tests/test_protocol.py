@@ -1,4 +1,4 @@
-"""spotting.protocol: LOSO folds through a fold runner, skip-if-done, pooling, every metric variant, results tables."""
+"""spotting.evaluation.protocol: LOSO folds through a fold runner, skip-if-done, pooling, every metric variant, results tables."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,9 +9,9 @@ import pytest
 
 from data.common.errors import ConfigError
 from data.common.tables import empty_intervals
-from spotting import protocol
+from spotting.evaluation import protocol
+from spotting.evaluation.metric import VARIANTS, evaluate
 from spotting.intervals import Interval, to_frame
-from spotting.metric import VARIANTS, evaluate
 
 VIDEOS = pd.DataFrame({"subject": ["s1", "s1", "s2", "s3"], "video": ["a", "b", "c", "d"],
                        "path": ["a.mp4", "b.mp4", "c.mp4", "d.mp4"], "fps": [30.0] * 4, "num_frames": [300] * 4})

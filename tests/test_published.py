@@ -203,7 +203,7 @@ def test_unknown_method_is_a_config_error():
 def test_tiny_softnet_loso_run_is_scored_and_resumes(tiny_spotting_set, tmp_path):
     from data.common.config import load_config
     from data.common.tables import read_intervals, read_predictions, read_videos
-    from spotting.metric import evaluate
+    from spotting.evaluation.metric import evaluate
     from spotting.published.compare import run
     from spotting.published.config import PublishedConfig
 

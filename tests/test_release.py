@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from data.common.cli import run_main
 from data.common.errors import ConfigError, DataError
-from finetune.encoder import load_encoder, save_encoder
+from finetune.encoder.load import load_encoder, save_encoder
 from launch import release
 from pretrain.lgi_former import LGIEncoder
 from pretrain.model_config import named_config
@@ -109,11 +109,11 @@ def test_finetune_accepts_a_release_folder(exported):
 
 def test_spotter_release_matches_the_spotter(tmp_path):
     from finetune import store
-    from finetune.config import FinetuneConfig
-    from finetune.train import build_spotter
+    from finetune.heads.config import FinetuneConfig
+    from finetune.heads.train import build_heads
 
     cfg = FinetuneConfig()
-    spotter = build_spotter(perturbed_encoder(1), cfg).eval()
+    spotter = build_heads(perturbed_encoder(1), cfg).eval()
     folder = store.save_spotter(spotter, cfg, tmp_path / "spotter")
     out = tmp_path / "release"
     assert release.main(["--checkpoint", str(folder), "--out", str(out)]) == 0

@@ -1,22 +1,18 @@
-"""Motion-centric model input: a canonical-rate, per-frame stabilised, lighting-normalised grey face stream.
+"""The stabilised stream: a face video on a canonical time grid, each frame aligned to the canonical face, grey.
 
 Frozen encoder features of raw aligned clips are dominated by identity, and head pose and lighting swamp
-expression motion. This module turns any face video into the stream the encoder (and the flow cues) should see:
+expression motion. This module turns any face video into the stream the encoder should see:
 
 1. **Canonical rate.** Frames are resampled onto a fixed time grid (`rate_hz`; grid step j is time j / rate_hz).
    A 30 fps video maps one-to-one; a 200 fps one takes the nearest source frame (or the mean of each bin), so
-   everything downstream works in seconds and costs the same per second whatever the camera's rate.
-2. **Per-frame stabilisation.** dlib landmarks tracked on the grid frames give a similarity per frame onto the
+   everything downstream works in seconds and costs the same per second whatever the camera's rate. The frames
+   and the face track come from data.faces.face_video (one decode, one track per video).
+2. **Per-frame stabilisation.** dlib landmarks tracked through the video give a similarity per frame onto the
    canonical face (data.faces.align, reference="frame"); an ECC refinement on the rigid pixels (nose and
    forehead) against the video's median face removes the residual landmark jitter and the lag of the smoothed
    track during quick head moves.
-3. **Lighting normalisation** (`lighting_normalise`): "plane" fits log(frame / median face) over the face by a
-   gain + linear gradient (the synthetic set's illumination model, a first-order model of real drifts) and
-   divides it out; "gain" removes a global gain only; "highpass" divides by a blurred copy.
-4. **Temporal contrast** (`contrast_view`): what one model window shows - the frames, each frame minus the
-   window's first frame ("ref"), minus the window mean ("mean"), minus a causal running mean ("running"), minus
-   the video's median face ("video"), minus the frame before ("diff"), or the normal-flow view ("normal").
-   Static appearance (identity) cancels in all but "none".
+
+What the encoder then sees of the stream (lighting normalisation, temporal contrast) is data.faces.motion_view.
 
 The cache (`prepare`) holds per video the grid's source-frame indices, the landmarks, the alignment matrices
 and the stabilised grey crops (uint8); lighting and contrast are cheap and applied on read. Its format and
@@ -36,15 +32,13 @@ import numpy as np
 from data.common.atomic import atomic_path
 from data.common.config import Config, setting
 from data.common.errors import ConfigError, DataError
-from data.common.video_io import read_frames, video_info
 from data.faces.align import align_landmarks, alignment_matrices
+from data.faces.face_video import FaceVideo
 from data.faces.track import track_faces
 from data.flow.regions import RegionGeometry, canonical_landmarks
 
 log = logging.getLogger(__name__)
 
-LIGHTING = ("none", "gain", "plane", "highpass")
-CONTRAST = ("none", "ref", "mean", "running", "video", "diff", "normal")
 # below this a "stabilised" stream would be mostly landmarks copied from other frames: refuse it
 MIN_FACE_FRACTION = 0.5
 
@@ -109,30 +103,17 @@ def seconds_to_frames(onset_s: float, offset_s: float, fps: float, num_frames: i
     return on, off
 
 
-def load_grid_frames(path, fps: float, cfg: StabiliseConfig, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """(RGB uint8 [N, H, W, 3] grid frames, [N] source index of each).
-
-    The video is decoded sequentially in chunks (a faster camera's frames are never all in memory, and random
-    access into H.264 would re-decode from the last keyframe for every grid frame: ~100x slower at 200 fps)."""
-    total = video_info(path)["num_frames"]
+def grid_frames(frames: np.ndarray, fps: float, cfg: StabiliseConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(RGB uint8 [N, H, W, 3] grid frames, [N] source index of each) of a video's frames: the nearest source
+    frame of each grid time, or (resample "mean", a camera faster than the grid) the mean of each step's bin."""
+    total = len(frames)
     sources = grid_sources(total, fps, cfg.rate_hz)
+    if not (cfg.resample == "mean" and fps > cfg.rate_hz * 1.01):
+        return frames[sources], sources
     edges = grid_bins(total, fps, cfg.rate_hz)
-    mean = cfg.resample == "mean" and fps > cfg.rate_hz * 1.01
-    out = []
-    for start in range(0, total, chunk):
-        stop = min(total, start + chunk)
-        frames = read_frames(path, range(start, stop))
-        if not mean:
-            pick = sources[(sources >= start) & (sources < stop)]
-            out += list(frames[pick - start])
-            continue
-        for j in np.flatnonzero((edges[:-1] >= start) & (edges[:-1] < stop)):
-            lo, hi = int(edges[j]), max(int(edges[j + 1]), int(edges[j]) + 1)
-            if hi > stop:  # a bin across the chunk edge: decode it whole
-                out.append(np.rint(read_frames(path, range(lo, hi)).astype(np.float32).mean(0)).astype(np.uint8))
-            else:
-                out.append(np.rint(frames[lo - start:hi - start].astype(np.float32).mean(0)).astype(np.uint8))
-    return np.stack(out), sources
+    means = [np.rint(frames[lo:max(hi, lo + 1)].astype(np.float32).mean(0)).astype(np.uint8)
+             for lo, hi in zip(edges[:-1], edges[1:])]
+    return np.stack(means), sources
 
 
 # ------------------------------------------------------------------------------------------ stabilisation
@@ -235,11 +216,13 @@ def stabilise(frames: np.ndarray, cfg: StabiliseConfig, track=None, path=None):
     return crops, align_landmarks(filled, matrices), filled, matrices, track
 
 
-def stabilise_video(path, video: str, fps: float, cfg: StabiliseConfig) -> StableVideo:
-    """The stabilised stream of one video file, computed (nothing is written)."""
-    frames, sources = load_grid_frames(path, fps, cfg)
-    crops, lm, raw_lm, matrices, _ = stabilise(frames, cfg, path=path)
-    return StableVideo(video, fps, int(video_info(path)["num_frames"]), cfg.rate_hz, sources, crops,
+def stabilise_video(source: FaceVideo, cfg: StabiliseConfig) -> StableVideo:
+    """The stabilised stream of one video, computed from its frames and face track (nothing is written). The
+    grid's landmarks are the video's track at each grid step's source frame."""
+    frames, sources = grid_frames(source.frames, source.fps, cfg)
+    track = source.track.subset(sources) if cfg.align != "none" else None
+    crops, lm, raw_lm, matrices, _ = stabilise(frames, cfg, track, path=source.where)
+    return StableVideo(source.name, source.fps, source.num_frames, cfg.rate_hz, sources, crops,
                        lm.astype(np.float32), raw_lm.astype(np.float32), matrices)
 
 
@@ -270,118 +253,13 @@ def load_stable(path, cfg: StabiliseConfig | None = None) -> StableVideo | None:
         return None
 
 
-def prepare(path, video: str, fps: float, cfg: StabiliseConfig, cache_dir=None) -> StableVideo:
+def prepare(source: FaceVideo, cfg: StabiliseConfig, cache_dir=None) -> StableVideo:
     """The stabilised stream of one video, from `cache_dir` when made with the same config (None: no cache)."""
     if cache_dir is None:
-        return stabilise_video(path, video, fps, cfg)
-    cached = load_stable(cache_path(cache_dir, video), cfg)
+        return stabilise_video(source, cfg)
+    cached = load_stable(cache_path(cache_dir, source.name), cfg)
     if cached is not None:
         return cached
-    sv = stabilise_video(path, video, fps, cfg)
-    save_stable(cache_path(cache_dir, video), sv, cfg)
+    sv = stabilise_video(source, cfg)
+    save_stable(cache_path(cache_dir, source.name), sv, cfg)
     return sv
-
-
-# ---------------------------------------------------------------------------------------------- lighting
-def face_mask(size: int, landmarks: np.ndarray | None = None) -> np.ndarray:
-    """A boolean ellipse over the canonical face (where lighting is fitted), [S, S]."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    return ((xx - 0.5) / 0.36) ** 2 + ((yy - 0.55) / 0.45) ** 2 <= 1.0
-
-
-def lighting_normalise(crops: np.ndarray, method: str = "plane", reference: np.ndarray | None = None,
-                       mask: np.ndarray | None = None) -> np.ndarray:
-    """float32 [N, S, S] grey in [0, 255] with the illumination change relative to `reference` removed.
-
-    "plane": per frame, log(frame / reference) over the face mask is fitted by a + b x + c y (least squares, two
-    rounds, the second ignoring the 20% largest residuals so expression changes do not bend the fit) and the
-    frame is divided by exp(plane). "gain": a only. "highpass": frame / blur(frame) * mean (reference-free).
-    """
-    if method not in LIGHTING:
-        raise ConfigError(f"unknown lighting {method!r}", field="lighting", fix=f"use one of {LIGHTING}")
-    x = crops.astype(np.float32)
-    if method == "none":
-        return x
-    n, s, _ = x.shape
-    if method == "highpass":
-        out = np.empty_like(x)
-        for i in range(n):
-            blur = cv2.GaussianBlur(x[i], (0, 0), s / 16)
-            out[i] = x[i] / np.maximum(blur, 4.0) * 128.0
-        return out
-    if reference is None:
-        reference = np.median(x[:: max(1, n // 200)], axis=0)
-    if mask is None:
-        mask = face_mask(s)
-    ys, xs = np.nonzero(mask)
-    design = np.column_stack([np.ones(len(xs)), (xs - s / 2) / s, (ys - s / 2) / s])
-    if method == "gain":
-        design = design[:, :1]
-    log_ref = np.log(np.maximum(reference[ys, xs], 4.0))
-    yy, xx = np.mgrid[0:s, 0:s].astype(np.float32)
-    full = np.stack([np.ones((s, s), np.float32), (xx - s / 2) / s, (yy - s / 2) / s])[:design.shape[1]]
-    out = np.empty_like(x)
-    for i in range(n):
-        ratio = np.log(np.maximum(x[i][ys, xs], 4.0)) - log_ref
-        coef, *_ = np.linalg.lstsq(design, ratio, rcond=None)
-        resid = np.abs(ratio - design @ coef)
-        keep = resid <= np.quantile(resid, 0.8)
-        coef, *_ = np.linalg.lstsq(design[keep], ratio[keep], rcond=None)
-        out[i] = x[i] / np.exp(np.tensordot(coef.astype(np.float32), full, axes=1))
-    return out
-
-
-# ---------------------------------------------------------------------------------------------- contrast
-def contrast_view(clip: np.ndarray, method: str, video_reference: np.ndarray | None = None,
-                  running: np.ndarray | None = None, diff_lag: int = 1) -> np.ndarray:
-    """One window's frames float32 [T, S, S] -> its temporal-contrast view [T, S, S].
-
-    "ref": minus the window's first frame (what changed since the window began); "mean": minus the window's
-    mean frame; "video": minus the video's median face; "running": minus a causal running mean supplied per
-    frame (`running`, same shape); "diff": minus the frame `diff_lag` before (the first frames repeat);
-    "normal": the normal-flow view against the first frame (normal_motion, signed);
-    "none": the frames themselves.
-    """
-    if method == "none":
-        return clip
-    if method == "ref":
-        return clip - clip[:1]
-    if method == "mean":
-        return clip - clip.mean(0, keepdims=True)
-    if method == "video":
-        if video_reference is None:
-            raise DataError("contrast 'video' needs the video's median face", field="contrast")
-        return clip - video_reference[None]
-    if method == "running":
-        if running is None:
-            raise DataError("contrast 'running' needs the running mean frames", field="contrast")
-        return clip - running
-    if method == "diff":
-        prev = np.concatenate([np.repeat(clip[:1], diff_lag, 0), clip[:-diff_lag]])
-        return clip - prev
-    if method == "normal":
-        return normal_motion(clip, clip[0])
-    raise ConfigError(f"unknown contrast {method!r}", field="contrast", fix=f"use one of {CONTRAST}")
-
-
-def normal_motion(clip: np.ndarray, reference: np.ndarray, floor: float = 4.0) -> np.ndarray:
-    """Normal-flow magnitude (px) of each frame against `reference`: |frame - reference| / |grad reference|,
-    regularised by `floor` grey levels per pixel (optical-flow constraint I_t + grad(I).v = 0). A pixel difference
-    scales with the local texture, so a 1 px lip-corner shift on weak texture stays below the noise of strong edges;
-    dividing by the gradient turns it into a displacement, as flow does, without computing flow."""
-    gx = cv2.Sobel(reference, cv2.CV_32F, 1, 0, ksize=3) / 8.0
-    gy = cv2.Sobel(reference, cv2.CV_32F, 0, 1, ksize=3) / 8.0
-    grad2 = gx * gx + gy * gy
-    diff = clip - reference[None]
-    return (diff * np.sqrt(grad2)[None] / (grad2[None] + floor * floor)).astype(np.float32) * 16.0
-
-
-def running_mean(frames: np.ndarray, tau_steps: float) -> np.ndarray:
-    """Causal exponential mean of float frames [N, S, S] with time constant `tau_steps`; out[i] excludes i."""
-    alpha = 1.0 / max(1.0, tau_steps)
-    out = np.empty_like(frames)
-    acc = frames[0].astype(np.float32).copy()
-    for i in range(len(frames)):
-        out[i] = acc
-        acc += alpha * (frames[i] - acc)
-    return out

@@ -56,6 +56,10 @@ class FaceTrack:
         a value everywhere, e.g. region boxes); raises DataError when no frame has a face."""
         return fill_nearest(self.landmarks, self.found, self.source)
 
+    def subset(self, frames: np.ndarray) -> FaceTrack:
+        """The track at the frame indices `frames` (e.g. a time grid's source frames)."""
+        return dataclasses.replace(self, **{name: getattr(self, name)[frames] for name in TRACK_ARRAYS})
+
     def summary(self) -> dict:
         return {"source": self.source, "num_frames": self.num_frames, "width": self.frame_size[0],
                 "height": self.frame_size[1], "face_fraction": round(self.face_fraction, 6),

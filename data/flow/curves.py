@@ -3,8 +3,9 @@
 The cache holds, for every frame gap k asked for so far, `k{K}` = float32 [F, T, R] (feature x frame x region;
 data.flow.regions.FEATURES and REGIONS) plus the parameters that produced it. A later call with the same
 parameters computes only the gaps it lacks. With a tracked landmark source (`tracked`, `tracked-frame`) the face
-is tracked through the video (data.faces.track) and the track is cached beside the curves folder
-(track_cache_path), so computing more gaps later does not track again.
+is tracked through the video (data.faces.face_video: one decode and one track serve the flow and the landmarks)
+and the track is cached beside the curves folder (track_cache_path), so computing more gaps later does not track
+again.
 """
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ from tqdm import tqdm
 
 from data.common.atomic import atomic_path
 from data.common.errors import DataError
-from data.common.video_io import read_frames, video_info
+from data.common.video_io import read_frames
 from data.faces import landmarks as lmk
-from data.faces import track as faces
+from data.faces.face_video import FaceVideo
 from data.flow import regions as fl
 
 log = logging.getLogger(__name__)
@@ -60,27 +61,11 @@ def track_cache_path(npz_path) -> Path:
     return npz_path.parent.parent / "faces" / npz_path.name
 
 
-def video_track(path, track_path):
-    """data.faces.track.track_faces on the video, loaded from `track_path` when that holds this video's track."""
-    track_path = Path(track_path)
-    if track_path.is_file():
-        try:
-            track, _ = faces.load_track(track_path)
-        except DataError as e:
-            log.warning("re-tracking %s: %s", path, e)
-        else:
-            if track.num_frames == video_info(path)["num_frames"]:
-                return track
-            log.warning("re-tracking %s: cached track %s has %d frames", path, track_path, track.num_frames)
-    track = faces.track_faces(path)
-    faces.save_track(track_path, track)
-    return track
-
-
 def tracked_landmarks(path, track_path, source: str = "tracked") -> np.ndarray:
     """Full-resolution landmarks from the tracked face: [68, 2] median ("tracked") or [T, 68, 2] per frame
-    ("tracked-frame"); frames without a face take the nearest frame's landmarks."""
-    return track_landmarks(video_track(path, track_path), source, path)
+    ("tracked-frame"); frames without a face take the nearest frame's landmarks. The track is cached at
+    `track_path`."""
+    return track_landmarks(FaceVideo(path, track_cache=track_path).track, source, path)
 
 
 def track_landmarks(track, source: str, name) -> np.ndarray:
@@ -191,43 +176,47 @@ def _compute(grey: np.ndarray, ks, geometry, method: str, head_model: str, bar: 
     return {k: fl.region_curves(grey, k, geometry, flow_fn, progress, head_model) for k in ks}
 
 
-def video_curves(path, npz_path, ks=None, method: str = "dis", scale: float = 1.0, landmarks="auto",
+def video_curves(source, npz_path, ks=None, method: str = "dis", scale: float = 1.0, landmarks="auto",
                  bar: tqdm | None = None, head_model: str = "affine", track_path=None) -> dict:
     """Compute (or load from `npz_path`) the region curves of one video; `ks=None` derives k from its fps.
 
-    `landmarks`: a LANDMARK_SOURCES name, or an array at full resolution: [68, 2] fixed or [T, 68, 2] tracked.
-    A TRACKED_SOURCES name caches the face track at `track_path` (default track_cache_path(npz_path)).
+    source: a data.faces.face_video.FaceVideo (its frames and face track, decoded and tracked once for every
+    consumer) or a video path (then a FaceVideo of it, its track cached at `track_path`, by default
+    track_cache_path(npz_path)). `landmarks`: a LANDMARK_SOURCES name (a TRACKED_SOURCES name reads the face
+    track), or an array at full resolution: [68, 2] fixed or [T, 68, 2] tracked.
     The result's "computed" lists the gaps computed now (empty: all came from the cache).
     """
     _check_params(method, scale, head_model)
+    if not isinstance(source, FaceVideo):
+        source = FaceVideo(source, track_cache=track_path or track_cache_path(npz_path))
     if ks is None:
-        ks = default_ks(video_info(path)["fps"])
+        ks = default_ks(source.fps)
     params = _params(method, scale, _landmark_key(landmarks), head_model)
     cached = load_curves(npz_path, params) or {"curves": {}}
     missing = sorted(set(int(k) for k in ks) - set(cached["curves"]))
     if not missing:
-        _warn_short(cached["num_frames"], ks, path)
+        _warn_short(cached["num_frames"], ks, source.where)
         return {**cached, "computed": []}
-    grey, fps = fl.read_grey(path, scale)
-    _warn_short(len(grey), ks, path)
+    grey = fl.to_grey(source.frames, scale)
+    _warn_short(len(grey), ks, source.where)
     if isinstance(landmarks, str) and landmarks in TRACKED_SOURCES:
-        landmarks = tracked_landmarks(path, track_path or track_cache_path(npz_path), landmarks)
-    geometry = _geometry(path, landmarks, grey, scale)
+        landmarks = track_landmarks(source.track, landmarks, source.where)
+    geometry = _geometry(source.where, landmarks, grey, scale, first=source.frames[0])
     curves = {**cached["curves"], **_compute(grey, missing, geometry, method, head_model, bar)}
-    save_curves(npz_path, curves, fps, len(grey), params)
-    return {"curves": curves, "fps": fps, "num_frames": len(grey), "params": params, "computed": missing}
+    save_curves(npz_path, curves, source.fps, len(grey), params)
+    return {"curves": curves, "fps": source.fps, "num_frames": len(grey), "params": params, "computed": missing}
 
 
 def frame_curves(frames: np.ndarray, fps: float, ks, method: str = "dis", scale: float = 1.0, landmarks="auto",
                  head_model: str = "affine", name: str = "<frames>") -> dict:
     """video_curves of RGB frames held in memory [T, H, W, 3]: nothing decoded, cached or written. The cues
-    then see exactly these frames, not a lossy re-encoding of them (x264 output is not bit-exact from run to
-    run, so cues from a re-encoded copy differ between two runs on the same input). `name` names the video."""
+    then see exactly these frames, not a lossy re-encoding of them. `name` names the video."""
     _check_params(method, scale, head_model)
-    if isinstance(landmarks, str) and landmarks in TRACKED_SOURCES:
-        landmarks = track_landmarks(faces.track_faces(frames), landmarks, name)
+    source = FaceVideo(frames=frames, fps=fps, name=name)
     grey = fl.to_grey(frames, scale)
     _warn_short(len(grey), ks, name)
+    if isinstance(landmarks, str) and landmarks in TRACKED_SOURCES:
+        landmarks = track_landmarks(source.track, landmarks, name)
     geometry = _geometry(name, landmarks, grey, scale, first=frames[0])
     ks = sorted({int(k) for k in ks})
     return {"curves": _compute(grey, ks, geometry, method, head_model, None), "fps": float(fps),

@@ -9,7 +9,8 @@ Stages (each a generator over the previous one, run inside every DataLoader work
   -> batches collated in the worker (uint8 or normalised float32 video, bool mask, keys, corrupt count).
 
 Batch: video [B, 3, T, H, W] (float32 normalised, or uint8 with `output: uint8` to normalise on the device via
-data.clips.augment.normalise; the uint8 tensor has channels-last strides), mask bool [B, N] (True = masked),
+data.clips.augment.normalise; the uint8 tensor has channels-last strides; with a `view`, the float32 motion view
+of stabilised grey clips, data.faces.motion_view, made here so the train step only moves tensors), mask bool [B, N] (True = masked),
 key list[str], corrupt (running count of skipped samples in the worker that made the batch), worker (that
 worker's id). CorruptTally sums the counts over workers.
 """
@@ -33,6 +34,7 @@ from data.common.config import Config, setting
 from data.common.errors import ConfigError, DataError
 from data.common.storage import open_read
 from data.common.video_io import read_frames
+from data.faces.motion_view import MotionViewConfig, motion_view
 from data.shards.format import DEFAULT_SHARDS, read_manifest, shard_urls
 
 log = logging.getLogger(__name__)
@@ -292,8 +294,10 @@ class DecodeViews:
 class Batches:
     """Stage: crop views into one batch array and collate, inside the worker (one transfer per batch)."""
 
-    def __init__(self, cfg: LoaderConfig, geometry: ClipGeometry, counter: CorruptCounter):
+    def __init__(self, cfg: LoaderConfig, geometry: ClipGeometry, counter: CorruptCounter,
+                 view: tuple[MotionViewConfig, float] | None = None):
         self.cfg, self.geometry, self.counter = cfg, geometry, counter
+        self.view = view  # (motion view, the clips' grid rate): the grey clips become that view
 
     def __call__(self, views):
         buf = []
@@ -312,14 +316,18 @@ class Batches:
         frames = np.empty((len(views), self.geometry.frames, size, size, 3), np.uint8)
         for view, out in zip(views, frames):
             crop_resize(view["frames"], view["box"], size, out=out)
-        video = torch.from_numpy(frames)  # [B, T, H, W, 3]
+        if self.view is not None:  # stabilised clips store one grey frame in all 3 channels
+            video = torch.from_numpy(motion_view(frames[..., 0], *self.view))
+        else:
+            video = self._rgb(torch.from_numpy(frames))  # [B, T, H, W, 3]
+        return {"video": video, "mask": torch.from_numpy(np.stack([v["mask"] for v in views])),
+                "key": [v["key"] for v in views], "corrupt": self.counter.corrupt, "worker": _worker()[0]}
+
+    def _rgb(self, video):
         # [B, 3, T, H, W] as a strided view: a CPU transpose would cost as much as the crops; the strides
         # survive the worker -> main hand-over, and normalise() (on the device) returns a contiguous tensor.
         video = video.permute(0, 4, 1, 2, 3)
-        if self.cfg.output == "float":
-            video = normalise(video)
-        return {"video": video, "mask": torch.from_numpy(np.stack([v["mask"] for v in views])),
-                "key": [v["key"] for v in views], "corrupt": self.counter.corrupt, "worker": _worker()[0]}
+        return normalise(video) if self.cfg.output == "float" else video
 
 
 # ---- assembly --------------------------------------------------------------------------------------------
@@ -336,17 +344,16 @@ def _rank_world(rank, world_size) -> tuple[int, int]:
 
 
 def make_dataset(cfg: LoaderConfig, geometry: ClipGeometry, urls: list[str] | None = None, rank: int | None = None,
-                 world_size: int | None = None, epoch: int = 0):
+                 world_size: int | None = None, epoch: int = 0, view: MotionViewConfig | None = None):
     """The pipeline (an IterableDataset of batches of `geometry`'s clips and masks) for one rank; rank/world_size
-    default to torch.distributed."""
+    default to torch.distributed. `view`: batches hold that motion view of the (stabilised) clips, made at the
+    grid rate the manifest records."""
     import webdataset as wds
 
-
-    clip_size = None  # the packed clip size, when the shard set's manifest says
+    manifest = {}  # the packed clip size and grid rate, when the shard set's manifest says
     if urls is None:
         shard_set, manifest = cfg.shards, read_manifest(cfg.shards)
         urls = shard_urls(cfg.shards, manifest=manifest)
-        clip_size = packed_size(manifest)
     else:
         shard_set, urls = _common_folder(urls), list(urls)
     if not urls:
@@ -362,7 +369,8 @@ def make_dataset(cfg: LoaderConfig, geometry: ClipGeometry, urls: list[str] | No
               tar_samples(counter)]
     if cfg.shuffle_buffer:
         stages.append(SampleShuffle(cfg.shuffle_buffer, cfg.seed, rank, epoch))
-    stages += [DecodeViews(cfg, geometry, counter, rank, epoch, clip_size), Batches(cfg, geometry, counter)]
+    stages += [DecodeViews(cfg, geometry, counter, rank, epoch, packed_size(manifest)),
+               Batches(cfg, geometry, counter, view and (view, packed_rate(manifest, shard_set)))]
     pipeline = wds.DataPipeline(*stages)
     if cfg.resampled:
         workers = max(cfg.num_workers, 1)
@@ -382,12 +390,23 @@ def packed_size(manifest: dict) -> int | None:
     return int(size) if size else None
 
 
+def packed_rate(manifest: dict, shard_set: str) -> float:
+    """The grid rate (Hz) of a stabilised shard set, from its manifest's config: the rate the motion view's lags
+    count in, as in the spotter's windows (whatever frames a clip samples from that grid)."""
+    packed = manifest.get("config", {})
+    rate = packed.get("stabilisation", {}).get("rate_hz")
+    if packed.get("crop") != "stabilised" or not rate:
+        raise DataError("the motion view needs stabilised clips with their grid rate in the manifest",
+                        path=shard_set, field="crop", fix="pack with crop: stabilised (configs/data/pack_stabilised.yaml)")
+    return float(rate)
+
+
 def make_loader(cfg: LoaderConfig, geometry: ClipGeometry, urls: list[str] | None = None, rank: int | None = None,
-                world_size: int | None = None, epoch: int = 0):
+                world_size: int | None = None, epoch: int = 0, view: MotionViewConfig | None = None):
     """A torch DataLoader over make_dataset; batches come ready-made from the workers."""
     import torch
 
-    dataset = make_dataset(cfg, geometry, urls, rank, world_size, epoch)
+    dataset = make_dataset(cfg, geometry, urls, rank, world_size, epoch, view)
     extra = {}
     if cfg.num_workers:
         # persistent: each worker's shard list keeps its own epoch counter, in step with the others

@@ -29,7 +29,8 @@ from data.common.storage import filesystem, is_url, join
 from data.common.tables import read_videos
 from data.common.video_io import encode_mp4, find_videos, read_frames, video_info
 from data.faces.align import align_video
-from data.faces.stabilise import LIGHTING, StabiliseConfig, grid_length, one_of
+from data.faces.motion_view import LIGHTING
+from data.faces.stabilise import StabiliseConfig, grid_length, one_of
 from data.faces.track import TRACK_ARRAYS, track_faces
 from data.shards.format import (
     DEFAULT_SHARDS,

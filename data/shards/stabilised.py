@@ -1,22 +1,25 @@
 """Clips of the stabilised stream for pretraining: what the spotter's encoder sees (issue 15).
 
 A source becomes data.faces.stabilise's canonical grid (per-frame similarity from dlib landmarks + ECC, grey
-crops), its illumination change is removed (data.faces.stabilise.lighting_normalise over the whole video, as
-finetune.motion_features.normalised_stream does for the spotter) and clips are cut from that grid. The grey
-frames are stored in all three channels of the H.264 clip; the temporal-contrast view is the model input's job
-(pretrain.motion_input), as it is per window in the spotter.
+crops), its illumination change is removed (data.faces.motion_view.lighting_normalise over the whole video, as
+the spotter's motion view does) and clips are cut from that grid. The grey frames are stored in all three
+channels of the H.264 clip; the temporal-contrast view is made from them by the loader (data.shards.loader,
+data.faces.motion_view), as it is per window in the spotter.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from data.faces import stabilise as st
+from data.faces.face_video import FaceVideo
+from data.faces.motion_view import lighting_normalise
 
 
 def normalised_grid(cfg, src: dict) -> np.ndarray:
     """uint8 [N, S, S]: the source's stabilised, lighting-normalised grid frames (cached in stabilise_cache)."""
-    sv = st.prepare(src["path"], src["video"], src["fps"], cfg.stabilisation, cfg.stabilise_cache)
-    grey = st.lighting_normalise(sv.crops, cfg.lighting)
+    source = FaceVideo(src["path"], src["video"], src["fps"], detect_every=cfg.stabilisation.detect_every)
+    sv = st.prepare(source, cfg.stabilisation, cfg.stabilise_cache)
+    grey = lighting_normalise(sv.crops, cfg.lighting)
     return np.clip(np.rint(grey), 0, 255).astype(np.uint8)
 
 

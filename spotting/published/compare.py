@@ -1,7 +1,7 @@
 """The published methods on one dataset folder, through the evaluation protocol (`python -m spotting published`,
-spotting.published_cli).
+spotting.cli.published).
 
-Each method is a fold runner of spotting.protocol: the same leave-one-subject-out folds as spotting.loso (one fold
+Each method is a fold runner of spotting.evaluation.protocol: the same leave-one-subject-out folds as spotting.evaluation.loso (one fold
 per subject, subjects in sorted order, the test subject's labels read only for scoring) and the same metric.
 Writes <out>/<method>/folds/<subject>/{predictions.csv, fold.json} (a finished fold is skipped on a rerun),
 <out>/<method>/predictions.csv + metrics.json, and with method "all" the comparison table <out>/comparison.md
@@ -21,9 +21,9 @@ from data.common.atomic import write_json, write_text
 from data.common.config import load_config, replace, to_dict
 from data.common.dataset import read_dataset
 from data.common.tables import TYPES
-from spotting import protocol
-from spotting.loso import LosoConfig, run_loso
-from spotting.metric import evaluate_variants
+from spotting.evaluation import protocol
+from spotting.evaluation.loso import LosoConfig, run_loso
+from spotting.evaluation.metric import evaluate_variants
 from spotting.published import cnn, inputs, lgsnet
 from spotting.published.config import CNN_METHODS, METHODS, PublishedConfig
 from spotting.published.mean import strs
@@ -37,7 +37,7 @@ COLUMNS_DOC = ("Macro / micro / overall F1: our `megc` metric variant (one-to-on
                "recognition macro-F1 over the true positives (spot-then-recognize methods only). Time: wall "
                "seconds for all folds on this machine (2 shared cores: noisy), training and inference; the "
                "published methods' shared ROI flow images are computed once beforehand and not included, the "
-               "baseline's flow is; SpotMAE: this invocation of spotting.loso, which reuses folds finished by an "
+               "baseline's flow is; SpotMAE: this invocation of spotting.evaluation.loso, which reuses folds finished by an "
                "earlier one.")
 
 
@@ -58,7 +58,7 @@ def video_data(cfg: PublishedConfig, videos: pd.DataFrame, gt: pd.DataFrame, out
 
 @dataclasses.dataclass
 class PublishedFolds:
-    """The fold runner of one published method (spotting.protocol)."""
+    """The fold runner of one published method (spotting.evaluation.protocol)."""
     method: str
     cfg: PublishedConfig
     data: list[cnn.VideoData]
@@ -88,7 +88,7 @@ def baseline_row(cfg: PublishedConfig, videos: pd.DataFrame, gt: pd.DataFrame, o
 
 
 def spotmae_row(cfg: PublishedConfig, out: Path) -> protocol.Row:
-    """The SpotMAE spotter through spotting.loso on the same data folder (its own folds = ours: one per subject),
+    """The SpotMAE spotter through spotting.evaluation.loso on the same data folder (its own folds = ours: one per subject),
     or a row that says why it failed: the other rows cost minutes and are kept either way (the failure is logged
     with its traceback, shown in the table, and makes the command exit 1)."""
     label = "SpotMAE (LOSO spotter)"

@@ -28,7 +28,7 @@ class PublishedTrainConfig(Config):
 
 @dataclasses.dataclass
 class SpotMAERowConfig(Config):
-    """The SpotMAE LOSO spotter as one more row (spotting.loso on the same data folder)."""
+    """The SpotMAE LOSO spotter as one more row (spotting.evaluation.loso on the same data folder)."""
     enabled: bool = False
     config: str = "configs/spotting/loso.yaml"
     overrides: list[str] = dataclasses.field(default_factory=list)  # key=value for that LOSO config

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from data.common.tables import TYPES
-from spotting.metric import evaluate, match_max
+from spotting.evaluation.metric import evaluate, match_max
 from spotting.published.softnet import best_match
 
 

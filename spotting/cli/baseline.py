@@ -13,7 +13,7 @@ from data.common.config import load_config, to_dict
 from data.common.storage import shared_location
 from data.common.tables import read_intervals, read_predictions
 from spotting.baseline import BaselineConfig, run_baseline
-from spotting.metric import evaluate_variants, format_table
+from spotting.evaluation.metric import evaluate_variants, format_table
 
 
 def main(argv: list[str]) -> int:

@@ -24,7 +24,7 @@ from data.common.tables import (
     validate_intervals,
     write_table,
 )
-from spotting.metric import VARIANTS, evaluate, format_table, per_video
+from spotting.evaluation.metric import VARIANTS, evaluate, format_table, per_video
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Input: a feature sequence [C, N] on a time grid of `rate_hz` steps per second (spotting.detector_inputs puts a
 video's channels there, whatever its frame rate). Output: scored candidate intervals in seconds
-(spotting.detector_decode turns them into typed intervals).
+(spotting.detector.decode turns them into typed intervals).
 
 Model: a 1-D conv embedding, then a feature pyramid of `levels` levels (level l has stride 2^l grid steps: a
 stride-2 conv, then a residual conv block), and two heads shared by all levels:

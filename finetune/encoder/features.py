@@ -2,8 +2,8 @@
 
 Input: a data.faces.stabilise.StableVideo (grey crops on a `rate_hz` grid). For each granularity (a window span
 and hop in seconds) windows of the encoder's `frames` grid steps slide over the video; each window becomes the
-model input of `MotionInputConfig` (lighting normalisation, then a temporal-contrast view, scaled, replicated to
-3 channels), the encoder's time-ordered token features [B, T', H', W', D] are pooled spatially (token rows AND
+motion view (data.faces.motion_view: lighting normalisation, then a temporal-contrast view, scaled, replicated
+to 3 channels), the encoder's time-ordered token features [B, T', H', W', D] are pooled spatially (token rows AND
 landmark regions, both kept, so later choices need no re-encoding) and put back on the grid: grid step j gets the
 mean over every window tubelet covering it.
 
@@ -16,73 +16,25 @@ and digest of the research prototype (finetune/motion_features.py), so its cache
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
 import logging
 from pathlib import Path
-from typing import Literal
 
-import cv2
 import numpy as np
 import torch
 
 from data.common.atomic import atomic_path, write_text
-from data.common.config import Config, setting
 from data.common.errors import ConfigError
 from data.faces import landmarks as lmk
 from data.faces import stabilise as st
+from data.faces.motion_view import MotionViewConfig, stream_windows, view_stream
 from data.flow.regions import canonical_landmarks
-from finetune.windows import video_windows
-from pretrain.model_config import LATE_FIELDS, digest_text
+from finetune.encoder.load import encoder_digest
+from finetune.windows import DEFAULT_GRANULARITIES, Granularity, batches, video_windows
 
 log = logging.getLogger(__name__)
 
 REGION_NAMES = ("brows", "eyes", "nose", "mouth", "rest")
-
-
-@dataclasses.dataclass
-class MotionInputConfig(Config):
-    """What one model window shows (data.faces.stabilise for the choices)."""
-    lighting: str = "plane"  # data.faces.stabilise.LIGHTING
-    contrast: str = "ref"  # data.faces.stabilise.CONTRAST
-    gain: float = setting(1.0 / 16.0, gt=0)  # grey levels -> model units (~+-1 for a few-pixel expression edge)
-    running_tau_s: float = setting(1.0, gt=0)  # time constant of the "running" contrast
-    diff_lag_s: float = setting(0.1, gt=0)  # lag of the "diff" contrast
-    channels: Literal["grey", "grey_app"] = "grey"  # grey: contrast x3; grey_app: [contrast, contrast, appearance]
-    # which encoder tokens are pooled: "final" (forward_all: after every block and the final LayerNorm),
-    # "embed" (the tubelet embedding + positions: purely local), "block<i>" (after block i, before the norm).
-    # LGI blocks mix every token with the clip's region tokens, so deeper tokens also carry other regions' motion.
-    layer: str = "final"
-    # spatial Gaussian blur (sigma, px) of the normalised frames before the contrast: sensor and compression noise
-    # is independent per pixel while a 1-2 px expression displacement moves smooth edges
-    blur_px: float = setting(0.0, ge=0)
-
-    def check(self) -> None:
-        st.one_of(self.lighting, st.LIGHTING, "lighting")
-        st.one_of(self.contrast, st.CONTRAST, "contrast")
-        st.one_of(self.channels, ("grey", "grey_app"), "channels")
-        if self.layer not in ("final", "embed") and not (self.layer.startswith("block") and self.layer[5:].isdigit()):
-            raise ConfigError(f"unknown layer {self.layer!r}", field="layer", fix="final, embed or block<i>")
-
-    def key(self) -> str:
-        # fields added after caches were written stay out of the key while at their default (caches stay valid)
-        raw = {k: v for k, v in dataclasses.asdict(self).items() if not (k in _LATE and v == _LATE[k])}
-        return json.dumps(raw, sort_keys=True)
-
-
-_LATE = {"layer": "final", "blur_px": 0.0}
-
-
-@dataclasses.dataclass
-class Granularity(Config):
-    """A window span and the hop between window starts, in seconds."""
-    name: str = "micro"
-    span_s: float = setting(0.5, gt=0)
-    hop_s: float = setting(0.25, gt=0)
-
-
-DEFAULT_GRANULARITIES = (Granularity("micro", 0.5, 0.25), Granularity("macro", 3.0, 1.0))
 
 
 def region_weights(size: int = 160, patch: int = 16) -> np.ndarray:
@@ -132,44 +84,6 @@ def grid_windows(num_steps: int, rate_hz: float, gran: Granularity, frames: int)
     return video_windows("grid", num_steps, rate_hz, gran.span_s, gran.hop_s, frames)
 
 
-def normalised_stream(sv: st.StableVideo, icfg: MotionInputConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(lighting-normalised float32 frames [N, S, S], the video's median face [S, S])."""
-    x = st.lighting_normalise(sv.crops, icfg.lighting)
-    if icfg.blur_px > 0:
-        for i in range(len(x)):
-            x[i] = cv2.GaussianBlur(x[i], (0, 0), icfg.blur_px)
-    ref = np.median(x[:: max(1, len(x) // 200)], axis=0)
-    return x, ref
-
-
-def model_stream(sv: st.StableVideo, icfg: MotionInputConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """What window_clips reads for one video: (normalised frames, median face, running mean or None)."""
-    x, video_ref = normalised_stream(sv, icfg)
-    running = st.running_mean(x, icfg.running_tau_s * sv.rate_hz) if icfg.contrast == "running" else None
-    return x, video_ref, running
-
-
-def window_clips(x: np.ndarray, windows, icfg: MotionInputConfig, video_ref: np.ndarray,
-                 running: np.ndarray | None, rate_hz: float) -> torch.Tensor:
-    """Model input [B, 3, T, S, S] float32 for a list of grid windows."""
-    lag = max(1, round(icfg.diff_lag_s * rate_hz))
-    out = []
-    for w in windows:
-        clip = x[w.indices]
-        view = st.contrast_view(clip, icfg.contrast, video_ref, None if running is None else running[w.indices],
-                                lag)
-        if icfg.contrast == "none":
-            view = view - 128.0  # appearance, centred
-        view = view * icfg.gain
-        if icfg.channels == "grey_app":
-            app = (clip - video_ref[None]) * icfg.gain if icfg.contrast != "video" else (clip - 128.0) * icfg.gain
-            chans = np.stack([view, view, app])
-        else:
-            chans = np.stack([view, view, view])
-        out.append(chans)
-    return torch.from_numpy(np.stack(out).astype(np.float32))
-
-
 def accumulate_to_grid(values: torch.Tensor, windows, num_steps: int, tubelet: int) -> np.ndarray:
     """Window token features [W, T', ...] -> grid [N, ...]: each step the mean of the tubelets covering it."""
     flat = values.reshape(values.shape[0], values.shape[1], -1).numpy().astype(np.float64)
@@ -191,7 +105,7 @@ def accumulate_to_grid(values: torch.Tensor, windows, num_steps: int, tubelet: i
 
 
 def layer_tokens(encoder, video: torch.Tensor, layer: str) -> torch.Tensor:
-    """Time-ordered token features [B, T', H', W', D] of one encoder layer (see MotionInputConfig.layer)."""
+    """Time-ordered token features [B, T', H', W', D] of one encoder layer (see MotionViewConfig.layer)."""
     if layer == "final":
         return encoder.forward_all(video)
     tokens = encoder.embed(video)
@@ -210,43 +124,28 @@ def layer_tokens(encoder, video: torch.Tensor, layer: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_video(encoder, sv: st.StableVideo, icfg: MotionInputConfig, grans=DEFAULT_GRANULARITIES,
+def encode_video(encoder, sv: st.StableVideo, view: MotionViewConfig, grans=DEFAULT_GRANULARITIES,
                  batch_size: int = 16) -> dict[str, dict[str, np.ndarray]]:
     """{gran name: {"rows", "regions", "region_std"}} on the grid of one stabilised video."""
     encoder.eval()
     cfg = encoder.cfg
-    x, video_ref, running = model_stream(sv, icfg)
+    stream = view_stream(sv, view)
     weights = torch.from_numpy(region_weights(cfg.img_size, cfg.patch))
     out = {}
     for g in grans:
-        windows = grid_windows(len(x), sv.rate_hz, g, cfg.frames)
+        windows = grid_windows(len(stream.frames), sv.rate_hz, g, cfg.frames)
         parts = {"rows": [], "regions": [], "region_std": []}
-        for i in range(0, len(windows), batch_size):
-            chunk = windows[i:i + batch_size]
-            feats = layer_tokens(encoder, window_clips(x, chunk, icfg, video_ref, running, sv.rate_hz), icfg.layer)
-            for name, value in zip(parts, pool_tokens(feats.float(), weights)):
+        for chunk in batches(windows, batch_size):
+            video = torch.from_numpy(stream_windows(stream, chunk, view))
+            for name, value in zip(parts, pool_tokens(layer_tokens(encoder, video, view.layer).float(), weights)):
                 parts[name].append(value)
-        out[g.name] = {name: accumulate_to_grid(torch.cat(v), windows, len(x), cfg.tubelet)
+        out[g.name] = {name: accumulate_to_grid(torch.cat(v), windows, len(stream.frames), cfg.tubelet)
                        for name, v in parts.items()}
     return out
 
 
-# ModelConfig fields added after the prototype's caches were written, at the value those caches were made with:
-# left out of the digest while at that value, so the caches stay valid (the weights are hashed in full).
-_LATE_MODEL_FIELDS = {"layer_norm_eps": 1e-5, "drop_path": 0.0, **LATE_FIELDS}
-
-
-def encoder_digest(encoder) -> str:
-    """A short hash of the encoder's config and weights (the prototype's, see _LATE_MODEL_FIELDS)."""
-    h = hashlib.sha1(digest_text(encoder.cfg, _LATE_MODEL_FIELDS).encode())
-    for name, tensor in sorted(encoder.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def cache_root(cache_dir, encoder, icfg: MotionInputConfig) -> Path:
-    h = hashlib.sha1((encoder_digest(encoder) + icfg.key()).encode()).hexdigest()[:16]
+def cache_root(cache_dir, encoder, view: MotionViewConfig) -> Path:
+    h = hashlib.sha1((encoder_digest(encoder) + view.key()).encode()).hexdigest()[:16]
     return Path(cache_dir) / h
 
 
@@ -274,20 +173,20 @@ def _half(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: v.astype(np.float16).astype(np.float32) for k, v in arrays.items()}
 
 
-def load_or_encode(encoder, sv: st.StableVideo, icfg: MotionInputConfig, cache_dir, grans=DEFAULT_GRANULARITIES,
+def load_or_encode(encoder, sv: st.StableVideo, view: MotionViewConfig, cache_dir, grans=DEFAULT_GRANULARITIES,
                    root: Path | None = None) -> dict[str, dict[str, np.ndarray]]:
     """encode_video rounded to float16 (the cache's precision, so a cached and an uncached call agree exactly),
     cached per granularity and video; cache_dir None: nothing is written."""
     if cache_dir is None and root is None:
-        return {name: _half(v) for name, v in encode_video(encoder, sv, icfg, grans).items()}
-    root = Path(root) if root is not None else cache_root(cache_dir, encoder, icfg)
+        return {name: _half(v) for name, v in encode_video(encoder, sv, view, grans).items()}
+    root = Path(root) if root is not None else cache_root(cache_dir, encoder, view)
     out = {g.name: _read_features(feature_path(root, g, sv.video), len(sv.crops)) for g in grans}
     todo = [g for g in grans if out[g.name] is None]
     if todo:
-        fresh = encode_video(encoder, sv, icfg, todo)
+        fresh = encode_video(encoder, sv, view, todo)
         for g in todo:
             out[g.name] = _half(fresh[g.name])
             with atomic_path(feature_path(root, g, sv.video), suffix=".npz") as tmp, open(tmp, "wb") as f:
                 np.savez(f, **{k: v.astype(np.float16) for k, v in out[g.name].items()})
-        write_text(root / "input.json", icfg.key())
+        write_text(root / "input.json", view.key())
     return out

@@ -44,7 +44,7 @@ class SpottingHead(nn.Module):
         return logits.repeat_interleave(self.tubelet, dim=1)
 
 
-class Spotter(nn.Module):
+class EncoderHeads(nn.Module):
     """An encoder shared by one head per granularity."""
 
     def __init__(self, encoder: nn.Module, features_fn, dim: int, granularities: list[str], rows: int = 2,

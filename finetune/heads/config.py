@@ -11,28 +11,14 @@ from typing import Literal
 from data.common.config import Config, setting
 from data.common.dataset import DatasetConfig
 from data.common.errors import ConfigError
-
-
-@dataclasses.dataclass
-class GranularityConfig(Config):
-    """One way of cutting a long video into 16-frame windows.
-
-    The window's frames are spread over `span_seconds` whatever the frame rate, so a 200 fps video is resampled
-    to show the model the same stretch of time as a 30 fps one (DESIGN §5).
-    """
-    name: str = "micro"
-    span_seconds: float = setting(0.5, gt=0)
-    hop_seconds: float = setting(0.25, gt=0)  # start-to-start distance of sliding windows; overlaps are averaged
-
-
-SCRATCH_MODEL = "lgi_tiny"  # the encoder trained from scratch when model.name is null: CPU-sized
+from finetune.windows import Granularity, check_granularities, default_granularities
 
 
 @dataclasses.dataclass
 class FinetuneModelConfig(Config):
     encoder: str | None = None  # pretraining checkpoint folder, safetensors file/folder, or null = from scratch
     # the architecture comes with the encoder (checkpoints carry their model config); a name given here must
-    # match it. From scratch: this named config (pretrain.model_config.named_config), null = SCRATCH_MODEL.
+    # match it. From scratch: this named config (pretrain.model_config.named_config), null = finetune.encoder.load.SCRATCH_MODEL.
     name: str | None = None
     pool_rows: int = setting(2, ge=1)  # feature rows kept after pooling: 2 = upper / lower face, 1 = pool everything
     head_hidden: int = setting(64, ge=1)
@@ -70,15 +56,10 @@ class FinetuneTrainConfig(Config):
 class FinetuneConfig(Config):
     data: DatasetConfig = dataclasses.field(default_factory=DatasetConfig)
     model: FinetuneModelConfig = dataclasses.field(default_factory=FinetuneModelConfig)
-    granularities: list[GranularityConfig] = dataclasses.field(default_factory=lambda: [
-        GranularityConfig("micro", 0.5, 0.25), GranularityConfig("macro", 3.0, 1.0)])
+    granularities: list[Granularity] = dataclasses.field(default_factory=default_granularities)
     train: FinetuneTrainConfig = dataclasses.field(default_factory=FinetuneTrainConfig)
     out: str = "runs/finetune"
     feature_cache: str | None = None  # folder for cached frozen-encoder features (default: <out>/features)
 
     def check(self) -> None:
-        names = [g.name for g in self.granularities]
-        if not names:
-            raise ConfigError("at least one granularity is needed", field="granularities")
-        if len(set(names)) != len(names):
-            raise ConfigError(f"granularity names must be unique, got {names}", field="granularities")
+        check_granularities(self.granularities)

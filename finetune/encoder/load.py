@@ -16,6 +16,7 @@ give must match the checkpoint's.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 from pathlib import Path
 
@@ -24,15 +25,15 @@ import torch
 from data.common.atomic import atomic_path, read_json, write_json
 from data.common.config import build, to_dict
 from data.common.errors import ConfigError, DataError
-from finetune.config import SCRATCH_MODEL
 from pretrain.checkpoint_commit import problems
 from pretrain.config import PretrainConfig, read_run_config
 from pretrain.lgi_former import LGIEncoder
-from pretrain.model_config import ModelConfig, named_config
+from pretrain.model_config import LATE_FIELDS, ModelConfig, digest_text, named_config
 
 log = logging.getLogger(__name__)
 
 PREFIXES = ("module.", "_orig_mod.", "encoder.")
+SCRATCH_MODEL = "lgi_tiny"  # the encoder trained from scratch when no model name is given: CPU-sized
 
 
 def require_rgb_input(encoder, source=None) -> None:
@@ -41,8 +42,8 @@ def require_rgb_input(encoder, source=None) -> None:
     if encoder.cfg.input != "rgb":
         raise ConfigError(f"this encoder was pretrained on the {encoder.cfg.input!r} input; the spotting heads "
                           "feed it RGB face crops", path=source, field="model.encoder",
-                          fix="use it through the detector's encoder channels (spotting loso fusion.use_encoder=true, "
-                              "fusion.use_model=false), or pick an rgb-pretrained encoder")
+                          fix="use it through the encoder channels (spotting loso channels=[encoder] or "
+                              "[cues,flow,encoder]), or pick an rgb-pretrained encoder")
 
 
 def encoder_features(encoder: LGIEncoder, video: torch.Tensor) -> torch.Tensor:
@@ -164,7 +165,7 @@ def read_state(source, field: str = "model.encoder") -> tuple[dict[str, torch.Te
         config_json = path.parent / "config.json"
         if not config_json.is_file():
             raise DataError("no config.json beside the weights", path=path, field=field,
-                            fix="save encoders with finetune.encoder.save_encoder (weights + config.json)")
+                            fix="save encoders with finetune.encoder.load.save_encoder (weights + config.json)")
         return encoder_state(load_safetensors(path, field), path), model_config_from_json(config_json)
     states = find_checkpoint_states(path) if path.is_dir() else path
     fix = "pass a pretraining run folder, a checkpoint_* folder, or an encoder folder / .safetensors file"
@@ -234,3 +235,18 @@ def save_encoder(encoder: LGIEncoder, folder) -> Path:
     save_safetensors(encoder, folder / "model.safetensors")
     write_json(folder / "config.json", to_dict(encoder.cfg))
     return folder
+
+
+# ModelConfig fields added after the prototype's caches were written, at the value those caches were made with:
+# left out of the digest while at that value, so the caches stay valid (the weights are hashed in full).
+_LATE_MODEL_FIELDS = {"layer_norm_eps": 1e-5, "drop_path": 0.0, **LATE_FIELDS}
+
+
+def encoder_digest(encoder) -> str:
+    """A short hash of the encoder's config and weights: what every cache of encoder outputs is keyed by (the
+    research prototype's hash, see _LATE_MODEL_FIELDS, so its caches stay valid)."""
+    h = hashlib.sha1(digest_text(encoder.cfg, _LATE_MODEL_FIELDS).encode())
+    for name, tensor in sorted(encoder.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]

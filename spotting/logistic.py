@@ -1,11 +1,12 @@
-"""Fusing model score curves with optical-flow region cues, then spotting intervals on the fused curve.
+"""The logistic reader: per-frame logistic regression of typed channels, then peaks and intervals on its curve.
 
-Per expression type, a logistic regression maps the per-frame channels of that type (spotting.channels: the heads'
-presence / apex probabilities at every granularity, the flow baseline's per-region scores) to the probability that
-the frame lies inside an expression of that type; a `TypeFit` holds one type's channels, weights and thresholds.
-It is fitted on frames of training subjects only (the caller passes only those); the peak threshold and interval
-width per type are then chosen on out-of-sample scores of the training subjects. Spotting the fused curve reuses
-spotting.intervals (smoothing, threshold, peaks, extents, NMS, micro-inside-macro).
+The reader the temporal detector replaced, kept as a comparison row. Per expression type, a logistic regression
+maps the per-frame channels of that type (spotting.channels: the flow baseline's per-region scores `cues`, the
+heads' presence / apex probabilities `heads`; READS) to the probability that the frame lies inside an expression
+of that type; a `TypeFit` holds one type's channels, weights and thresholds. It is fitted on frames of training
+subjects only (the caller passes only those); the peak threshold and interval width per type are then chosen on
+out-of-sample scores of the training subjects. Spotting the fused curve reuses spotting.intervals (smoothing,
+threshold, peaks, extents, NMS, micro-inside-macro).
 """
 from __future__ import annotations
 
@@ -24,12 +25,12 @@ from data.common.errors import ConfigError, DataError
 from data.common.tables import TYPES, empty_intervals
 from finetune.windows import frame_labels
 from spotting import intervals as iv
-from spotting.channels import CUE, ENCODER, FLOW, MODEL, Channel, VideoFeatures
-from spotting.metric import evaluate
+from spotting.channels.vocabulary import CUES, HEADS, TYPED_SETS, Channel, VideoFeatures, design
+from spotting.evaluation.metric import evaluate
 
 
 @dataclasses.dataclass
-class FusionTypeConfig(Config):
+class LogisticTypeConfig(Config):
     """How intervals are formed on one type's fused curve (seconds, converted with the video's fps).
 
     `half_width_grid_s`: half-widths tried on the training subjects along with the thresholds (empty = always
@@ -43,20 +44,15 @@ class FusionTypeConfig(Config):
 
 
 @dataclasses.dataclass
-class FusionConfig(Config):
-    use_model: bool = True  # the spotting heads' channels (spotting.channels MODEL)
-    use_cues: bool = True  # the flow baseline's region channels (spotting.channels CUE)
-    # pooled encoder features of the stabilised face (spotting.encoder_channels; ENCODER): the detector reads
-    # them, the logistic fusion cannot (they speak for no one type)
-    use_encoder: bool = False
-    # With both: per type, keep the model curves only where they raise that type's F1 on the training subjects'
-    # out-of-sample scores over the cues alone (an undertrained encoder adds false positives, not events).
-    select_model: bool = True
+class LogisticConfig(Config):
+    # Reading cues and heads: per type, keep the heads' curves only where they raise that type's F1 on the training
+    # subjects' out-of-sample scores over the cues alone (an undertrained encoder adds false positives, not events).
+    select_heads: bool = True
     l2: float = setting(1.0, ge=0)  # ridge penalty on the standardised weights
-    macro: FusionTypeConfig = dataclasses.field(
-        default_factory=lambda: FusionTypeConfig(0.6, 0.2, 4.0, [0.4, 0.6, 0.8, 1.0, 1.2]))
-    micro: FusionTypeConfig = dataclasses.field(
-        default_factory=lambda: FusionTypeConfig(0.17, 0.07, 0.5, [0.07, 0.1, 0.13, 0.17]))
+    macro: LogisticTypeConfig = dataclasses.field(
+        default_factory=lambda: LogisticTypeConfig(0.6, 0.2, 4.0, [0.4, 0.6, 0.8, 1.0, 1.2]))
+    micro: LogisticTypeConfig = dataclasses.field(
+        default_factory=lambda: LogisticTypeConfig(0.17, 0.07, 0.5, [0.07, 0.1, 0.13, 0.17]))
     extent: Literal["fixed", "half_max"] = "half_max"  # spotting.intervals.peak_intervals
     p_grid: list[float] = setting(factory=lambda: [0.2, 0.4, 0.6, 0.75, 0.9], ge=0, le=1)
     min_score_grid: list[float] = setting(factory=lambda: [0.5, 0.7, 0.85, 0.93, 0.97, 0.99], ge=0, le=1)
@@ -64,22 +60,14 @@ class FusionConfig(Config):
     micro_inside_macro: float = setting(0.5, ge=0, le=1)
 
     def check(self) -> None:
-        if not (self.use_model or self.use_cues or self.use_encoder):
-            raise ConfigError("fusion needs model scores, cues or encoder channels", field="use_model",
-                              fix="set use_model, use_cues or use_encoder to true")
         for name in ("p_grid", "min_score_grid"):
             if not getattr(self, name):
                 raise ConfigError("needs at least one value", field=name)
 
-    def sets(self) -> tuple[str, ...]:
-        """The feature sets (spotting.channels) this fusion reads."""
-        return tuple(s for s, used in ((MODEL, self.use_model), (CUE, self.use_cues), (ENCODER, self.use_encoder))
-                     if used)
-
 
 @dataclasses.dataclass
 class TypeFit:
-    """One expression type's fitted fusion: its channels, their standardisation and logistic weights; and how
+    """One expression type's fitted reader: its channels, their standardisation and logistic weights; and how
     intervals are cut on its fused curve (threshold p, score floor, half-width), chosen where it reached inner_f1."""
     channels: list[Channel]
     mean: list[float]
@@ -93,56 +81,81 @@ class TypeFit:
 
 
 @dataclasses.dataclass
-class Fusion:
-    """A fitted fusion: the config it was fitted with and one TypeFit per expression type."""
-    config: FusionConfig
+class LogisticReader:
+    """A fitted logistic reader: the config it was fitted with and one TypeFit per expression type."""
+    config: LogisticConfig
     types: dict[str, TypeFit]
 
-    FORMAT: ClassVar[int] = 2  # fusion.json layout; 1 (no "format" key) kept per-field dicts keyed by type
+    READS: ClassVar[tuple[str, ...]] = TYPED_SETS  # channel sets it can read: each channel speaks for one type
+    FILE: ClassVar[str] = "logistic.json"
+    # logistic.json layout; fusion.json was 2 (channel sets named "model" and "cue"), 1 kept per-field dicts
+    FORMAT: ClassVar[int] = 3
 
-    def rule(self, kind: str) -> FusionTypeConfig:
+    def rule(self, kind: str) -> LogisticTypeConfig:
         return getattr(self.config, kind)
 
     def width(self, kind: str) -> float:
         chosen = self.types[kind].half_width_s
         return self.rule(kind).half_width_s if chosen is None else chosen
 
+    @staticmethod
+    def fit(items: list[VideoFeatures], gt: pd.DataFrame, sets: tuple[str, ...], cfg) -> LogisticReader:
+        """Fitted on `items` (training subjects only) reading the channel sets `sets` (fit_reader)."""
+        return fit_reader(items, gt, sets, cfg)
+
+    @property
+    def channel_sets(self) -> set[str]:
+        return {c.set for fit in self.types.values() for c in fit.channels}
+
+    def curves(self, item: VideoFeatures) -> dict[str, np.ndarray]:
+        """Per-frame probability of each type (the fused curve)."""
+        return {kind: fused_curve(self, item, kind) for kind in TYPES}
+
+    def spot_item(self, item: VideoFeatures) -> list[iv.Interval]:
+        """Typed intervals of one video."""
+        found = {}
+        for kind in TYPES:
+            rule, fit = self.rule(kind), self.types[kind]
+            found[kind] = spot_smoothed(smoothed_curve(fused_curve(self, item, kind), rule, item.fps), rule,
+                                        item.fps, kind, fit.p, fit.min_score, self.config, self.width(kind))
+        return iv.resolve_types(found["macro"], found["micro"], self.config.micro_inside_macro)
+
+    def predict(self, items: list[VideoFeatures]) -> pd.DataFrame:
+        """Predictions table for `items`."""
+        frames = [empty_intervals(with_score=True)]
+        frames += [iv.to_frame(self.spot_item(it), it.subject, it.video) for it in items]
+        return pd.concat(frames, ignore_index=True)
+
     def to_dict(self) -> dict:
         return {"format": self.FORMAT, "config": to_dict(self.config),
                 "types": {kind: dataclasses.asdict(fit) for kind, fit in self.types.items()}}
 
     @classmethod
-    def from_dict(cls, raw: dict, source: str = "<fusion>") -> Fusion:
+    def from_dict(cls, raw: dict, source: str = "<logistic>") -> LogisticReader:
         found = raw.get("format", 1 if "names" in raw else None)
         if found != cls.FORMAT:
-            problem = ("not a fusion file" if found is None
-                       else f"fusion format {found}; this version reads format {cls.FORMAT}")
+            problem = ("not a logistic reader file" if found is None
+                       else f"logistic reader format {found}; this version reads format {cls.FORMAT}")
             raise DataError(problem, path=source, field="format",
-                            fix="refit it: rerun `python -m spotting loso`, which writes a new fusion.json")
+                            fix=f"refit it: rerun `python -m spotting loso`, which writes a new {cls.FILE}")
         types = {kind: TypeFit(**{**fit, "channels": [Channel(**c) for c in fit["channels"]]})
                  for kind, fit in raw["types"].items()}
-        return cls(build(FusionConfig, raw["config"], source, "config."), types)
+        return cls(build(LogisticConfig, raw["config"], source, "config."), types)
 
-    def save(self, path) -> Path:
+    def save(self, folder) -> Path:
+        """FOLDER/logistic.json."""
+        path = Path(folder) / self.FILE
         write_json(path, self.to_dict())
-        return Path(path)
+        return path
 
     @classmethod
-    def load(cls, path) -> Fusion:
+    def load(cls, folder) -> LogisticReader:
+        path = Path(folder) / cls.FILE
         try:
             return cls.from_dict(json.loads(Path(path).read_text()), str(path))
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-            raise DataError(f"not a fusion file ({type(e).__name__}: {e})", path=path,
-                            fix="use the fusion.json that `python -m spotting loso` writes") from None
-
-
-def design(item: VideoFeatures, channels: list[Channel]) -> np.ndarray:
-    """[num_frames, channels]; flow magnitudes (cues, pair motion) are compressed with log1p (long tails); head
-    probabilities and encoder features stay as they are."""
-    x = item.matrix(channels)
-    cue = np.array([c.set in (CUE, FLOW) for c in channels])
-    x[:, cue] = np.log1p(np.clip(x[:, cue], 0, None))
-    return x
+            raise DataError(f"not a logistic reader file ({type(e).__name__}: {e})", path=path,
+                            fix=f"use the {cls.FILE} that `python -m spotting loso` writes") from None
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, iterations: int = 50) -> tuple[np.ndarray, float]:
@@ -166,12 +179,13 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, iterations: int = 50) 
     return beta[:-1], float(beta[-1])
 
 
-def fit_type(train: list[VideoFeatures], labels: list[np.ndarray], kind: str, cfg: FusionConfig) -> TypeFit:
+def fit_type(train: list[VideoFeatures], labels: list[np.ndarray], kind: str, cfg: LogisticConfig,
+             sets: tuple[str, ...]) -> TypeFit:
     """The logistic regression of one type on the frames of `train`, labelled by `labels` (per video, per frame)."""
-    channels = train[0].channels(cfg.sets(), kind)
+    channels = train[0].channels(sets, kind)
     if not channels:
         raise DataError(f"no channels to fuse for {kind} (have {sorted(c.name for c in train[0].curves)})",
-                        field="fusion", fix="enable use_model or use_cues, and pass model or cue channels")
+                        field="channels", fix=f"read {' or '.join(LogisticReader.READS)} channels")
     x = np.concatenate([design(it, channels) for it in train])
     y = np.concatenate(labels)
     mu, sd = x.mean(0), x.std(0) + 1e-6
@@ -179,32 +193,34 @@ def fit_type(train: list[VideoFeatures], labels: list[np.ndarray], kind: str, cf
     return TypeFit(channels, mu.tolist(), sd.tolist(), w.tolist(), b)
 
 
-def fit_fusion(train: list[VideoFeatures], gt: pd.DataFrame, cfg: FusionConfig) -> Fusion:
+def fit_weights(train: list[VideoFeatures], gt: pd.DataFrame, cfg: LogisticConfig,
+                sets: tuple[str, ...]) -> LogisticReader:
     """Fit the per-type regressions on the frames of `train` videos, labelled from their rows in `gt`.
 
     Only the rows of `gt` whose video is in `train` are read: nothing about other subjects can leak in.
     """
     if not train:
-        raise DataError("no training videos to fit fusion weights on", field="fusion",
+        raise DataError("no training videos to fit the logistic reader on", field="logistic",
                         fix="each fold needs at least one training subject")
     labels = [frame_labels(gt[gt["video"] == it.video], it.num_frames) for it in train]
-    return Fusion(cfg, {kind: fit_type(train, [y[:, t] for y in labels], kind, cfg) for t, kind in enumerate(TYPES)})
+    return LogisticReader(cfg, {kind: fit_type(train, [y[:, t] for y in labels], kind, cfg, sets)
+                                for t, kind in enumerate(TYPES)})
 
 
-def fused_curve(fusion: Fusion, item: VideoFeatures, kind: str) -> np.ndarray:
+def fused_curve(reader: LogisticReader, item: VideoFeatures, kind: str) -> np.ndarray:
     """Per-frame probability of `kind` for one video."""
-    fit = fusion.types[kind]
+    fit = reader.types[kind]
     x = (design(item, fit.channels) - np.array(fit.mean)) / np.array(fit.std)
     z = x @ np.array(fit.weights) + fit.bias
     return 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
 
 
-def smoothed_curve(curve: np.ndarray, rule: FusionTypeConfig, fps: float) -> np.ndarray:
+def smoothed_curve(curve: np.ndarray, rule: LogisticTypeConfig, fps: float) -> np.ndarray:
     return iv.smooth(curve, max(1, round(rule.smooth_s * fps)))
 
 
-def spot_smoothed(smoothed: np.ndarray, rule: FusionTypeConfig, fps: float, kind: str, p: float, min_score: float,
-                  cfg: FusionConfig, half_width_s: float) -> list[iv.Interval]:
+def spot_smoothed(smoothed: np.ndarray, rule: LogisticTypeConfig, fps: float, kind: str, p: float, min_score: float,
+                  cfg: LogisticConfig, half_width_s: float) -> list[iv.Interval]:
     """Threshold -> peaks -> intervals -> NMS on an already smoothed fused curve."""
     half = max(1, round(half_width_s * fps))
     threshold = max(iv.softnet_threshold(smoothed, p), min_score)
@@ -214,25 +230,8 @@ def spot_smoothed(smoothed: np.ndarray, rule: FusionTypeConfig, fps: float, kind
     return iv.nms(found, cfg.nms_iou)
 
 
-def spot_item(fusion: Fusion, item: VideoFeatures) -> list[iv.Interval]:
-    """Typed intervals of one video."""
-    found = {}
-    for kind in TYPES:
-        rule, fit = fusion.rule(kind), fusion.types[kind]
-        found[kind] = spot_smoothed(smoothed_curve(fused_curve(fusion, item, kind), rule, item.fps), rule, item.fps,
-                                    kind, fit.p, fit.min_score, fusion.config, fusion.width(kind))
-    return iv.resolve_types(found["macro"], found["micro"], fusion.config.micro_inside_macro)
-
-
-def predict(fusion: Fusion, items: list[VideoFeatures]) -> pd.DataFrame:
-    """Predictions table for `items`."""
-    frames = [empty_intervals(with_score=True)]
-    frames += [iv.to_frame(spot_item(fusion, it), it.subject, it.video) for it in items]
-    return pd.concat(frames, ignore_index=True)
-
-
 def _choice_score(smoothed: dict, val: list[VideoFeatures], gt_val: pd.DataFrame, kind: str, choice: tuple,
-                  cfg: FusionConfig, macro_found: dict | None) -> tuple[dict, dict]:
+                  cfg: LogisticConfig, macro_found: dict | None) -> tuple[dict, dict]:
     """(metric of `kind`, intervals by video) for one (half-width, p, min_score) setting on the `val` videos;
     with `macro_found`, micro intervals inside those macro intervals are dropped first, as at prediction time."""
     w, p, m = choice
@@ -245,18 +244,18 @@ def _choice_score(smoothed: dict, val: list[VideoFeatures], gt_val: pd.DataFrame
     return evaluate(gt_val, pred)[kind], found
 
 
-def choose_thresholds(fusion: Fusion, val: list[VideoFeatures], gt: pd.DataFrame) -> Fusion:
+def choose_thresholds(reader: LogisticReader, val: list[VideoFeatures], gt: pd.DataFrame) -> LogisticReader:
     """Pick (half-width, p, min_score) per type maximising that type's F1 on `val` videos (fewest FPs, then
     the higher thresholds, break ties). Macro first: micro candidates are scored after the micro-inside-macro
     rule has removed those within the chosen macro intervals, as they will be at prediction time."""
-    cfg = fusion.config
+    cfg = reader.config
     gt_val = gt[gt["video"].isin({it.video for it in val})]
-    types = dict(fusion.types)
+    types = dict(reader.types)
     macro_found = None
     for kind in ("macro", "micro"):
-        rule, best = fusion.rule(kind), None
+        rule, best = reader.rule(kind), None
         # the curves do not depend on the setting: fuse and smooth once per video
-        smoothed = {it.video: smoothed_curve(fused_curve(fusion, it, kind), rule, it.fps) for it in val}
+        smoothed = {it.video: smoothed_curve(fused_curve(reader, it, kind), rule, it.fps) for it in val}
         for choice in itertools.product(rule.half_width_grid_s or [rule.half_width_s], cfg.p_grid,
                                         cfg.min_score_grid):
             score, found = _choice_score(smoothed, val, gt_val, kind, choice, cfg, macro_found)
@@ -266,16 +265,18 @@ def choose_thresholds(fusion: Fusion, val: list[VideoFeatures], gt: pd.DataFrame
         key, (w, p, m), found = best
         types[kind] = dataclasses.replace(types[kind], half_width_s=w, p=p, min_score=m, inner_f1=key[0])
         macro_found = found
-    return dataclasses.replace(fusion, types=types)
+    return dataclasses.replace(reader, types=types)
 
 
-def fit_and_choose(items: list[VideoFeatures], gt: pd.DataFrame, cfg: FusionConfig) -> Fusion:
-    """Fusion weights and thresholds on `items`; with `select_model`, per type the better of with and without
-    the model channels (ties go to the cues alone, the simpler model)."""
-    fusion = choose_thresholds(fit_fusion(items, gt, cfg), items, gt)
-    if not (cfg.select_model and cfg.use_model and cfg.use_cues):
-        return fusion
-    cues = choose_thresholds(fit_fusion(items, gt, dataclasses.replace(cfg, use_model=False)), items, gt)
-    return dataclasses.replace(fusion, types={
-        kind: fusion.types[kind] if fusion.types[kind].inner_f1 > cues.types[kind].inner_f1 else cues.types[kind]
+def fit_reader(items: list[VideoFeatures], gt: pd.DataFrame, sets: tuple[str, ...],
+               cfg: LogisticConfig) -> LogisticReader:
+    """Weights and thresholds on `items` (training subjects only) reading the channel sets `sets`; with
+    `select_heads`, per type the better of with and without the heads' channels (ties go to the cues alone, the
+    simpler model)."""
+    reader = choose_thresholds(fit_weights(items, gt, cfg, sets), items, gt)
+    if not (cfg.select_heads and HEADS in sets and CUES in sets):
+        return reader
+    cues = choose_thresholds(fit_weights(items, gt, cfg, tuple(s for s in sets if s != HEADS)), items, gt)
+    return dataclasses.replace(reader, types={
+        kind: reader.types[kind] if reader.types[kind].inner_f1 > cues.types[kind].inner_f1 else cues.types[kind]
         for kind in TYPES})

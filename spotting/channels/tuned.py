@@ -1,9 +1,9 @@
 """Encoder fine-tuning inside a LOSO fold (LosoConfig.encoder_tuning): the encoder learns from the fold's
 training subjects, then every video's encoder channels are rebuilt with it.
 
-The training subjects' videos are stabilised exactly as spotting.encoder_channels stabilises them (the same
+The training subjects' videos are stabilised exactly as spotting.channels.encoder stabilises them (the same
 cache); the last `val_subjects` of them (sorted) only judge the epochs (early stopping), the rest are fitted
-(finetune.motion_tuning). The channels of every video are then made by spotting.encoder_channels, the builder
+(finetune.encoder.tuning). The channels of every video are then made by spotting.channels.encoder, the builder
 `spot` calls with the encoder a final model carries, so `spot` gives a video the channels it got here. Features
 are cached under the tuned encoder's own digest, and the tuned encoder itself under <cache>/tuned/<key>/ (key:
 TUNING_VERSION, the encoder as given, both configs, the torch thread count, the subjects, their videos and
@@ -26,26 +26,28 @@ from tqdm import tqdm
 from data.common.atomic import write_json
 from data.common.config import to_dict
 from data.common.errors import DataError
-from finetune import motion_tuning as mt
-from finetune.encoder import load_encoder, save_encoder
-from finetune.motion_features import encoder_digest
-from spotting import protocol
-from spotting.encoder_channels import EncoderChannelsConfig, frame_steps, stable_video
+from finetune.encoder import tuning as mt
+from finetune.encoder.features import encoder_digest
+from finetune.encoder.load import load_encoder, save_encoder
+from spotting.channels.builder import ChannelBuilder
+from spotting.channels.encoder import EncoderChannelsConfig, frame_steps, stable_video
+from spotting.evaluation import protocol
 
 log = logging.getLogger(__name__)
-TUNING_VERSION = 1  # bump when finetune.motion_tuning learns differently: cached tuned encoders are then stale
+TUNING_VERSION = 1  # bump when finetune.encoder.tuning learns differently: cached tuned encoders are then stale
 
 
 def tuning_videos(videos: pd.DataFrame, labels: dict[str, np.ndarray], names: list[str], frames: int,
-                  cfg: EncoderChannelsConfig, cache_dir) -> list[mt.TuningVideo]:
+                  builder: ChannelBuilder) -> list[mt.TuningVideo]:
     rows = videos.set_index(videos["video"].astype(str))
+    cfg = builder.encoder_channels
     out = []
     for v in tqdm(names, desc="tuning inputs", unit="video", leave=False):
         r = rows.loc[v]
-        fps, num_frames = float(r["fps"]), int(r["num_frames"])
-        sv = stable_video(r["path"], v, fps, num_frames, cfg, frames, cache_dir)
-        steps = frame_steps(num_frames, fps, sv.rate_hz, len(sv.crops))
-        out.append(mt.tuning_video(sv, labels[v], steps, cfg.input))
+        source = builder.source(r["path"], v, float(r["fps"]))
+        sv = stable_video(source, cfg, frames, builder.encoder_cache)
+        steps = frame_steps(source.num_frames, source.fps, sv.rate_hz, len(sv.crops))
+        out.append(mt.tuning_video(sv, labels[v], steps, cfg.view))
     return out
 
 
@@ -81,10 +83,11 @@ def cached_tuning(folder: Path | None):
 
 
 def tune_on_subjects(encoder, videos: pd.DataFrame, labels: dict[str, np.ndarray], subjects: list[str],
-                     cfg: mt.EncoderTuningConfig, channels_cfg: EncoderChannelsConfig,
-                     cache_dir: Path | None) -> tuple[object, dict]:
+                     cfg: mt.EncoderTuningConfig, builder: ChannelBuilder) -> tuple[object, dict]:
     """A copy of `encoder` tuned on the videos of `subjects` only, and what happened ({"fitted", "early_stopping"}
-    subjects + finetune.motion_tuning's record)."""
+    subjects + finetune.encoder.tuning's record). The videos' stabilised streams come from `builder` (its
+    encoder cache, where the tuned encoder is cached too)."""
+    channels_cfg, cache_dir = builder.encoder_channels, builder.encoder_cache
     folder = (Path(cache_dir) / "tuned" / tuning_key(encoder, videos, labels, subjects, cfg, channels_cfg)
               if cache_dir is not None else None)
     cached = cached_tuning(folder)
@@ -95,9 +98,9 @@ def tune_on_subjects(encoder, videos: pd.DataFrame, labels: dict[str, np.ndarray
     frames = encoder.cfg.frames
 
     def inputs(subs):
-        return tuning_videos(videos, labels, protocol.videos_of(videos, subs), frames, channels_cfg, cache_dir)
+        return tuning_videos(videos, labels, protocol.videos_of(videos, subs), frames, builder)
 
-    tuned, info = mt.tune_encoder(encoder, inputs(fitted), inputs(judged), channels_cfg.input,
+    tuned, info = mt.tune_encoder(encoder, inputs(fitted), inputs(judged), channels_cfg.view,
                                   channels_cfg.granularities, cfg)
     log.info("encoder tuned on %s (early stopping on %s): best epoch %d, validation AUC %s", fitted, judged,
              info["best_epoch"], info["best_val_auc"])

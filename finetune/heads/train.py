@@ -1,7 +1,7 @@
 """The fine-tuning loop: spotting heads (and optionally the last encoder blocks) on labelled windows.
 
 Two paths, one loss:
-  - frozen: heads learn from cached pooled encoder features (finetune.features) - seconds per head on CPU;
+  - frozen: heads learn from cached pooled encoder features (finetune.heads.features) - seconds per head on CPU;
   - partial / full: windows are decoded and encoded every step; encoder blocks train with layer-wise lr decay.
 Loss: BCE (or focal) on the presence channels with a positive-class weight (events are a few % of frames), plus
 apex_weight x BCE on the soft apex-proximity targets.
@@ -15,16 +15,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from timm.models import group_parameters
-from timm.optim import param_groups_layer_decay, param_groups_weight_decay
+from timm.optim import param_groups_weight_decay
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from finetune.config import FinetuneConfig, FinetuneTrainConfig
-from finetune.encoder import encoder_features, load_encoder, require_rgb_input
-from finetune.features import FeatureSet, compute_features, plan_windows
-from finetune.heads import Spotter, SpottingHead
-from finetune.predict import load_frames, window_batch
+from finetune.encoder.layer_decay import encoder_param_groups
+from finetune.encoder.load import encoder_features, load_encoder, require_rgb_input
+from finetune.heads.config import FinetuneConfig, FinetuneTrainConfig
+from finetune.heads.features import FeatureSet, compute_features, plan_windows
+from finetune.heads.model import EncoderHeads, SpottingHead
+from finetune.heads.predict import load_frames, window_batch
 from finetune.windows import Window, frame_labels, window_labels
 
 log = logging.getLogger(__name__)
@@ -89,8 +89,8 @@ def train_head(head: SpottingHead, pooled: torch.Tensor, targets: torch.Tensor, 
     return head
 
 
-def fit_heads(spotter: Spotter, features: FeatureSet, labels: dict[str, np.ndarray], videos: list[str],
-              cfg: FinetuneConfig) -> Spotter:
+def fit_heads(spotter: EncoderHeads, features: FeatureSet, labels: dict[str, np.ndarray], videos: list[str],
+              cfg: FinetuneConfig) -> EncoderHeads:
     """Frozen mode: train every granularity's head on the cached features of `videos` only."""
     for g in cfg.granularities:
         windows = features.windows[g.name]
@@ -100,36 +100,15 @@ def fit_heads(spotter: Spotter, features: FeatureSet, labels: dict[str, np.ndarr
     return spotter
 
 
-def freeze_early_layers(encoder, cfg) -> None:
-    """partial: only the last `trainable_blocks` blocks and the final norm learn; full: the whole encoder.
-    Layers are the encoder's group_matcher groups (0 = embedding, i + 1 = block i, then the final norm)."""
-    layers = group_parameters(encoder, encoder.group_matcher(), reverse=True)
-    first = 0 if cfg.mode == "full" else max(layers.values()) - cfg.trainable_blocks
-    for name, param in encoder.named_parameters():
-        param.requires_grad_(layers[name] >= first)
-
-
-def encoder_param_groups(encoder, cfg) -> list[dict]:
-    """Layer-wise lr decay over the encoder's group_matcher layers, lr * layer_decay ** (last layer - layer), no
-    weight decay on biases, norms and its no_weight_decay() tensors (timm's hooks and param groups). Layers that
-    `cfg` (mode, trainable_blocks, lr, layer_decay, weight_decay) freezes are left out."""
-    freeze_early_layers(encoder, cfg)
-    groups = param_groups_layer_decay(encoder, cfg.weight_decay, encoder.no_weight_decay(),
-                                      layer_decay=cfg.layer_decay)
-    for group in groups:
-        group["lr"] = cfg.lr * group.pop("lr_scale", 1.0)
-    return groups
-
-
-def param_groups(spotter: Spotter, cfg: FinetuneTrainConfig) -> list[dict]:
+def param_groups(spotter: EncoderHeads, cfg: FinetuneTrainConfig) -> list[dict]:
     """The encoder's groups (encoder_param_groups) and the heads at the full lr."""
     groups = encoder_param_groups(spotter.encoder, cfg)
     spotter.heads.requires_grad_(True)
     return groups + [{**g, "lr": cfg.lr} for g in param_groups_weight_decay(spotter.heads, cfg.weight_decay)]
 
 
-def fit_end_to_end(spotter: Spotter, videos: pd.DataFrame, labels: dict[str, np.ndarray],
-                   cfg: FinetuneConfig) -> Spotter:
+def fit_end_to_end(spotter: EncoderHeads, videos: pd.DataFrame, labels: dict[str, np.ndarray],
+                   cfg: FinetuneConfig) -> EncoderHeads:
     """Partial / full mode: decode windows and train encoder blocks + heads together."""
     require_rgb_input(spotter.encoder, cfg.model.encoder)
     seed_everything(cfg.train.seed)
@@ -160,22 +139,22 @@ def fit_end_to_end(spotter: Spotter, videos: pd.DataFrame, labels: dict[str, np.
     return spotter
 
 
-def build_spotter(encoder, cfg: FinetuneConfig) -> Spotter:
+def build_heads(encoder, cfg: FinetuneConfig) -> EncoderHeads:
     with torch.random.fork_rng():
         torch.manual_seed(cfg.train.seed)
-        return Spotter(encoder, encoder_features, encoder.cfg.dim, [g.name for g in cfg.granularities],
+        return EncoderHeads(encoder, encoder_features, encoder.cfg.dim, [g.name for g in cfg.granularities],
                        cfg.model.pool_rows, cfg.model.head_hidden, cfg.model.head_kernel, encoder.cfg.tubelet,
                        encoder.cfg.layer_norm_eps)
 
 
-def train_spotter(cfg: FinetuneConfig, videos: pd.DataFrame, gt: pd.DataFrame, features: FeatureSet | None = None,
-                  encoder=None) -> Spotter:
+def train_heads(cfg: FinetuneConfig, videos: pd.DataFrame, gt: pd.DataFrame, features: FeatureSet | None = None,
+                  encoder=None) -> EncoderHeads:
     """Train a spotter on every video of `videos` (frozen: from `features`, computed if not given)."""
     torch.set_num_threads(cfg.train.threads)
     if encoder is None:  # stochastic depth only where the encoder learns (a frozen one runs in eval mode)
         drop_path = None if cfg.train.mode == "frozen" else cfg.train.drop_path
         encoder = load_encoder(cfg.model.encoder, cfg.model.name, cfg.train.seed, drop_path=drop_path)
-    spotter = build_spotter(encoder, cfg)
+    spotter = build_heads(encoder, cfg)
     labels = video_labels(videos, gt)
     if cfg.train.mode == "frozen":
         if features is None:

@@ -1,5 +1,5 @@
 """Timeline plot: one row per video, ground truth above predictions, macro and micro in their own colours,
-predictions that count as true positives (same type, IoU >= 0.5, one-to-one as in spotting.metric) filled,
+predictions that count as true positives (same type, IoU >= 0.5, one-to-one as in spotting.evaluation.metric) filled,
 false positives faded and hatched red. With labelled=False (videos without ground truth, e.g. `spotting spot` on
 new footage) there is nothing to match against: every prediction is drawn solid in its type's colour."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from data.common.atomic import atomic_path
-from spotting.metric import match_max
+from spotting.evaluation.metric import match_max
 
 COLOURS = {"macro": "#1f77b4", "micro": "#ff7f0e"}
 FP_EDGE = "#d62728"
@@ -29,7 +29,7 @@ def save_figure(fig, path) -> Path:
 
 
 def true_positive_rows(gt: pd.DataFrame, pred: pd.DataFrame) -> set[int]:
-    """Row labels of `pred` matched one-to-one to ground truth (the MEGC matching of spotting.metric)."""
+    """Row labels of `pred` matched one-to-one to ground truth (the MEGC matching of spotting.evaluation.metric)."""
 
     hits: set[int] = set()
     for (video, kind), p in pred.groupby(["video", "type"], sort=False):
@@ -93,7 +93,7 @@ def plot_timeline(gt: pd.DataFrame | None, pred: pd.DataFrame, videos: pd.DataFr
 
 def plot_tuning(records: dict[str, dict], path) -> Path:
     """Write a PNG: per fold, the validation AUC of encoder tuning by epoch (epoch 0: the head alone on the encoder
-    as given), the kept epoch marked. records: {fold name: finetune.motion_tuning's record}."""
+    as given), the kept epoch marked. records: {fold name: finetune.encoder.tuning's record}."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from spotting import detector_decode as dd
-from spotting.channels import VideoFeatures
-from spotting.detector import CLASSES
-from spotting.metric import match_max
+from spotting.channels.vocabulary import VideoFeatures
+from spotting.detector import decode as dd
+from spotting.detector.model import CLASSES
+from spotting.evaluation.metric import match_max
 
 NO_PREDICTIONS = float("inf")  # a class threshold that switches the class off
 

@@ -12,8 +12,8 @@ from tqdm import tqdm
 
 from data.clips.augment import crop_resize, normalise
 from data.common.video_io import read_frames
-from finetune.heads import Spotter, SpottingHead, pool_features
-from finetune.windows import CurveAccumulator, Window, video_windows
+from finetune.heads.model import EncoderHeads, SpottingHead, pool_features
+from finetune.windows import CurveAccumulator, Window, batches, video_windows
 
 
 def load_frames(path, size: int) -> np.ndarray:
@@ -33,11 +33,6 @@ def window_batch(frames: np.ndarray, windows: list[Window]) -> torch.Tensor:
     """Normalised model input [B, 3, T, H, W] for a list of windows of one video."""
     clips = np.stack([frames[w.indices] for w in windows])  # [B, T, H, W, 3]
     return normalise(torch.from_numpy(clips).permute(0, 4, 1, 2, 3))
-
-
-def batches(items: list, size: int):
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
 
 
 @torch.no_grad()
@@ -71,14 +66,14 @@ def curves_from_pooled(head: SpottingHead, pooled: torch.Tensor, windows: list[W
 
 
 @torch.no_grad()
-def video_curves(spotter: Spotter, frames: np.ndarray, fps: float, granularities, batch_size: int = 16,
+def video_curves(spotter: EncoderHeads, frames: np.ndarray, fps: float, granularities, batch_size: int = 16,
                  progress: tqdm | None = None) -> dict[str, np.ndarray]:
     """Curves {granularity name: [num_frames, 4]} of one video's frames for every granularity."""
     spotter.eval()
     cfg = spotter.encoder.cfg
     out = {}
     for g in granularities:
-        windows = video_windows("video", len(frames), fps, g.span_seconds, g.hop_seconds, cfg.frames)
+        windows = video_windows("video", len(frames), fps, g.span_s, g.hop_s, cfg.frames)
         probs = []
         for chunk in batches(windows, batch_size):
             probs.append(torch.sigmoid(spotter(window_batch(frames, chunk), g.name)).numpy())

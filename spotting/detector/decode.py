@@ -1,8 +1,8 @@
 """The temporal detector's outputs -> scored candidate boxes -> suppressed boxes -> typed frame intervals.
 
-Every (position, level, class) of spotting.detector is a candidate box in seconds. Candidates are suppressed per
+Every (position, level, class) of spotting.detector.model is a candidate box in seconds. Candidates are suppressed per
 class, by Gaussian soft-NMS ("soft:<sigma>") or hard NMS ("hard:<iou>"): which one, and the score threshold per
-class, are chosen on the training subjects (spotting.detector_spotter). Boxes are converted to frame intervals
+class, are chosen on the training subjects (spotting.detector.reader). Boxes are converted to frame intervals
 at the video's own rate last, so one detector serves 30 and 200 fps alike.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from spotting import intervals as iv
-from spotting.detector import CLASSES, DetectorConfig, positions
+from spotting.detector.model import CLASSES, DetectorConfig, positions
 
 PRE_NMS_TOPK = 2000  # candidates kept per video before suppression (a 40 s video has ~2,300 positions)
 MIN_SCORE = 1e-3  # candidates below this are never intervals

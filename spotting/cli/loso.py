@@ -1,5 +1,5 @@
 """`python -m spotting loso --config configs/spotting/loso.yaml [key=value ...]`: leave-one-subject-out fine-tuning
-and fusion, scored next to the flow baseline (spotting.loso)."""
+and fusion, scored next to the flow baseline (spotting.evaluation.loso)."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +7,7 @@ import json
 
 from data.common.config import load_config
 from data.common.storage import shared_locations
-from spotting.loso import LosoConfig, run_loso
+from spotting.evaluation.loso import LosoConfig, run_loso
 
 
 def main(argv: list[str]) -> int:

@@ -7,7 +7,6 @@ encoding every window) happens once. Cache files are safetensors under
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 from pathlib import Path
 
@@ -18,11 +17,10 @@ from tqdm import tqdm
 
 from data.common.atomic import atomic_path
 from data.common.errors import DataError
-from finetune.config import FinetuneConfig
-from finetune.encoder import encoder_features, load_safetensors, require_rgb_input
-from finetune.predict import load_frames, pooled_features
+from finetune.encoder.load import encoder_digest, encoder_features, load_safetensors, require_rgb_input
+from finetune.heads.config import FinetuneConfig
+from finetune.heads.predict import load_frames, pooled_features
 from finetune.windows import Window, video_windows
-from pretrain.model_config import digest_text
 
 log = logging.getLogger(__name__)
 
@@ -33,31 +31,28 @@ class FeatureSet:
     windows: dict[str, dict[str, list[Window]]]
     pooled: dict[str, dict[str, torch.Tensor]]
 
-
-def encoder_digest(encoder: torch.nn.Module) -> str:
-    """A short hash of the encoder's weights and config: cached features are valid only for these weights."""
-    h = hashlib.sha1(digest_text(encoder.cfg).encode())  # = repr(cfg) for every config older than its late fields
-    for name, tensor in sorted(encoder.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
+    def merge(self, other: FeatureSet) -> FeatureSet:
+        """Both sets' videos (computed one video at a time)."""
+        return FeatureSet({g: {**w, **other.windows[g]} for g, w in self.windows.items()},
+                          {g: {**p, **other.pooled[g]} for g, p in self.pooled.items()})
 
 
 def plan_windows(videos: pd.DataFrame, cfg: FinetuneConfig, frames: int) -> dict[str, dict[str, list[Window]]]:
-    return {g.name: {str(r.video): video_windows(str(r.video), int(r.num_frames), float(r.fps), g.span_seconds,
-                                                 g.hop_seconds, frames)
+    return {g.name: {str(r.video): video_windows(str(r.video), int(r.num_frames), float(r.fps), g.span_s,
+                                                 g.hop_s, frames)
                      for r in videos.itertuples(index=False)}
             for g in cfg.granularities}
 
 
 def _cache_file(root: Path, gran, video: str) -> Path:
-    tag = f"{gran.name}_s{gran.span_seconds:g}_h{gran.hop_seconds:g}"
+    tag = f"{gran.name}_s{gran.span_s:g}_h{gran.hop_s:g}"
     return root / tag / f"{video}.safetensors"
 
 
-def compute_features(encoder, videos: pd.DataFrame, cfg: FinetuneConfig, cache_dir,
-                     batch_size: int = 16) -> FeatureSet:
-    """Pooled features for every window of every video in the video table, from cache where present."""
+def compute_features(encoder, videos: pd.DataFrame, cfg: FinetuneConfig, cache_dir, batch_size: int = 16,
+                     frames_of=None) -> FeatureSet:
+    """Pooled features for every window of every video in the video table, from cache where present.
+    `frames_of(row)`: a video's frames at the model's size (default: decoded from its path)."""
     from safetensors.torch import save_file
 
     require_rgb_input(encoder, cfg.model.encoder)
@@ -76,7 +71,8 @@ def compute_features(encoder, videos: pd.DataFrame, cfg: FinetuneConfig, cache_d
             video = str(r.video)
             if video not in frames_cache:
                 frames_cache.clear()  # hold one video's frames at a time
-                frames_cache[video] = load_frames(r.path, model_cfg.img_size)
+                frames_cache[video] = (frames_of(r) if frames_of is not None
+                                       else load_frames(r.path, model_cfg.img_size))
             feats = pooled_features(encoder, encoder_features, frames_cache[video], windows[g.name][video],
                                     cfg.model.pool_rows, batch_size, bar)
             with atomic_path(_cache_file(root, g, video)) as tmp:

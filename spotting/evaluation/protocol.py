@@ -10,7 +10,7 @@
 - `baseline_result`: the flow-only baseline on the same videos. It learns nothing, so it needs no folds.
 - `results_table`: results side by side, as markdown (README, comparison files) or aligned text (terminal).
 
-LOSO (spotting.loso), the published methods (spotting.published.compare), the ablation and the encoder probe
+LOSO (spotting.evaluation.loso), the published methods (spotting.published.compare), the ablation and the encoder probe
 (benchmarks/) all evaluate through here; a new spotter is a new fold runner, not a new loop.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ from data.common.config import to_dict
 from data.common.errors import ConfigError
 from data.common.tables import empty_intervals, read_predictions, write_predictions
 from spotting.baseline import BaselineConfig, spot_dataset
-from spotting.metric import evaluate, evaluate_variants
+from spotting.evaluation.metric import evaluate, evaluate_variants
 
 log = logging.getLogger(__name__)
 FOLD_DONE = "fold.json"

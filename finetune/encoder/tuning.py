@@ -1,12 +1,12 @@
 """Fine-tuning the encoder on the motion view (the stabilised, lighting-normalised, temporal-contrast input of
-finetune.motion_features) with labelled windows: the learning step of `spotting loso` inside each fold
-(spotting.tuned_channels), so the encoder channels the detector reads come from an encoder that has seen
+finetune.encoder.features) with labelled windows: the learning step of `spotting loso` inside each fold
+(spotting.channels.tuned), so the encoder channels the detector reads come from an encoder that has seen
 expressions.
 
 What learns: `partial` the last `trainable_blocks` LGI blocks and the final norm (layer-wise lr decay, the
 VideoMAE fine-tuning recipe), `full` everything; plus a window head on exactly what the detector will read
-(landmark-region token means and spreads, finetune.motion_features.pool_tokens, standardised per video and
-granularity as spotting.encoder_channels standardises them) that predicts per tubelet whether a macro / a micro
+(landmark-region token means and spreads, finetune.encoder.features.pool_tokens, standardised per video and
+granularity as spotting.channels.encoder standardises them) that predicts per tubelet whether a macro / a micro
 expression is under way. The head is thrown away afterwards: the detector reads the pooled features, not the head.
 Without the per-video standardisation the head reads identity: between-subject variance is most of the pooled
 features' variance (DESIGN.md section 5), and the first bench fold's validation AUC stayed at 0.51-0.55. The video
@@ -38,10 +38,11 @@ from tqdm import tqdm
 from data.common.config import Config, setting
 from data.common.errors import ConfigError
 from data.faces import stabilise as st
-from finetune import motion_features as mf
-from finetune.predict import batches
-from finetune.train import auto_pos_weight, encoder_param_groups
-from finetune.windows import Window, window_labels
+from data.faces.motion_view import MotionViewConfig, ViewStream, stream_windows, view_stream
+from finetune.encoder import features as mf
+from finetune.encoder.layer_decay import encoder_param_groups
+from finetune.heads.train import auto_pos_weight
+from finetune.windows import Window, batches, window_labels
 
 log = logging.getLogger(__name__)
 
@@ -93,14 +94,13 @@ class EncoderTuningConfig(Config):
 class TuningVideo:
     """One labelled video as the tuning loop reads it: window_clips' inputs and presence targets on the grid."""
     video: str
-    stream: tuple  # finetune.motion_features.model_stream
-    rate_hz: float
+    stream: ViewStream
     labels: np.ndarray  # float32 [N, 2] share of each grid step inside a macro / micro event
 
 
 def grid_labels(frame_labels: np.ndarray, steps: np.ndarray, sources: np.ndarray) -> np.ndarray:
     """Per-frame presence [F, >= 2] -> per grid step [N, 2]: the mean over the frames each step holds (steps: the
-    grid step of every frame, spotting.encoder_channels.frame_steps); a step that holds no frame (a video slower
+    grid step of every frame, spotting.channels.encoder.frame_steps); a step that holds no frame (a video slower
     than the grid) takes its source frame's."""
     num_steps = len(sources)
     total = np.zeros((num_steps, 2))
@@ -111,8 +111,8 @@ def grid_labels(frame_labels: np.ndarray, steps: np.ndarray, sources: np.ndarray
     return out.astype(np.float32)
 
 
-def tuning_video(sv: st.StableVideo, labels: np.ndarray, steps: np.ndarray, icfg: mf.MotionInputConfig) -> TuningVideo:
-    return TuningVideo(sv.video, mf.model_stream(sv, icfg), sv.rate_hz, grid_labels(labels, steps, sv.sources))
+def tuning_video(sv: st.StableVideo, labels: np.ndarray, steps: np.ndarray, view: MotionViewConfig) -> TuningVideo:
+    return TuningVideo(sv.video, view_stream(sv, view), grid_labels(labels, steps, sv.sources))
 
 
 @dataclasses.dataclass
@@ -128,7 +128,7 @@ def window_samples(videos: list[TuningVideo], grans, frames: int, tubelet: int) 
     out = []
     for i, tv in enumerate(videos):
         for g in grans:
-            for w in mf.grid_windows(len(tv.labels), tv.rate_hz, g, frames):
+            for w in mf.grid_windows(len(tv.labels), tv.stream.rate_hz, g, frames):
                 per_frame = window_labels(tv.labels, w)  # [frames, 2]
                 out.append(Sample(i, g.name, w, per_frame.reshape(-1, tubelet, 2).mean(1)))
     return out
@@ -139,7 +139,7 @@ Stats = dict  # (video index, granularity name) -> (mean [F], std [F]) of the po
 
 def pooled_features(encoder, video: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Model input [B, C, T, S, S] -> [B, T', F]: each tubelet's region means and spreads of the final tokens (what
-    the detector reads with the default pooling; spotting.loso refuses tuning for other layers and poolings)."""
+    the detector reads with the default pooling; spotting.evaluation.loso refuses tuning for other layers and poolings)."""
     _, regions, spread = mf.pool_tokens(encoder.forward_all(video), weights)
     return torch.cat([regions.flatten(2), spread.flatten(2)], -1)
 
@@ -164,27 +164,23 @@ def augment(clip: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> n
     return np.ascontiguousarray(clip, dtype=np.float32)
 
 
-def clips(videos: list[TuningVideo], batch: list[Sample], icfg: mf.MotionInputConfig) -> list[np.ndarray]:
-    out = []
-    for s in batch:
-        x, ref, running = videos[s.video].stream
-        out.append(mf.window_clips(x, [s.window], icfg, ref, running, videos[s.video].rate_hz)[0].numpy())
-    return out
+def clips(videos: list[TuningVideo], batch: list[Sample], view: MotionViewConfig) -> list[np.ndarray]:
+    return [stream_windows(videos[s.video].stream, [s.window], view)[0] for s in batch]
 
 
 @torch.no_grad()
-def encoded(encoder, videos: list[TuningVideo], samples: list[Sample], icfg, weights, batch_size: int,
+def encoded(encoder, videos: list[TuningVideo], samples: list[Sample], view, weights, batch_size: int,
             stats: Stats | None = None) -> torch.Tensor:
     """[N, T', F] pooled features of `samples`, standardised with `stats` when given; no gradients."""
     parts = []
     for b in batches(samples, batch_size):
-        x = pooled_features(encoder, torch.from_numpy(np.stack(clips(videos, b, icfg))), weights)
+        x = pooled_features(encoder, torch.from_numpy(np.stack(clips(videos, b, view))), weights)
         parts.append(x if stats is None else standardise(x, b, stats))
     return torch.cat(parts)
 
 
 @torch.no_grad()
-def video_stats(encoder, videos: list[TuningVideo], samples: list[Sample], icfg, weights, cfg) -> Stats:
+def video_stats(encoder, videos: list[TuningVideo], samples: list[Sample], view, weights, cfg) -> Stats:
     """Per video and granularity the mean and std of the pooled features over the tubelets of `stat_windows`
     evenly spaced windows, with the encoder as it is now."""
     encoder.eval()
@@ -194,19 +190,19 @@ def video_stats(encoder, videos: list[TuningVideo], samples: list[Sample], icfg,
     stats = {}
     for key, group in groups.items():
         pick = [group[i] for i in np.unique(np.linspace(0, len(group) - 1, cfg.stat_windows).round().astype(int))]
-        feats = encoded(encoder, videos, pick, icfg, weights, cfg.batch_size).flatten(0, 1)
+        feats = encoded(encoder, videos, pick, view, weights, cfg.batch_size).flatten(0, 1)
         stats[key] = (feats.mean(0), feats.std(0, correction=0) + 1e-6)
     return stats
 
 
 @torch.no_grad()
-def validation_auc(encoder, head: nn.Linear, videos, samples: list[Sample], everything: list[Sample], icfg,
+def validation_auc(encoder, head: nn.Linear, videos, samples: list[Sample], everything: list[Sample], view,
                    weights, cfg) -> float:
     """Mean over macro / micro of the tubelet-level ROC AUC on `samples` (types without both classes are skipped;
     NaN when neither has); the video statistics come from `everything`, all the validation videos' windows."""
-    stats = video_stats(encoder, videos, everything, icfg, weights, cfg)
+    stats = video_stats(encoder, videos, everything, view, weights, cfg)
     head.eval()
-    score = head(encoded(encoder, videos, samples, icfg, weights, cfg.batch_size, stats)).reshape(-1, 2).numpy()
+    score = head(encoded(encoder, videos, samples, view, weights, cfg.batch_size, stats)).reshape(-1, 2).numpy()
     truth = np.concatenate([s.target for s in samples]) > 0.5
     aucs = [roc_auc(score[:, k], truth[:, k]) for k in range(2)]
     return float(np.nanmean(aucs)) if not all(np.isnan(aucs)) else float("nan")
@@ -225,13 +221,13 @@ def epoch_samples(samples: list[Sample], cfg: EncoderTuningConfig, rng: np.rando
     return [samples[i] for i in pick]
 
 
-def probe_head(enc, head: nn.Linear, train: list[TuningVideo], tr: list[Sample], icfg, weights,
+def probe_head(enc, head: nn.Linear, train: list[TuningVideo], tr: list[Sample], view, weights,
                cfg: EncoderTuningConfig, rng: np.random.Generator, pos_weight: torch.Tensor) -> float:
     """Epoch 0: the head alone, `probe_epochs` passes over the frozen encoder's features of up to `probe_windows`
     training windows (encoded once, not augmented); the last pass's mean loss."""
-    stats = video_stats(enc, train, tr, icfg, weights, cfg)
+    stats = video_stats(enc, train, tr, view, weights, cfg)
     pick = [tr[i] for i in sorted(rng.choice(len(tr), min(cfg.probe_windows, len(tr)), replace=False))]
-    x = encoded(enc, train, pick, icfg, weights, cfg.batch_size, stats)
+    x = encoded(enc, train, pick, view, weights, cfg.batch_size, stats)
     y = torch.from_numpy(np.stack([s.target for s in pick]))
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.head_lr, weight_decay=cfg.weight_decay)
     head.train()
@@ -246,15 +242,15 @@ def probe_head(enc, head: nn.Linear, train: list[TuningVideo], tr: list[Sample],
     return float(np.mean(losses))
 
 
-def train_epoch(enc, head: nn.Linear, opt, train: list[TuningVideo], tr: list[Sample], icfg, weights,
+def train_epoch(enc, head: nn.Linear, opt, train: list[TuningVideo], tr: list[Sample], view, weights,
                 cfg: EncoderTuningConfig, rng: np.random.Generator, pos_weight: torch.Tensor) -> float:
     """One epoch of sampled, augmented windows through encoder and head; the mean loss."""
-    stats = video_stats(enc, train, tr, icfg, weights, cfg)
+    stats = video_stats(enc, train, tr, view, weights, cfg)
     enc.train()
     head.train()
     losses = []
     for batch in batches(epoch_samples(tr, cfg, rng), cfg.batch_size):
-        video = torch.from_numpy(np.stack([augment(c, cfg.augment, rng) for c in clips(train, batch, icfg)]))
+        video = torch.from_numpy(np.stack([augment(c, cfg.augment, rng) for c in clips(train, batch, view)]))
         target = torch.from_numpy(np.stack([s.target for s in batch]))
         loss = F.binary_cross_entropy_with_logits(head(standardise(pooled_features(enc, video, weights), batch,
                                                                    stats)), target, pos_weight=pos_weight)
@@ -274,7 +270,7 @@ def check_tuning(cfg: EncoderTuningConfig, encoder) -> None:
                           fix=f"at most {len(encoder.blocks)}, or encoder_tuning.mode=full")
 
 
-def tune_encoder(encoder, train: list[TuningVideo], val: list[TuningVideo], icfg: mf.MotionInputConfig, grans,
+def tune_encoder(encoder, train: list[TuningVideo], val: list[TuningVideo], view: MotionViewConfig, grans,
                  cfg: EncoderTuningConfig) -> tuple[object, dict]:
     """A copy of `encoder` fine-tuned on `train` (early stopping on `val`), in eval mode with gradients off, and
     {"best_epoch", "best_val_auc", "history": per epoch loss, validation AUC, seconds, encoder digest}.
@@ -284,13 +280,13 @@ def tune_encoder(encoder, train: list[TuningVideo], val: list[TuningVideo], icfg
     check_tuning(cfg, encoder)
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
-        enc, best, history, windows = _tune(copy.deepcopy(encoder), train, val, icfg, grans, cfg)
+        enc, best, history, windows = _tune(copy.deepcopy(encoder), train, val, view, grans, cfg)
     enc.load_state_dict(best[2])
     enc.eval().requires_grad_(False)
     return enc, {"best_epoch": best[1], "best_val_auc": best[0], **windows, "history": history}
 
 
-def _tune(enc, train, val, icfg, grans, cfg: EncoderTuningConfig):
+def _tune(enc, train, val, view, grans, cfg: EncoderTuningConfig):
     rng = np.random.default_rng(cfg.seed)
     weights = torch.from_numpy(mf.region_weights(enc.cfg.img_size, enc.cfg.patch))
     head = nn.Linear(2 * len(weights) * enc.cfg.dim, 2)  # per tubelet: macro, micro
@@ -304,9 +300,9 @@ def _tune(enc, train, val, icfg, grans, cfg: EncoderTuningConfig):
     bar = tqdm(range(cfg.epochs + 1), desc="encoder tuning", unit="epoch", leave=False)
     for epoch in bar:
         t0 = time.perf_counter()
-        loss = (train_epoch(enc, head, opt, train, tr, icfg, weights, cfg, rng, pos_weight) if epoch else
-                probe_head(enc, head, train, tr, icfg, weights, cfg, rng, pos_weight))
-        auc = validation_auc(enc, head, val, va, va_all, icfg, weights, cfg)
+        loss = (train_epoch(enc, head, opt, train, tr, view, weights, cfg, rng, pos_weight) if epoch else
+                probe_head(enc, head, train, tr, view, weights, cfg, rng, pos_weight))
+        auc = validation_auc(enc, head, val, va, va_all, view, weights, cfg)
         history.append({"epoch": epoch, "loss": round(loss, 5), "val_auc": None if np.isnan(auc) else auc,
                         "seconds": round(time.perf_counter() - t0, 1), "digest": mf.encoder_digest(enc)})
         bar.set_postfix(val_auc=f"{auc:.3f}")

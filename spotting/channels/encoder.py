@@ -1,13 +1,14 @@
-"""Encoder channels: pooled frozen-encoder features of the stabilised face, as per-frame curves of one video.
+"""The `encoder` channel set: pooled encoder features of the stabilised face, as per-frame curves of one video.
 
 Chain (each stage cached when a cache folder is given):
-  video -> data.faces.stabilise.prepare (canonical time grid, dlib track, per-frame alignment + ECC, grey crops)
-        -> finetune.motion_features (lighting normalisation, temporal-contrast view, encoder per granularity
+  video (data.faces.face_video: one decode, one face track)
+        -> data.faces.stabilise.prepare (canonical time grid, per-frame alignment + ECC, grey crops)
+        -> finetune.encoder.features (the motion view of data.faces.motion_view, the encoder per granularity
            window, tokens pooled by landmark region and row, onto the grid)
         -> `pooled` features of every granularity, put on the video's own frames, each standardised over the video.
 
-The defaults are the research probe's recommendation (RESEARCH_NOTES.md section 1): stabilised / plane lighting /
-"ref" contrast, regions + token spread, both granularities, per-video standardisation (removes identity offsets).
+The defaults are the encoder-input probe's recommendation (docs/results.md): stabilised / plane lighting / "ref"
+contrast, regions + token spread, both granularities, per-video standardisation (removes identity offsets).
 Channel names depend on the config and the encoder's width only, never on the frame rate.
 """
 from __future__ import annotations
@@ -22,9 +23,11 @@ import numpy as np
 from data.common.config import Config
 from data.common.errors import ConfigError, DataError
 from data.faces import stabilise as st
-from finetune import motion_features as mf
-from finetune.windows import sample_step
-from spotting.channels import ANY, ENCODER, Channel
+from data.faces.face_video import FaceVideo
+from data.faces.motion_view import MotionViewConfig
+from finetune.encoder import features as mf
+from finetune.windows import Granularity, check_granularities, default_granularities, sample_step
+from spotting.channels.vocabulary import ANY, ENCODER, Channel
 
 _BANDS = re.compile(r"^([1-9][0-9]*)bands$")
 
@@ -32,23 +35,20 @@ _BANDS = re.compile(r"^([1-9][0-9]*)bands$")
 @dataclasses.dataclass
 class EncoderChannelsConfig(Config):
     stabilisation: st.StabiliseConfig = dataclasses.field(default_factory=st.StabiliseConfig)
-    input: mf.MotionInputConfig = dataclasses.field(default_factory=mf.MotionInputConfig)
+    view: MotionViewConfig = dataclasses.field(default_factory=MotionViewConfig)
     # "regions+std": landmark-region means and the spread of each region's tokens (the spread carries most of the
     # probe's gain); "regions": the means only; "<k>bands": k horizontal bands (k must divide the token rows)
     pool: str = "regions+std"
-    granularities: list[mf.Granularity] = dataclasses.field(
-        default_factory=lambda: [dataclasses.replace(g) for g in mf.DEFAULT_GRANULARITIES])
+    granularities: list[Granularity] = dataclasses.field(default_factory=default_granularities)
 
     def check(self) -> None:
         if self.pool not in ("regions", "regions+std") and not _BANDS.match(self.pool):
             raise ConfigError(f"unknown pooling {self.pool!r}", field="pool", fix="regions+std, regions or <k>bands")
-        names = [g.name for g in self.granularities]
-        if not names or len(set(names)) != len(names) or not all(names):
-            raise ConfigError(f"granularity names {names} must be non-empty and distinct", field="granularities")
+        check_granularities(self.granularities)
 
 
 def pooled(feats: dict[str, np.ndarray], pool: str, gran: str) -> tuple[np.ndarray, list[tuple[str, str]]]:
-    """One granularity's grid arrays (finetune.motion_features) -> ([N, F] features, F (source, signal) names)."""
+    """One granularity's grid arrays (finetune.encoder.features) -> ([N, F] features, F (source, signal) names)."""
     rows = feats["rows"]  # [N, H', D]
     n, height, dim = rows.shape
     bands = _BANDS.match(pool)
@@ -82,14 +82,16 @@ def shortest_window_frames(cfg: EncoderChannelsConfig, frames: int) -> int:
     return min(round(sample_step(rate, g.span_s, frames) * frames) for g in cfg.granularities)
 
 
-def check_video(path, fps: float, num_frames: int, cfg: EncoderChannelsConfig, frames: int) -> None:
+def check_video(source: FaceVideo, cfg: EncoderChannelsConfig, frames: int) -> None:
+    fps, num_frames = source.fps, source.num_frames
     if fps <= 0 or num_frames < 1:
-        raise DataError(f"fps={fps}, num_frames={num_frames} must be positive", path=path, fix="fix the video table")
+        raise DataError(f"fps={fps}, num_frames={num_frames} must be positive", path=source.where,
+                        fix="fix the video table")
     steps = st.grid_length(num_frames, fps, cfg.stabilisation.rate_hz)
     need = shortest_window_frames(cfg, frames)
     if steps < need:
         raise DataError(f"{num_frames / fps:.2f} s is shorter than the shortest encoder window "
-                        f"({need / cfg.stabilisation.rate_hz:.2f} s)", path=path,
+                        f"({need / cfg.stabilisation.rate_hz:.2f} s)", path=source.where,
                         fix="use a longer video or a shorter granularity span")
 
 
@@ -103,24 +105,22 @@ def cache_dirs(cache_dir, stab: st.StabiliseConfig) -> tuple[Path, Path] | tuple
     return root / f"stab{stab.rate_hz:g}{tag}", root / f"feat{tag}"
 
 
-def stable_video(path, video: str, fps: float, num_frames: int, cfg: EncoderChannelsConfig, frames: int,
-                 cache_dir=None) -> st.StableVideo:
+def stable_video(source: FaceVideo, cfg: EncoderChannelsConfig, frames: int, cache_dir=None) -> st.StableVideo:
     """The video's stabilised stream (cached under cache_dir as encoder_channels caches it), checked first: a
-    DataError naming `path` for a video shorter than the shortest window of `frames` grid steps."""
-    check_video(path, fps, num_frames, cfg, frames)
-    return st.prepare(path, video, fps, cfg.stabilisation, cache_dirs(cache_dir, cfg.stabilisation)[0])
+    DataError naming the video for one shorter than the shortest window of `frames` grid steps."""
+    check_video(source, cfg, frames)
+    return st.prepare(source, cfg.stabilisation, cache_dirs(cache_dir, cfg.stabilisation)[0])
 
 
-def encoder_channels(path, video: str, fps: float, num_frames: int, encoder, cfg: EncoderChannelsConfig,
-                     cache_dir=None) -> dict[Channel, np.ndarray]:
+def encoder_channels(source: FaceVideo, encoder, cfg: EncoderChannelsConfig, cache_dir=None) -> dict[Channel, np.ndarray]:
     """{Channel(ENCODER, ANY, "<granularity>.<region or band>", "mean<i>" | "std<i>"): float32 [num_frames]}:
     the pooled encoder features of every granularity at the video's own frames, each standardised over the video.
 
-    cache_dir: folder holding stab<rate>/ and feat/ (None: nothing is written). Raises DataError naming `path`
-    for a video shorter than the shortest window or with a face in too few frames."""
-    sv = stable_video(path, video, fps, num_frames, cfg, encoder.cfg.frames, cache_dir)
-    feats = mf.load_or_encode(encoder, sv, cfg.input, cache_dirs(cache_dir, cfg.stabilisation)[1], cfg.granularities)
-    steps = frame_steps(num_frames, fps, sv.rate_hz, len(sv.crops))
+    cache_dir: folder holding stab<rate>/ and feat/ (None: nothing is written). Raises DataError naming the video
+    for one shorter than the shortest window or with a face in too few frames."""
+    sv = stable_video(source, cfg, encoder.cfg.frames, cache_dir)
+    feats = mf.load_or_encode(encoder, sv, cfg.view, cache_dirs(cache_dir, cfg.stabilisation)[1], cfg.granularities)
+    steps = frame_steps(source.num_frames, source.fps, sv.rate_hz, len(sv.crops))
     out: dict[Channel, np.ndarray] = {}
     for g in cfg.granularities:
         x, names = pooled(feats[g.name], cfg.pool, g.name)

@@ -1,11 +1,11 @@
-"""The learned spotter: a temporal detector (spotting.detector) over a video's feature channels, fitted on
-training subjects only, and kept as a folder `python -m spotting spot` reads.
+"""The detector reader: temporal detectors (spotting.detector.model) over a video's channels, fitted on training
+subjects only, saved in the spotter folder `python -m spotting spot` reads.
 
-Input: a video's channels (spotting.channels.VideoFeatures: the flow cues, the per-pair region motion, the
-spotting heads' curves), put on the detector's time grid (`on_grid`: frames averaged into grid steps, or
+Input: a video's channels (spotting.channels: any of the sets, read in channel-name order), put on the detector's
+time grid (`on_grid`: frames averaged into grid steps, or
 interpolated when the video is slower than the grid) and standardised with the training videos' statistics.
-Fitting (`fit_spotter`): the training subjects are split leave-one-subject-out again (inner folds); an inner
-detector per inner fold scores its held-out training subject at each training length in `checkpoints`; the
+Fitting (`fit_reader`): the training subjects are split leave-one-subject-out again (inner folds); an inner
+detector per inner fold scores its held-out training subject at each training length in `steps_grid`; the
 length, each class's suppression (`nms_grid`) and score threshold are chosen where the pooled inner F1 is best,
 from those out-of-sample boxes only. Then `final_models` detectors are trained on every training subject for that
 length; their outputs are averaged before decoding. Nothing about a subject outside `items` is read.
@@ -28,23 +28,22 @@ from data.common.config import Config, build, setting, to_dict
 from data.common.errors import ConfigError, DataError
 from data.common.tables import empty_intervals
 from data.faces.stabilise import grid_length
-from spotting import detector as dt
-from spotting import detector_decode as dd
 from spotting import intervals as iv
-from spotting.channels import ENCODER, Channel, VideoFeatures
-from spotting.detector_select import choose
-from spotting.encoder_channels import per_video_standardise
-from spotting.fusion import design
-from spotting.protocol import loso_splits
+from spotting.channels.encoder import per_video_standardise
+from spotting.channels.vocabulary import CHANNEL_SETS, ENCODER, Channel, VideoFeatures, design
+from spotting.detector import decode as dd
+from spotting.detector import model as dt
+from spotting.detector.select import choose
+from spotting.evaluation.protocol import loso_splits
 
 log = logging.getLogger(__name__)
 FINAL_SEED = 100  # final detectors use seeds FINAL_SEED + i, inner ones 0: no two share an initialisation
 
 
 @dataclasses.dataclass
-class DetectorSpotterConfig(Config):
+class DetectorReaderConfig(Config):
     detector: dt.DetectorConfig = dataclasses.field(default_factory=dt.DetectorConfig)
-    checkpoints: list[int] = setting(factory=lambda: [100, 200, 300, 400], ge=1)  # training lengths tried
+    steps_grid: list[int] = setting(factory=lambda: [100, 200, 300, 400], ge=1)  # training lengths tried
     # per class; on a tie the first wins: hard NMS leaves no near-copies of a box, whose soft-NMS scores
     # would otherwise depend on how the final detector's scores are calibrated against the inner ones'
     nms_grid: list[str] = dataclasses.field(default_factory=lambda: ["hard:0.3", "soft:0.5"])
@@ -54,8 +53,8 @@ class DetectorSpotterConfig(Config):
     encoder_pca: int = setting(64, ge=0)  # encoder channels -> this many principal components (0: all)
 
     def check(self) -> None:
-        if not self.checkpoints:
-            raise ConfigError("needs at least one training length", field="checkpoints", fix="e.g. [200, 400]")
+        if not self.steps_grid:
+            raise ConfigError("needs at least one training length", field="steps_grid", fix="e.g. [200, 400]")
         for spec in self.nms_grid or [None]:
             try:
                 dd.parse_nms(spec or "")
@@ -164,19 +163,29 @@ def candidates(runs: list[dict[str, list]], items: list[VideoFeatures], dcfg: dt
                                 grid_length(it.num_frames, it.fps, dcfg.rate_hz), dcfg) for it in items}
 
 
-# ---- the fitted spotter ----------------------------------------------------------------------------------------
+# ---- the fitted reader -----------------------------------------------------------------------------------------
 
 @dataclasses.dataclass
-class DetectorSpotter:
-    """A fitted detector spotter: its config, input channels and their normalisation, the choices made on the
+class DetectorReader:
+    """A fitted detector reader: its config, input channels and their normalisation, the choices made on the
     inner folds (training length, per-class suppression and threshold) and the trained detectors."""
-    config: DetectorSpotterConfig
+    config: DetectorReaderConfig
     norm: Normaliser
     selection: dict
     models: list[dt.TemporalDetector]
 
-    FORMAT: ClassVar[int] = 1
+    READS: ClassVar[tuple[str, ...]] = CHANNEL_SETS  # every set: it learns which channel speaks for which type
+    FORMAT: ClassVar[int] = 2  # 1: channel sets named "model" and "cue", the selection's "checkpoint"
     FILE: ClassVar[str] = "detector.json"
+
+    @staticmethod
+    def fit(items: list[VideoFeatures], gt: pd.DataFrame, sets: tuple[str, ...], cfg) -> DetectorReader:
+        """Fitted on `items` (training subjects only) reading the channel sets `sets` (fit_reader)."""
+        return fit_reader(items, gt, sets, cfg)
+
+    @property
+    def channel_sets(self) -> set[str]:
+        return {c.set for c in self.norm.channels}
 
     def boxes(self, item: VideoFeatures) -> np.ndarray:
         """Suppressed boxes [M, 4] (onset_s, end_s, score, class) of one video."""
@@ -184,6 +193,18 @@ class DetectorSpotter:
         x = self.norm.apply(item, dcfg.rate_hz)
         cand = candidates([{item.video: dt.raw_outputs(m, x)} for m in self.models], [item], dcfg)
         return dd.suppress_all(cand[item.video], self.selection["nms"])
+
+    def curves(self, item: VideoFeatures) -> dict[str, np.ndarray]:
+        """Per-frame score of each type: the best suppressed box covering the frame."""
+        boxes = self.boxes(item)
+        out = {}
+        for k, kind in enumerate(dt.CLASSES):
+            curve = np.zeros(item.num_frames, np.float32)
+            mine = boxes[boxes[:, 3] == k]
+            for (on, off), score in zip(dd.frame_spans(mine, item.fps, item.num_frames), mine[:, 2]):
+                curve[on:off + 1] = np.maximum(curve[on:off + 1], score)
+            out[kind] = curve
+        return out
 
     def spot_item(self, item: VideoFeatures) -> list[iv.Interval]:
         return dd.to_intervals(self.boxes(item), item.fps, item.num_frames, self.selection["threshold"],
@@ -212,7 +233,7 @@ class DetectorSpotter:
         return folder
 
     @classmethod
-    def load(cls, folder) -> DetectorSpotter:
+    def load(cls, folder) -> DetectorReader:
         folder = Path(folder)
         path = folder / cls.FILE
         fix = "refit it: rerun `python -m spotting loso` with final_model=true"
@@ -224,7 +245,7 @@ class DetectorSpotter:
             raise DataError(f"detector format {raw.get('format')}; this version reads {cls.FORMAT}", path=path,
                             field="format", fix=fix)
         check_folder(folder, raw["files"], fix)
-        cfg = build(DetectorSpotterConfig, raw["config"], str(path), "config.")
+        cfg = build(DetectorReaderConfig, raw["config"], str(path), "config.")
         norm = Normaliser([Channel(**c) for c in raw["channels"]], raw["mean"], raw["std"], raw["basis"])
         models = []
         for name in sorted(raw["files"]):
@@ -235,7 +256,7 @@ class DetectorSpotter:
 
 
 def inner_selection(items: list[VideoFeatures], gt: pd.DataFrame, channels: list[Channel],
-                    cfg: DetectorSpotterConfig) -> dict:
+                    cfg: DetectorReaderConfig) -> dict:
     """Training length, per-class suppression and threshold from leave-one-subject-out detectors over `items`."""
     subjects = sorted({it.subject for it in items})
     if len(subjects) < 2:
@@ -243,22 +264,22 @@ def inner_selection(items: list[VideoFeatures], gt: pd.DataFrame, channels: list
         splits = [(subjects, subjects[0])]
     else:
         splits = [(list(s.train), s.test) for s in loso_splits(subjects)]
-    cands: dict[int, dict] = {c: {} for c in cfg.checkpoints}
+    cands: dict[int, dict] = {c: {} for c in cfg.steps_grid}
     for train_subjects, test in splits:
         train = [it for it in items if it.subject in train_subjects]
         test_items = [it for it in items if it.subject == test]
-        run = train_and_score(train, test_items, gt, channels, cfg, 0, sorted(cfg.checkpoints))
-        for c in cfg.checkpoints:
+        run = train_and_score(train, test_items, gt, channels, cfg, 0, sorted(cfg.steps_grid))
+        for c in cfg.steps_grid:
             cands[c].update(candidates([run[c]], test_items, cfg.detector))
     choices = {c: choose(cands[c], items, gt, cfg.nms_grid, cfg.threshold_grid, cfg.micro_inside_macro)
-               for c in cfg.checkpoints}
-    best = max(cfg.checkpoints, key=lambda c: (choices[c]["inner_overall_f1"], -c))
-    return {"checkpoint": best, **choices[best],
-            "tried": {str(c): round(choices[c]["inner_overall_f1"], 4) for c in cfg.checkpoints}}
+               for c in cfg.steps_grid}
+    best = max(cfg.steps_grid, key=lambda c: (choices[c]["inner_overall_f1"], -c))
+    return {"steps": best, **choices[best],
+            "tried": {str(c): round(choices[c]["inner_overall_f1"], 4) for c in cfg.steps_grid}}
 
 
-def fit_spotter(items: list[VideoFeatures], gt: pd.DataFrame, sets: tuple[str, ...],
-                cfg: DetectorSpotterConfig) -> DetectorSpotter:
+def fit_reader(items: list[VideoFeatures], gt: pd.DataFrame, sets: tuple[str, ...],
+               cfg: DetectorReaderConfig) -> DetectorReader:
     """Inner-fold choices, then `final_models` detectors on every video of `items` (training subjects only:
     only the rows of `gt` whose video is in `items` are read)."""
     if not items:
@@ -267,13 +288,13 @@ def fit_spotter(items: list[VideoFeatures], gt: pd.DataFrame, sets: tuple[str, .
     gt = gt[gt["video"].isin({it.video for it in items})]
     channels = items[0].all_channels(sets)
     if not channels:
-        raise DataError(f"no channels of sets {list(sets)} to detect from", field="fusion",
-                        fix="enable fusion.use_model or fusion.use_cues")
+        raise DataError(f"no channels of sets {list(sets)} to detect from", field="channels",
+                        fix=f"name channel sets the videos have, of {list(CHANNEL_SETS)}")
     selection = inner_selection(items, gt, channels, cfg)
     rate = cfg.detector.rate_hz
     norm = Normaliser.fit(items, channels, rate, cfg.encoder_pca)
     xs = [norm.apply(it, rate) for it in items]
     events = [events_on_grid(gt[gt["video"] == it.video], it.fps, rate) for it in items]
     models = [dt.train_detector(xs, events, dataclasses.replace(cfg.detector, seed=FINAL_SEED + i),
-                                selection["checkpoint"]).eval() for i in range(cfg.final_models)]
-    return DetectorSpotter(cfg, norm, selection, models)
+                                selection["steps"]).eval() for i in range(cfg.final_models)]
+    return DetectorReader(cfg, norm, selection, models)

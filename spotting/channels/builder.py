@@ -1,0 +1,51 @@
+"""The one builder of a spotter's label-free channel sets (`cues`, `flow`, `encoder`) for any video.
+
+LOSO (every video of a dataset) and `python -m spotting spot` (a new video) both call `ChannelBuilder.channels`,
+so a fitted reader finds at prediction time exactly the channels it was fitted on. Each video is a
+data.faces.face_video.FaceVideo: decoded once, its face tracked once, and every set derives from those frames and
+that track; with warm caches nothing is decoded at all. The `heads` set needs trained heads, so LOSO makes it per
+fold (spotting.evaluation.loso) and `spot` from the spotter folder's heads (spotting.spot).
+
+Caches under `cache` (None: nothing written): cues/<video>.npz (the flow's region curves; the flow baseline row
+of LOSO reads the same files) and faces/<video>.npz (the face track); the encoder channels' stabilised streams
+and features under `encoder_cache` (spotting.channels.encoder).
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from data.faces.face_video import MAX_SHORT_SIDE, FaceVideo
+from spotting.baseline import BaselineConfig
+from spotting.channels.cues import cue_channels
+from spotting.channels.encoder import EncoderChannelsConfig, encoder_channels
+from spotting.channels.vocabulary import CUES, ENCODER, FLOW, Channel
+
+
+@dataclasses.dataclass
+class ChannelBuilder:
+    sets: tuple[str, ...]  # the channel sets to build (spotting.channels.vocabulary.CHANNEL_SETS; heads are skipped)
+    baseline: BaselineConfig  # how the cues and flow channels are made
+    encoder_channels: EncoderChannelsConfig  # how the encoder channels are made
+    encoder: object | None = None  # the encoder the encoder channels read
+    cache: Path | None = None
+    encoder_cache: Path | None = None
+    max_short_side: int | None = MAX_SHORT_SIDE  # larger frames are decoded scaled down (data.faces.face_video)
+
+    def source(self, path, name: str, fps: float | None = None, progress: bool = False) -> FaceVideo:
+        """The video as every set reads it; its face track cached under `cache` (faces/<name>.npz)."""
+        track = self.cache / "faces" / f"{name}.npz" if self.cache is not None else None
+        return FaceVideo(path, name, fps, track_cache=track, max_short_side=self.max_short_side,
+                         detect_every=self.encoder_channels.stabilisation.detect_every, progress=progress)
+
+    def channels(self, source: FaceVideo) -> dict[Channel, np.ndarray]:
+        """{Channel: float curve [num_frames]} of every set in `sets` but heads."""
+        out: dict[Channel, np.ndarray] = {}
+        if CUES in self.sets or FLOW in self.sets:
+            cache = self.cache / "cues" / f"{source.name}.npz" if self.cache is not None else None
+            out.update({c: v for c, v in cue_channels(source, self.baseline, cache).items() if c.set in self.sets})
+        if ENCODER in self.sets:
+            out.update(encoder_channels(source, self.encoder, self.encoder_channels, self.encoder_cache))
+        return out
