@@ -19,7 +19,9 @@ Variants (each one spotting.evaluation.loso run in OUT/<variant>, the protocol's
 The flow-only baseline (no learning) is scored on the same videos by every run. Flow cues are computed once and
 shared through OUT/shared (they hold no labels), heads' features once per encoder in OUT/features, and the encoder
 channels' inputs (stabilised streams, features, tuned encoders) in OUT/encoder_input unless encoder_cache= says.
-Writes OUT/ablation.json and OUT/ablation.md (the README table) over every variant finished in OUT, and prints it.
+Writes OUT/ablation.json and OUT/ablation.md (the README table) over every variant finished in OUT, and prints it,
+with each run's same-type copies (predictions that overlap a better one of their type by IoU >= 0.5:
+spotting.intervals.count_copies). `--variants ""` only rebuilds the table from the runs already in OUT.
 """
 from __future__ import annotations
 
@@ -33,8 +35,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data.common.atomic import write_json, write_text  # noqa: E402
 from data.common.config import load_config, replace  # noqa: E402
+from data.common.tables import read_predictions  # noqa: E402
 from spotting.evaluation import protocol  # noqa: E402
 from spotting.evaluation.loso import LosoConfig, run_loso  # noqa: E402
+from spotting.intervals import count_copies  # noqa: E402
 
 # name: (table label, changes to the LOSO config)
 VARIANTS = {
@@ -84,7 +88,9 @@ def finished(out: Path) -> dict:
         if (run / "metrics.json").is_file() and (run / "baseline_metrics.json").is_file():
             results[name] = {"spotter": json.loads((run / "metrics.json").read_text()),
                              "baseline": json.loads((run / "baseline_metrics.json").read_text()),
-                             "config": json.loads((run / "config.json").read_text())}
+                             "config": json.loads((run / "config.json").read_text()),
+                             "same_type_copies": {role: count_copies(read_predictions(run / f"{prefix}predictions.csv"))
+                                                  for role, prefix in (("spotter", ""), ("baseline", "baseline_"))}}
     return results
 
 
@@ -93,7 +99,10 @@ def table(results: dict) -> str:
     first = next(iter(results.values()))
     rows = [protocol.Row("flow-only baseline (no learning)", first["baseline"])]
     rows += [protocol.Row(VARIANTS[name][0], r["spotter"]) for name, r in results.items()]
-    return protocol.results_table(rows, ["macro", "micro", "overall", "counts"], label="variant") + "\n"
+    copies = "; ".join(f"{name} {r['same_type_copies']['spotter']}" for name, r in results.items())
+    return (protocol.results_table(rows, ["macro", "micro", "overall", "counts"], label="variant") + "\n\n"
+            f"Same-type copies (IoU >= 0.5) in the pooled predictions: baseline "
+            f"{first['same_type_copies']['baseline']}; {copies}.\n")
 
 
 def main(argv=None) -> int:

@@ -6,7 +6,8 @@ video by default, see `landmarks`) -> one score per frame. The "apex" score at f
 is min(m[i-k], m[i]): motion into frame i AND back out of it, so transient expressions peak at their apex while
 lasting changes (a head turn that stays, illumination drift) excite only one side. Apexes within k frames
 of either end of the video cannot be spotted this way. Then spotting.intervals does
-smoothing, the SOFTNet threshold, peaks k apart, intervals around the peaks, NMS, and drops micro inside macro.
+smoothing, the SOFTNet threshold, peaks k apart, intervals around the peaks, NMS, and final_intervals (copies and
+micro inside macro dropped).
 """
 from __future__ import annotations
 
@@ -174,7 +175,7 @@ def spot_type(curves: dict, cfg: BaselineConfig, kind: str, fps: float, num_fram
 def spot_curves(curves: dict, cfg: BaselineConfig, fps: float, num_frames: int) -> list[iv.Interval]:
     """Typed intervals of one video from its cached region curves (k -> [F, T, R])."""
     found = {kind: spot_type(curves, cfg, kind, fps, num_frames) for kind in TYPES}
-    return iv.resolve_types(found["macro"], found["micro"], cfg.micro_inside_macro)
+    return iv.final_intervals(found["macro"], found["micro"], cfg.micro_inside_macro)
 
 
 def video_region_curves(source, cfg: BaselineConfig, cache_path, landmarks=None) -> dict:

@@ -1,7 +1,8 @@
 """Per-frame score curve -> typed intervals: smoothing, threshold, peaks, interval formation, NMS, type conflicts.
 
 Shared by every spotter: the flow baseline feeds region-motion curves, model-based spotters feed predicted
-per-frame scores; both end in `spot_curve` (one type) and `resolve_types` (macro vs micro).
+per-frame scores; both end in `spot_curve` (one type), and every spotter's output goes last through
+`final_intervals` (no two intervals of one type overlapping by IoU >= 0.5; micro inside macro dropped).
 Frames are 0-based and intervals inclusive, as in the interval table (DESIGN.md §3).
 """
 from __future__ import annotations
@@ -110,6 +111,54 @@ def nms(intervals: list[Interval], iou_threshold: float) -> list[Interval]:
     return sorted(kept, key=lambda x: x.onset)
 
 
+# Two intervals of one type at this IoU or more are copies of one event: the metric (spotting.evaluation.metric)
+# matches a prediction to a ground truth at IoU >= 0.5 one to one, so every copy after the first is a false positive.
+COPY_IOU = 0.5
+
+
+def first_copies(spans: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """bool [M]: which of the inclusive frame spans [M, 2] (onset, offset) survive greedy suppression of copies,
+    best score first (ties: the earlier row), where a copy overlaps an already kept span by IoU >= COPY_IOU,
+    compared in integers as the metric does. A span's fate depends only on the better-scored ones, so the
+    spans kept above any score threshold are those this mask keeps above it."""
+    spans = np.asarray(spans, np.int64).reshape(-1, 2)
+    keep = np.zeros(len(spans), bool)
+    alive = np.ones(len(spans), bool)
+    for i in np.argsort(-np.asarray(scores, np.float64), kind="stable"):
+        if not alive[i]:
+            continue
+        keep[i] = True
+        inter = np.clip(np.minimum(spans[i, 1], spans[:, 1]) - np.maximum(spans[i, 0], spans[:, 0]) + 1, 0, None)
+        union = (spans[i, 1] - spans[i, 0] + 1) + (spans[:, 1] - spans[:, 0] + 1) - inter
+        alive &= ~(inter >= COPY_IOU * union)
+    return keep
+
+
+def drop_copies(intervals: list[Interval]) -> list[Interval]:
+    """One type's intervals without copies (first_copies): of two intervals with IoU >= 0.5, the higher-scored
+    one stays as it was decoded.
+
+    Keep, not merge: the kept copy's boundaries are the ones the spotter scored best (the detector regressed
+    them, the curve's extent drew them); a merged union is longer than either copy, can fall below IoU 0.5 with
+    the event the better copy matched, and has no score of its own. Intervals overlapping by less (IoU < 0.5) are
+    all kept: they may be two events close together (two micro-expressions 0.3 s apart), and each reader's own
+    suppression, chosen on training subjects, already decided about them."""
+    if len(intervals) < 2:
+        return list(intervals)
+    spans = np.array([(i.onset, i.offset) for i in intervals])
+    keep = first_copies(spans, np.array([i.score for i in intervals]))
+    return [i for i, k in zip(intervals, keep) if k]
+
+
+def count_copies(pred: pd.DataFrame) -> int:
+    """Rows of a predictions table that are a copy (IoU >= 0.5) of a better-scored row of the same video and
+    type: what final_intervals drops, and a false positive each under the metric."""
+    dropped = 0
+    for _, rows in pred.groupby(["video", "type"], sort=False):
+        dropped += len(rows) - int(first_copies(rows[["onset", "offset"]].to_numpy(), rows["score"].to_numpy()).sum())
+    return dropped
+
+
 def covered_fraction(inner: Interval, outer: Interval) -> float:
     """How much of `inner` lies inside `outer`."""
     inter = min(inner.offset, outer.offset) - max(inner.onset, outer.onset) + 1
@@ -121,6 +170,14 @@ def resolve_types(macro: list[Interval], micro: list[Interval], max_inside: floa
     a macro expression's onset/offset also excites the micro stream, and ground truth never nests them."""
     kept_micro = [m for m in micro if all(covered_fraction(m, big) <= max_inside for big in macro)]
     return sorted(macro + kept_micro, key=lambda x: (x.onset, x.type))
+
+
+def final_intervals(macro: list[Interval], micro: list[Interval], max_inside: float) -> list[Interval]:
+    """The last step of every spotter (the detector and logistic readers, the flow baseline, the published
+    methods, live spotting): copies of one interval dropped per type (drop_copies), then micro intervals lying
+    inside a final macro interval dropped (resolve_types). Nothing of one type then overlaps by IoU >= 0.5;
+    below that, both intervals stay (drop_copies says why). Sorted by onset, then type."""
+    return resolve_types(drop_copies(macro), drop_copies(micro), max_inside)
 
 
 def spot_curve(curve: np.ndarray, half_width: int, p: float, kind: str, smooth_window: int = 1,

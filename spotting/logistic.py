@@ -6,7 +6,7 @@ heads' presence / apex probabilities `heads`; READS) to the probability that the
 of that type; a `TypeFit` holds one type's channels, weights and thresholds. It is fitted on frames of training
 subjects only (the caller passes only those); the peak threshold and interval width per type are then chosen on
 out-of-sample scores of the training subjects. Spotting the fused curve reuses spotting.intervals (smoothing,
-threshold, peaks, extents, NMS, micro-inside-macro).
+threshold, peaks, extents, NMS, final_intervals).
 """
 from __future__ import annotations
 
@@ -118,7 +118,7 @@ class LogisticReader:
             rule, fit = self.rule(kind), self.types[kind]
             found[kind] = spot_smoothed(smoothed_curve(fused_curve(self, item, kind), rule, item.fps), rule,
                                         item.fps, kind, fit.p, fit.min_score, self.config, self.width(kind))
-        return iv.resolve_types(found["macro"], found["micro"], self.config.micro_inside_macro)
+        return iv.final_intervals(found["macro"], found["micro"], self.config.micro_inside_macro)
 
     def predict(self, items: list[VideoFeatures]) -> pd.DataFrame:
         """Predictions table for `items`."""
@@ -232,13 +232,16 @@ def spot_smoothed(smoothed: np.ndarray, rule: LogisticTypeConfig, fps: float, ki
 
 def _choice_score(smoothed: dict, val: list[VideoFeatures], gt_val: pd.DataFrame, kind: str, choice: tuple,
                   cfg: LogisticConfig, macro_found: dict | None) -> tuple[dict, dict]:
-    """(metric of `kind`, intervals by video) for one (half-width, p, min_score) setting on the `val` videos;
-    with `macro_found`, micro intervals inside those macro intervals are dropped first, as at prediction time."""
+    """(metric of `kind`, intervals by video) for one (half-width, p, min_score) setting on the `val` videos,
+    through spotting.intervals.final_intervals as at prediction time: with `macro_found` (the chosen macro
+    intervals), micro intervals inside them are dropped."""
     w, p, m = choice
     rule = getattr(cfg, kind)
     found = {it.video: spot_smoothed(smoothed[it.video], rule, it.fps, kind, p, m, cfg, w) for it in val}
-    if macro_found is not None:
-        found = {v: iv.resolve_types(macro_found[v], f, cfg.micro_inside_macro) for v, f in found.items()}
+    if macro_found is None:
+        found = {v: iv.final_intervals(f, [], cfg.micro_inside_macro) for v, f in found.items()}
+    else:
+        found = {v: iv.final_intervals(macro_found[v], f, cfg.micro_inside_macro) for v, f in found.items()}
     rows = [iv.to_frame(found[it.video], it.subject, it.video) for it in val]
     pred = pd.concat([empty_intervals(with_score=True)] + rows, ignore_index=True)
     return evaluate(gt_val, pred)[kind], found

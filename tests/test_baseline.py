@@ -174,3 +174,36 @@ def test_timeline_plot_marks_true_and_false_positives(tiny_dataset, tmp_path):
     assert evaluate(gt, pred)["overall"]["fp"] == 1
     path = plot_timeline(gt, pred, read_videos(tiny_dataset / "videos.csv"), tmp_path / "t.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def _copies(intervals) -> int:
+    return sum(a.type == b.type and iv.iou(a, b) >= 0.5 for i, a in enumerate(intervals) for b in intervals[i + 1:])
+
+
+def test_the_final_step_changes_baseline_and_published_outputs_only_where_they_hold_copies():
+    """spotting.intervals.final_intervals is the last step of every spotter. The baseline and the published
+    methods suppress at IoU <= 0.5 themselves, so their intervals come out as before (resolve_types alone); a
+    curve whose NMS lets copies through (nms_iou 1.0, half-maximum extents of two peaks on one bump) loses
+    exactly the copy."""
+    from data.flow import regions as fl
+    from spotting.published import lgnmnet, softnet
+
+    rng = np.random.default_rng(0)
+    fps, n = 30.0, 900
+    cfg = bl.BaselineConfig()
+    total = 0
+    for _ in range(4):
+        curves = {k: rng.random((len(fl.FEATURES), n, len(fl.REGIONS))) ** 4 for k in bl.needed_ks(cfg, fps)}
+        found = {kind: bl.spot_type(curves, cfg, kind, fps, n) for kind in ("macro", "micro")}
+        assert bl.spot_curves(curves, cfg, fps, n) == iv.resolve_types(found["macro"], found["micro"], 0.5)
+        total += len(found["macro"]) + len(found["micro"])
+        score = rng.random(n) ** 4
+        for spotted in (softnet.spot(score, 6, 0.3, "micro"), lgnmnet.spot(score, 6, 0.3, "micro", 15)):
+            assert spotted and iv.drop_copies(spotted) == spotted
+    assert total > 20  # the curves gave intervals to compare
+
+    curve = np.zeros(300)
+    curve[100:201], curve[115], curve[140] = 1.0, 1.2, 1.3  # two peaks on one bump
+    own = iv.spot_curve(curve, 6, 0.0, "macro", extent="half_max", nms_iou=1.0, max_half=30)
+    assert [(i.onset, i.offset) for i in own] == [(100, 145), (110, 170)] and _copies(own) == 1
+    assert iv.final_intervals(own, [], 0.5) == [own[1]]  # the higher-scored copy, unchanged

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 
 def _load(name: str):
@@ -36,11 +37,25 @@ def test_ablation_table_lists_the_baseline_then_each_variant():
         part = {"f1": f1, "tp": 3, "fp": 1, "fn": 2}
         return {"megc": {"macro": part, "micro": part, "overall": part}}
 
-    text = ablation.table({"detector_cues": {"spotter": metrics(0.5), "baseline": metrics(0.25)},
-                           "detector_full": {"spotter": metrics(0.75), "baseline": metrics(0.25)}})
+    copies = {"spotter": 2, "baseline": 0}
+    text = ablation.table({"detector_cues": {"spotter": metrics(0.5), "baseline": metrics(0.25),
+                                             "same_type_copies": copies},
+                           "detector_full": {"spotter": metrics(0.75), "baseline": metrics(0.25),
+                                             "same_type_copies": {**copies, "spotter": 0}}})
     lines = text.splitlines()
     assert lines[2].startswith("| flow-only baseline") and "0.250" in lines[2]
     assert "full system" in lines[4] and "| 0.750 | 0.750 | 0.750 | 3/1/2 |" in lines[4]
+    assert lines[-1] == "Same-type copies (IoU >= 0.5) in the pooled predictions: baseline 0; detector_cues 2; " \
+                        "detector_full 0."
+
+
+def test_copies_are_counted_per_video_and_type():
+    from spotting.intervals import count_copies
+
+    rows = [("v1", 386, 404, "macro", 1.0), ("v1", 389, 408, "macro", 0.23), ("v1", 389, 408, "micro", 0.5),
+            ("v2", 389, 408, "macro", 0.5), ("v1", 431, 470, "macro", 0.9), ("v1", 432, 464, "macro", 0.88)]
+    pred = pd.DataFrame([{"video": v, "onset": a, "offset": b, "type": t, "score": s} for v, a, b, t, s in rows])
+    assert count_copies(pred) == 2  # 389-408 beside 386-404 and 432-464 beside 431-470, in v1's macro rows
 
 
 def test_label_efficiency_rows_pair_scratch_and_pretrained_runs(tmp_path):

@@ -144,6 +144,65 @@ def test_bad_detector_settings_are_refused():
         dataclasses.replace(FAST, steps_grid=[])
 
 
+# Boxes (onset_s, end_s, score, class) as the demo's spotter gave them on a real clip (issue 29): near-copies of
+# one macro event (frames 386-404 and 389-408; 431-470 and 432-464 at 30 fps), a lone micro box, and two micro
+# boxes 0.23 s apart that overlap by less than IoU 0.5.
+OVERLAPPING = np.array([[12.87, 13.50, 1.00, 0], [12.97, 13.63, 0.88, 0], [14.37, 15.70, 0.95, 0],
+                        [14.40, 15.50, 0.23, 0], [3.00, 3.30, 0.60, 1], [20.00, 20.30, 0.70, 1],
+                        [20.17, 20.47, 0.50, 1]])
+
+
+def _same_type_copies(intervals) -> list:
+    from spotting.evaluation.metric import interval_iou
+
+    return [(a, b) for i, a in enumerate(intervals) for b in intervals[i + 1:]
+            if a.type == b.type and interval_iou(a.onset, a.offset, b.onset, b.offset) >= 0.5]
+
+
+def test_no_two_final_intervals_of_one_type_overlap_by_iou_half():
+    from spotting import intervals as iv
+    from spotting.detector import decode as dd
+
+    boxes = dd.suppress_all(OVERLAPPING, {"macro": "soft:0.5", "micro": "soft:0.5"})  # copies kept, scores lowered
+    low = {"macro": 0.05, "micro": 0.05}  # an inner fold's low threshold lets the lowered copies through
+    spans = dd.frame_spans(boxes, 30.0, 900)
+    by_type = {k: [iv.Interval(int(a), int(a), int(b), dt.CLASSES[int(c)], float(s))
+                   for (a, b), (_, _, s, c) in zip(spans, boxes) if c == k and s >= 0.05] for k in (0, 1)}
+    assert len(_same_type_copies(iv.resolve_types(by_type[0], by_type[1], 0.5))) == 2  # before: both pairs
+
+    found = dd.to_intervals(boxes, 30.0, 900, low, micro_inside_macro=0.5)
+    assert _same_type_copies(found) == []
+    macro = [(i.onset, i.offset, round(i.score, 2)) for i in found if i.type == "macro"]
+    assert macro == [(386, 404, 1.0), (431, 470, 0.95)]  # the better copy, as decoded: kept, not merged
+    micro = [(i.onset, i.offset) for i in found if i.type == "micro"]
+    assert micro == [(90, 98), (600, 608), (605, 613)]  # IoU 4/14 < 0.5: both stay
+
+
+def test_thresholds_are_chosen_on_the_intervals_prediction_outputs():
+    """select.class_counts counts, at every threshold, the intervals to_intervals outputs (copies dropped), so
+    the inner folds choose a threshold for what spot and LOSO will write."""
+    from spotting.detector import decode as dd
+    from spotting.detector import select
+
+    item = video_features("s0", "v0", 30.0, 900, {})
+    gt = pd.DataFrame([{"subject": "s0", "video": "v0", "onset": 386, "apex": 395, "offset": 404, "type": "macro",
+                        "emotion": ""}])
+    thresholds = np.array([0.05, 0.2, 0.5, 0.9, 0.99])
+    off = float("inf")
+    for spec in ("soft:0.5", "hard:0.3"):
+        boxes = dd.suppress_all(OVERLAPPING, {"macro": spec, "micro": spec})
+        for kind in ("macro", "micro"):
+            k = dt.CLASSES.index(kind)
+            tp, n_pred, _ = select.class_counts({"v0": boxes[boxes[:, 3] == k]}, [item], gt, kind, thresholds,
+                                                None, 0.5)
+            for thr, n in zip(thresholds, n_pred):
+                found = dd.to_intervals(boxes, 30.0, 900, {kind: thr, **{o: off for o in dt.CLASSES if o != kind}},
+                                        0.5)
+                assert n == len(found), (spec, kind, thr)
+            if kind == "macro":
+                assert tp[0] == 1 and n_pred[0] == 2  # one hit, one other event: no copy counted as a miss
+
+
 @pytest.fixture(scope="module")
 def full_loso(tiny_spotting_set, tmp_path_factory, one_torch_thread_module):
     """A detector LOSO run on flow cues + encoder channels, with its final model (in this process, folds one

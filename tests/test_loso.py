@@ -115,6 +115,29 @@ def test_test_subject_labels_do_not_change_its_predictions(loso_cfg, shared):
     assert info["logistic"] == info2["logistic"] and info["inner"] == "cross" and "s03" not in info["train_subjects"]
 
 
+def test_logistic_reader_output_has_no_copies_even_when_its_own_nms_keeps_them():
+    """Two peaks on one broad bump give half-maximum intervals [100, 145] and [110, 170] (IoU 36/71 >= 0.5); a
+    reader whose NMS lets both through (nms_iou 1.0) still outputs only the better one (final_intervals)."""
+    from spotting import intervals as iv
+
+    n, fps = 300, 30.0
+    x = np.zeros(n)
+    x[100:201] = 20.0  # log1p(20) = 3.04 in the reader's design
+    x[115], x[140] = 25.0, 26.0
+    macro, micro = Channel(CUES, "macro", "all", "motion"), Channel(CUES, "micro", "all", "motion")
+    item = video_features("s0", "v0", fps, n, {macro: x, micro: np.zeros(n)})
+    cfg = fu.LogisticConfig(macro=fu.LogisticTypeConfig(0.2, 0.0, 2.0), micro=fu.LogisticTypeConfig(0.1, 0.0, 0.5),
+                            extent="half_max", nms_iou=1.0)
+    types = {kind: fu.TypeFit([ch], [0.0], [1.0], [3.0], -5.0, p=0.0, min_score=0.5)
+             for kind, ch in (("macro", macro), ("micro", micro))}
+    reader = fu.LogisticReader(cfg, types)
+    curve = fu.smoothed_curve(fu.fused_curve(reader, item, "macro"), cfg.macro, fps)
+    own = fu.spot_smoothed(curve, cfg.macro, fps, "macro", 0.0, 0.5, cfg, 0.2)
+    assert [(i.onset, i.offset) for i in own] == [(100, 145), (110, 170)]  # the reader's NMS keeps both
+    assert iv.iou(*own) >= 0.5
+    assert [(i.onset, i.offset, i.type) for i in reader.spot_item(item)] == [(110, 170, "macro")]  # the higher
+
+
 def test_logistic_fit_finds_the_informative_feature():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4000, 3))

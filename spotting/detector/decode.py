@@ -89,12 +89,13 @@ def frame_spans(boxes: np.ndarray, fps: float, num_frames: int) -> np.ndarray:
 
 def to_intervals(boxes: np.ndarray, fps: float, num_frames: int, threshold: dict[str, float],
                  micro_inside_macro: float) -> list[iv.Interval]:
-    """Suppressed boxes -> typed frame intervals above each class's threshold; micro intervals lying inside a
-    macro interval are dropped (spotting.intervals.resolve_types), as in every spotter here."""
+    """Suppressed boxes -> typed frame intervals above each class's threshold, through the last step of every
+    spotter (spotting.intervals.final_intervals): copies of one interval (IoU >= 0.5, which soft-NMS leaves with
+    a lowered score) and micro intervals lying inside a macro interval are dropped."""
     found = {kind: [] for kind in CLASSES}
     spans = frame_spans(boxes, fps, num_frames)
     for (on, off), (_, _, score, k) in zip(spans, boxes):
         kind = CLASSES[int(k)]
         if score >= threshold[kind]:
             found[kind].append(iv.Interval(int(on), int(on + off) // 2, int(off), kind, float(score)))
-    return iv.resolve_types(found["macro"], found["micro"], micro_inside_macro)
+    return iv.final_intervals(found["macro"], found["micro"], micro_inside_macro)

@@ -2,15 +2,17 @@
 
 Per class: a suppression from `nms_grid` and a score threshold (the quantiles of the boxes' scores), where the
 pooled F1 over the scored videos is best (ties: the higher threshold, fewer intervals). Macro first, by macro
-F1. Micro is scored after the micro-inside-macro rule has removed micro boxes within the chosen macro intervals,
-as at prediction time, and by the *overall* F1 with the macro counts fixed: a micro detector that only adds false
-positives is then switched off (threshold infinity) instead of being kept for a few hits.
+F1. Boxes are counted as prediction outputs them (spotting.intervals.final_intervals): copies of a better box
+dropped, and micro boxes within the chosen macro intervals removed. Micro is scored by the *overall* F1 with the
+macro counts fixed: a micro detector that only adds false positives is then switched off (threshold infinity)
+instead of being kept for a few hits.
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
+from spotting import intervals as iv
 from spotting.channels.vocabulary import VideoFeatures
 from spotting.detector import decode as dd
 from spotting.detector.model import CLASSES
@@ -32,6 +34,14 @@ def _inside(micro: np.ndarray, macro: np.ndarray, max_inside: float) -> np.ndarr
     return (inter / (micro[:, 1:2] - micro[:, 0:1] + 1)).max(1) > max_inside
 
 
+def final_spans(boxes: np.ndarray, item: VideoFeatures) -> tuple[np.ndarray, np.ndarray]:
+    """(scores [M'], frame spans [M', 2]) of one class's suppressed boxes of a video that can be final intervals
+    (spotting.intervals.final_intervals drops copies): above any threshold, the ones prediction keeps above it."""
+    scores, spans = boxes[:, 2], dd.frame_spans(boxes, item.fps, item.num_frames)
+    first = iv.first_copies(spans, scores)
+    return scores[first], spans[first]
+
+
 def class_counts(boxes: dict, items: list[VideoFeatures], gt: pd.DataFrame, kind: str, thresholds: np.ndarray,
                  macro_kept: dict | None, max_inside: float) -> tuple[np.ndarray, np.ndarray, int]:
     """Pooled (true positives [T], predictions [T], ground truths) of one class at each threshold."""
@@ -40,7 +50,7 @@ def class_counts(boxes: dict, items: list[VideoFeatures], gt: pd.DataFrame, kind
     for it in items:
         d = boxes[it.video]
         d = d[d[:, 3] == k]
-        scores, spans = d[:, 2], dd.frame_spans(d, it.fps, it.num_frames)
+        scores, spans = final_spans(d, it)
         if macro_kept is not None:
             keep = ~_inside(spans, macro_kept[it.video], max_inside)
             scores, spans = scores[keep], spans[keep]
@@ -85,9 +95,8 @@ def choose(cands: dict, items: list[VideoFeatures], gt: pd.DataFrame, nms_grid: 
             macro_counts = counts
             macro_kept = {}
             for it in items:
-                d = boxes[it.video]
-                d = d[d[:, 2] >= threshold]
-                macro_kept[it.video] = dd.frame_spans(d, it.fps, it.num_frames)
+                scores, spans = final_spans(boxes[it.video], it)
+                macro_kept[it.video] = spans[scores >= threshold]
         else:
             chosen["inner_overall_f1"] = goal
     return chosen

@@ -94,7 +94,7 @@ def spot_video(method: str, cfg: PublishedConfig, models: dict, v: VideoData, cl
         found[kind] = spot_type(method, cfg, out["spot"], k, kind, v.fps)
         if "emotion" in out:
             emotion[kind] = softnet.centre(mean.softmax(out["emotion"]), k)
-    intervals = iv.resolve_types(found["macro"], found["micro"], cfg.micro_inside_macro)
+    intervals = iv.final_intervals(found["macro"], found["micro"], cfg.micro_inside_macro)
     frame = iv.to_frame(intervals, v.subject, v.video)
     if emotion:
         frame["emotion"] = [mean.interval_emotion(emotion[t], on, off, classes)

@@ -47,7 +47,7 @@ class PublishedConfig(Config):
     p: float = setting(0.55, ge=0, le=1)  # SOFTNet threshold mean + p * (max - mean)
     macro_max_s: float = setting(4.0, gt=0)  # LGNMNet pairing: the longest expression of each type
     micro_max_s: float = setting(0.5, gt=0)
-    micro_inside_macro: float = setting(0.5, ge=0, le=1)  # spotting.intervals.resolve_types
+    micro_inside_macro: float = setting(0.5, ge=0, le=1)  # spotting.intervals.final_intervals
     train: PublishedTrainConfig = dataclasses.field(default_factory=PublishedTrainConfig)
     lgsnet: LgsnetConfig = dataclasses.field(default_factory=LgsnetConfig)
     baseline: BaselineConfig = dataclasses.field(default_factory=BaselineConfig)  # the flow-only baseline row

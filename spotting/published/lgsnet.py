@@ -12,7 +12,8 @@ spotting with background modeling"), kept small.
 - Background-clip modelling: training clips that hold no expression get random pseudo intervals; the anchors
   matching them are trained as explicit background with weight `bg_weight`, so expression-free motion (blinks,
   talking, head moves) is learnt as its own negative evidence rather than only as unmatched anchors.
-- Inference: decode every anchor, keep class score >= score_threshold, NMS per type, drop micro inside macro.
+- Inference: decode every anchor, keep class score >= score_threshold, NMS per type, then
+  spotting.intervals.final_intervals (copies and micro inside macro dropped).
 """
 from __future__ import annotations
 
@@ -255,7 +256,7 @@ def detect(model: Detector, app: np.ndarray, flo: np.ndarray, lengths: list[floa
             on, off = steps_to_frames(boxes[a, 0], boxes[a, 1], cfg.stride, num_frames)
             found[kind].append(iv.Interval(on, (on + off) // 2, off, kind, float(probs[a, c])))
         found[kind] = iv.nms(found[kind], cfg.nms_iou)
-    return iv.resolve_types(found["macro"], found["micro"], 0.5)
+    return iv.final_intervals(found["macro"], found["micro"], 0.5)
 
 
 def run_fold(method: str, cfg, videos: list, test_subject: str) -> pd.DataFrame:
