@@ -12,9 +12,9 @@ from data.common.tables import read_predictions
 from launch import demo
 
 # The two still-image identities only: the carphone identity's small face sits near the stabiliser's 50 % face
-# rule in a 6 s video with a head move (44 % in one clean-clone run, more in others: H.264 encoding of the same
-# frames is not bit-stable, see README Reliability), which would fail the chain for a reason this test is not
-# about. The carphone identity is still spotted by tests/test_detector.py's tiny set, and `spot` here runs on the
+# rule in a 6 s video with a head move (44 % in one clean-clone run, more in others while H.264 encoding of the
+# same frames still varied with the machine, before issue 29), which would fail the chain for a reason this test is
+# not about. The carphone identity is still spotted by tests/test_detector.py's tiny set, and `spot` here runs on the
 # real carphone video.
 TINY = [
     'data_overrides=["subjects=3", "videos_per_subject=1", "duration_s=6", "events.macro_per_video=[1,1]", '

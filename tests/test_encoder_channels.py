@@ -128,7 +128,7 @@ def test_stabilisation_removes_head_motion_of_the_rigid_pixels(video):
     assert drift.max() < 1.0 and drift.max() < 0.2 * raw_drift.max()
     assert np.quantile(steps, 0.95) < 0.5 * np.quantile(raw_steps, 0.95)  # quick moves are gone frame to frame
     # ECC on the rigid pixels removes part of what the smoothed landmark similarity leaves (median 0.31x to 0.80x
-    # over runs: the synthetic video's H.264 encoding is not bit-stable from run to run, see README Reliability)
+    # over runs while the synthetic video's H.264 bytes still varied from run to run, before issue 29)
     assert np.median(drift) < 0.9 * np.median(_rigid_motion(landmark_only.crops, rigid, True))
 
 

@@ -16,9 +16,22 @@ from data.common.atomic import atomic_path
 from data.common.errors import DataError
 
 
+# The same frames must give the same bytes on any machine (issue 29). Measured here (PyAV 18.1, x264 build 165, an
+# AVX-512 CPU): x264's output depends on its thread count, whose default follows the CPUs the process may use
+# (a clip under `taskset -c 0` and under 2 cores: two files), and on the SIMD code it picks for the CPU (plain C
+# and SSE2, SSE4.2 to AVX2, and AVX-512 gave three different files of one clip at one thread; the AVX-512 code
+# also gave 2 different files in 12 encodes of the same frames in one process). One thread and x264's C code
+# (asm=0) gave one file everywhere, at about 4-5x x264's encoding time (a 160x160 frame: ~1.5 ms instead of
+# ~0.4 ms). The RGB -> YUV 4:2:0 conversion before it (swscale, one thread) gave the same planes with its
+# SSE2, AVX2 and AVX-512 code (forced through av_force_cpu_flags), so it is the same on any x86-64 CPU.
+ENCODER_THREADS = 1
+X264_PORTABLE = {"x264-params": "asm=0"}
+
+
 def encode_mp4(frames: np.ndarray, fps: float, crf: int = 18, codec: str = "libx264",
                gop: int | None = None, options: dict | None = None) -> bytes:
-    """Encode RGB uint8 frames [T, H, W, 3] to mp4 bytes (H.264 yuv420p; even H and W required).
+    """Encode RGB uint8 frames [T, H, W, 3] to mp4 bytes (H.264 yuv420p; even H and W required), the same bytes
+    for the same frames on any machine (ENCODER_THREADS, X264_PORTABLE).
 
     options: extra encoder options, e.g. {"tune": "fastdecode", "bf": "0"} (cheaper to decode, a bit larger).
     """
@@ -34,8 +47,12 @@ def encode_mp4(frames: np.ndarray, fps: float, crf: int = 18, codec: str = "libx
     with av.open(buf, mode="w", format="mp4") as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        opts = {"crf": str(crf), "preset": "veryfast"} if codec == "libx264" else {}
-        opts.update({k: str(v) for k, v in (options or {}).items()})
+        # the encoder's threads and PyAV's colour conversion (it passes this count to swscale)
+        stream.codec_context.thread_count = ENCODER_THREADS
+        opts = {"crf": str(crf), "preset": "veryfast", **X264_PORTABLE} if codec == "libx264" else {}
+        for key, value in (options or {}).items():
+            joined = key == "x264-params" and key in opts  # x264's own settings: one colon-separated list
+            opts[key] = f"{opts[key]}:{value}" if joined else str(value)
         if gop:
             stream.codec_context.gop_size = gop
         stream.options = opts
