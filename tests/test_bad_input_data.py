@@ -196,6 +196,23 @@ def test_repeated_ground_truth_rows_count_once_and_are_named(tmp_path):
     assert (tmp_path / "intervals.csv").read_text() == clean_gt.read_text()
 
 
+def test_ground_truth_and_predictions_read_the_type_column_alike(tmp_path):
+    """One type reader (issue 29): `--pred` took only 'macro' / 'micro' where `--gt` took any case and the
+    published spellings; now both give the score of the lower-case tables."""
+    gt, pred = write_tables(tmp_path, ["s1,v1,10,12,15,macro,", "s1,v1,30,31,33,micro,"],
+                            ["s1,v1,10,12,15,macro,,0.9", "s1,v1,30,31,33,micro,,0.8"])
+    (tmp_path / "shouted").mkdir()
+    shouted_gt, shouted_pred = write_tables(tmp_path / "shouted", ["s1,v1,10,12,15,MACRO,", "s1,v1,30,31,33,Micro,"],
+                                            ["s1,v1,10,12,15,Macro-expression,,0.9", "s1,v1,30,31,33,MICRO,,0.8"])
+    lower = overall(run_cli("spotting", "evaluate", "--gt", gt, "--pred", pred, "--json"))
+    assert lower["tp"] == 2
+    for g, p in ((gt, shouted_pred), (shouted_gt, pred), (shouted_gt, shouted_pred)):
+        assert overall(run_cli("spotting", "evaluate", "--gt", g, "--pred", p, "--json")) == lower
+    bad = tmp_path / "bad_pred.csv"
+    bad.write_text(shouted_pred.read_text().replace("MICRO", "tiny"))
+    one_error(run_cli("spotting", "evaluate", "--gt", gt, "--pred", bad), str(bad), "type", "'tiny'")
+
+
 def test_config_error_stops_finetune_before_any_work(tmp_path):
     out, root = tmp_path / "ft", tmp_path / "data"
     proc = run_cli("finetune", "train", "--config", "configs/finetune/synthetic.yaml", "train.lr=-1", f"out={out}",

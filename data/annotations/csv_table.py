@@ -8,6 +8,7 @@ import pandas as pd
 
 from data.annotations.reading import finish, interval, norm, rows
 from data.common.errors import DataError
+from data.common.tables import read_csv_cells
 
 
 def load_csv(path) -> pd.DataFrame:
@@ -21,11 +22,7 @@ def load_csv(path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise DataError("annotation file not found", path=path, fix="check the path")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot parse as CSV: {e}", path=path,
-                        fix="write a CSV with a header row: video,onset,offset,type[,subject,apex,emotion]") from None
+    df = read_csv_cells(path, fix="write a CSV with a header row: video,onset,offset,type[,subject,apex,emotion]")
     names = {norm(c): c for c in df.columns}
     missing = [c for c in ("video", "onset", "offset", "type") if c not in names]
     if missing:

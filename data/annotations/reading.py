@@ -15,7 +15,7 @@ import pandas as pd
 import xlrd
 
 from data.common.errors import DataError
-from data.common.tables import INTERVAL_COLUMNS, drop_repeats, validate_intervals
+from data.common.tables import INTERVAL_COLUMNS, drop_repeats, expression_type, validate_intervals
 
 log = logging.getLogger("data.annotations.adapters")  # one logger name for every format's repairs
 
@@ -81,12 +81,12 @@ class Row:
         return x
 
     def kind(self, name: str) -> str:
-        text = norm(self.text(name))
-        for kind in ("macro", "micro"):
-            if text.startswith(kind):
-                return kind
-        raise self.error(name, f"unknown expression type {text!r}",
-                         fix="use macro / micro (also accepted: 'Macro', 'Micro - 1/2', 'micro-expression')")
+        text = self.text(name)
+        kind = expression_type(text)
+        if kind is None:
+            raise self.error(name, f"unknown expression type {norm(text)!r}",
+                             fix="use macro / micro (also accepted: 'Macro', 'Micro - 1/2', 'micro-expression')")
+        return kind
 
 
 def _round_half_up(x: float) -> int:

@@ -5,6 +5,7 @@ Predictions: the same columns plus score. Video table: subject,video,path,fps,nu
 """
 from __future__ import annotations
 
+import csv
 import logging
 from pathlib import Path
 
@@ -28,14 +29,39 @@ def empty_intervals(with_score: bool = False) -> pd.DataFrame:
     return validate_intervals(pd.DataFrame({c: [] for c in cols}), "<empty>", with_score)
 
 
+def expression_type(text) -> str | None:
+    """'macro' or 'micro' for a type as tables write it (any case and spacing; 'Macro-expression', 'Micro - 1/2'),
+    None for anything else: the one reading of the type column, for ground truth and predictions alike."""
+    text = " ".join(str(text).split()).lower()
+    return next((kind for kind in TYPES if text.startswith(kind)), None)
+
+
+def read_csv_cells(path, fix: str) -> pd.DataFrame:
+    """A CSV with a header row, every cell as text. A data row with more fields than the header names is an error
+    naming the row: pandas would take the first column for an index and shift every other column by one, so the
+    error would blame the wrong column (a trailing comma on the data rows only is the usual cause)."""
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, index_col=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot parse as CSV: {e}", path=path, fix=fix) from None
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        width = len(next(reader, []))
+        for row in reader:
+            if len(row) > width:
+                trailing = " (a trailing comma?)" if not any(cell.strip() for cell in row[width:]) else ""
+                raise DataError(f"row {reader.line_num} has {len(row)} fields but the header names {width} "
+                                f"columns{trailing}", path=path,
+                                fix="remove the extra field (or trailing comma) from the data rows, or name the "
+                                    "column in the header")
+    return df
+
+
 def _read_csv(path, columns: list[str], what: str) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{what} not found", path=path, fix="check the path")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot parse as CSV: {e}", path=path, fix=f"write a CSV with columns {columns}") from None
+    df = read_csv_cells(path, fix=f"write a CSV with columns {columns}")
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise DataError(f"missing column(s) {missing}; found {list(df.columns)}", path=path,
@@ -82,6 +108,7 @@ def validate_intervals(df: pd.DataFrame, source="<table>", with_score: bool = Fa
     df = df.copy()
     for col in ("subject", "video", "type", "emotion"):
         df[col] = df[col].astype(str).fillna("")
+    df["type"] = [expression_type(t) or t for t in df["type"]]
     for col in ("onset", "apex", "offset"):
         _as_int(df, col, source)
     if with_score:
@@ -90,7 +117,7 @@ def validate_intervals(df: pd.DataFrame, source="<table>", with_score: bool = Fa
             row = int(df["score"].isna().to_numpy().nonzero()[0][0])
             raise DataError(f"row {row + 2}: score is not a number", path=source, field="score")
     checks = [
-        (~df["type"].isin(TYPES), "type", "must be 'macro' or 'micro'"),
+        (~df["type"].isin(TYPES), "type", "must be macro or micro (any case; also 'Macro-expression', 'Micro - 1/2')"),
         (df["onset"] < 0, "onset", "must be >= 0"),
         (df["onset"] > df["offset"], "offset", "onset is after offset"),
         ((df["apex"] < df["onset"]) | (df["apex"] > df["offset"]), "apex", "apex lies outside [onset, offset]"),

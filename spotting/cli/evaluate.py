@@ -19,6 +19,7 @@ from data.common.outputs import output_file
 from data.common.tables import (
     INTERVAL_COLUMNS,
     PREDICTION_COLUMNS,
+    read_csv_cells,
     read_predictions,
     read_videos,
     validate_intervals,
@@ -39,7 +40,7 @@ def read_prediction_file(path) -> pd.DataFrame:
     df = load_annotations(path, format="csv")
     df["score"] = 1.0
     if "score" in header:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+        raw = read_csv_cells(path, fix="write a prediction table (data.common.tables)")
         kept = raw.apply(lambda r: any(v.strip() for v in r), axis=1)  # load_csv skips all-blank rows
         df["score"] = raw.loc[kept, "score"].to_numpy()
     return validate_intervals(df, str(path), with_score=True)
