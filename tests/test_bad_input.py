@@ -29,6 +29,10 @@ def bad(tmp_path_factory) -> Path:
     (d / "videos.csv").write_text("subject,video,path,fps,num_frames\ns1,v1,v1.mp4,30,100\n")
     (d / "notes.xlsx").write_text("not a spreadsheet\n")
     (d / "notes.pth").write_text("a few notes, not weights\n")  # torch's unpickler reads 'a' as APPEND
+    # issue 29: a trailing comma on the data rows only (pandas read the first column as the index and blamed
+    # `offset` for 'micro')
+    (d / "trailing_comma.csv").write_text(INTERVALS + "s1,v1,10,12,15,macro,,\ns1,v1,30,31,35,micro,,\n")
+    (d / "pred_trailing_comma.csv").write_text(INTERVALS.strip() + ",score\ns1,v1,10,12,15,macro,,0.9,\n")
     return d
 
 
@@ -43,6 +47,10 @@ CASES = [
     ("pack-missing-source", "data pack --config {d}/pack_nosource.yaml", "{d}/nodir", "source_path"),
     ("annotations-onset-after-offset", "data annotations {d}/onset_after_offset.csv --out {d}/o.csv",
      "{d}/onset_after_offset.csv", "row 3.*offset"),
+    ("annotations-trailing-comma", "data annotations {d}/trailing_comma.csv --out {d}/o.csv", "{d}/trailing_comma.csv",
+     r"row 2 has 8 fields but the header names 7 columns \(a trailing comma\?\).*remove the extra field"),
+    ("evaluate-pred-trailing-comma", "spotting evaluate --gt {d}/pred.csv --pred {d}/pred_trailing_comma.csv",
+     "{d}/pred_trailing_comma.csv", r"row 2 has 9 fields but the header names 8 columns"),
     ("annotations-unknown-format", "data annotations {d}/notes.xlsx --out {d}/o.csv", "{d}/notes.xlsx", "format"),
     ("prepare-missing-root", "data prepare {d}/nodir --format casme2 --out {d}/o", "{d}/nodir", "no such folder"),
     ("prepare-bad-annotations", "data prepare {d} --format folder --fps 30 --annotations {d}/onset_after_offset.csv "
@@ -120,7 +128,8 @@ def test_decoder_log_lines_do_not_bury_the_error(bad, argv):
     lines = [ln.strip() for ln in re.split(r"[\r\n]+", proc.stderr) if ln.strip()]
     lines = [ln for ln in lines if not ln.startswith("flow pairs:")]  # data flow's progress bar
     assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
-    assert "not a decodable video (Invalid data found when processing input)" in lines[0]
+    reason = "the file is empty: 0 bytes" if "empty.mp4" in argv else "Invalid data found when processing input"
+    assert f"not a decodable video ({reason})" in lines[0]
 
 
 def test_debug_shows_the_traceback(bad):

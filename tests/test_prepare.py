@@ -243,6 +243,35 @@ def test_folder_of_videos_and_frame_folders_fails_per_video_and_resumes(tmp_path
     assert report["complete"] and report["findings"]["low_face"] == {"p3": fraction}
 
 
+def test_a_zero_byte_video_fails_alone_and_the_next_commands_quote_paths(tmp_path, carphone_frames, capsys):
+    """An empty .mp4 among good videos (issue 29): the good ones are processed, the empty one is named with why and
+    what to do, no tables (exit 1); excluded, the rerun writes the tables, and the printed next commands keep a
+    path with spaces as one argument."""
+    import shlex
+
+    root, out = tmp_path / "my videos", tmp_path / "prepared set"
+    write_mp4(root / "p1.mp4", carphone_frames[:30], 29.97)
+    write_mp4(root / "p2.mp4", carphone_frames[30:60], 29.97)
+    (root / "broken.mp4").write_bytes(b"")
+    argv = ["prepare", str(root), "--format", "folder", "--out", str(out), "--size", "96", "--workers", "1",
+            "--no-progress"]
+    assert dispatch("data", COMMANDS, argv) == 1
+    printed = capsys.readouterr().out
+    assert "3 videos (3 annotated, 0 intervals), 2 processed, 0 already done" in printed
+    assert f"failed: broken: {root / 'broken.mp4'}: not a decodable video (the file is empty: 0 bytes)" in printed
+    assert "--exclude VIDEO" in printed and "tables not written: 1 video(s) failed" in printed
+    assert not (out / "videos.csv").exists()
+    assert [json.loads((out / "faces" / f"{v}.json").read_text())["status"] for v in ("p1", "p2")] == ["ok", "ok"]
+
+    assert dispatch("data", COMMANDS, [*argv, "--exclude", "broken"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 videos (2 annotated, 0 intervals), 0 processed, 2 already done" in printed
+    assert list(read_videos(out / "videos.csv")["video"]) == ["p1", "p2"]
+    baseline, loso = [ln.split(":", 1)[-1] for ln in printed.splitlines() if "python -m spotting" in ln]
+    assert shlex.split(baseline)[shlex.split(baseline).index("--data") + 1] == str(out)
+    assert f"finetune.data.root={out}" in shlex.split(loso)
+
+
 def test_interrupt_leaves_no_half_written_file_and_the_rerun_resumes(tmp_path, carphone_frames):
     root, out = tmp_path / "SAMM_longvideos", tmp_path / "prepared"
     for i in range(4):

@@ -102,9 +102,12 @@ def _reader(source, width: int = -1, height: int = -1):
 
     decord.logging.set_level(decord.logging.QUIET)  # FFmpeg's own log lines
     name = source if isinstance(source, (str, Path)) else "<bytes>"
+    fix = "check that the file is a whole video: copy or export it again"
     if isinstance(source, (str, Path)):
         if not Path(source).is_file():
             raise DataError("video not found", path=source, fix="check the path")
+        if Path(source).stat().st_size == 0:
+            raise DataError("not a decodable video (the file is empty: 0 bytes)", path=source, fix=fix)
         arg = str(source)
     else:
         arg = io.BytesIO(bytes(source))
@@ -114,7 +117,7 @@ def _reader(source, width: int = -1, height: int = -1):
             vr = decord.VideoReader(arg, ctx=decord.cpu(0), width=width, height=height, num_threads=1)
     except Exception as e:  # decord raises its own DECORDError / RuntimeError for undecodable input
         raise DataError(f"not a decodable video ({_decoder_reason(e, ''.join(log_text))})", path=name,
-                        fix="pass an mp4/avi/mov file") from None
+                        fix=fix) from None
     if len(vr) == 0:
         raise DataError("video has zero frames", path=name, fix="re-export the video")
     return vr

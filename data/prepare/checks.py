@@ -7,8 +7,9 @@ Before any work (from file names and the annotation table, no decoding):
 - frame numbers used twice: an error; gaps in the numbering: listed, and annotations of the published datasets
   (which count file numbers) are mapped onto the frames present, as the CAS(ME)^3 adapter does;
 - intervals past a video's last frame: an error listing them (--clip-intervals clips them instead).
-After the face work: a face found in fewer than `min_face_fraction` of a video's frames (a warning with the
-fraction), no face at all or unreadable frames (the video failed; the tables are not written).
+A video file that does not open (empty, cut off, not a video) fails alone before the work; after the face work: a
+face found in fewer than `min_face_fraction` of a video's frames (a warning with the fraction), no face at all or
+unreadable frames (the video failed). Any failed video: the others finish, the tables are not written.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import pandas as pd
 from data.annotations.reading import position_mapper
 from data.common.errors import ConfigError, DataError
 from data.common.frames import FrameFolder
-from data.prepare.layouts import Layout, SourceVideo
+from data.prepare.layouts import Layout, SourceVideo, probe
 
 SHOWN = 5  # items named in one error line; the report file lists all
 
@@ -117,6 +118,19 @@ def match_annotations(layout: Layout, videos: list[SourceVideo], intervals: pd.D
                             fix="move the frames or correct the annotation's subject")
         filled.append(dataclasses.replace(v, subject=v.subject or said or v.video))
     return filled, intervals
+
+
+def probe_videos(videos: list[SourceVideo], f: Findings) -> list[SourceVideo]:
+    """The videos with their frame counts (data.prepare.layouts.probe). A video file that does not open (empty, cut
+    off, not a video) fails alone: recorded in `f.failed` with the decoder's reason, left out of the work, so the
+    others are still processed (the tables wait until it is fixed or excluded)."""
+    found = []
+    for v in videos:
+        try:
+            found.append(probe(v))
+        except DataError as e:
+            f.failed[v.video] = str(e)
+    return found
 
 
 def frame_numbers(v: SourceVideo, numbered: bool, f: Findings) -> np.ndarray | None:

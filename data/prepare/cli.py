@@ -9,6 +9,7 @@ written, 1 when some video failed (finished videos are kept; fix or --exclude th
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
 from data.faces.cli import add_face_args, face_config
@@ -56,15 +57,17 @@ def main(argv: list[str]) -> int:
     out = Path(cfg.out)
     annotated = report["videos"] - len(report["findings"]["unannotated"])
     print(f"prepare {cfg.format}: {report['videos']} videos ({annotated} annotated, {report['intervals']} "
-          f"intervals), {report['processed']} processed, {report['videos'] - report['processed']} already done")
+          f"intervals), {report['processed']} processed, {report['already_done']} already done")
     for line in report["lines"]:
         print(f"  - {line}")
     if not report["complete"]:
         print(f"tables not written: {len(report['findings']['failed'])} video(s) failed (report: "
-              f"{out / 'prepare.json'}). Fix their frames or --exclude them and rerun: finished videos are kept.")
+              f"{out / 'prepare.json'}). Fix or replace their frames or files, or leave them out with "
+              f"--exclude VIDEO, and rerun: finished videos are kept.")
         return 1
     print(f"wrote {out / 'videos.csv'} and {out / 'intervals.csv'} (report: {out / 'prepare.json'})")
-    print(f"next: python -m spotting baseline --data {out} --out runs/baseline_{out.name}\n"
-          f"      python -m spotting loso --config configs/spotting/loso.yaml finetune.data.root={out} "
-          f"out=runs/loso_{out.name}")
+    q = shlex.quote  # commands to copy: a path with spaces stays one argument
+    print(f"next: python -m spotting baseline --data {q(str(out))} --out {q(f'runs/baseline_{out.name}')}\n"
+          f"      python -m spotting loso --config configs/spotting/loso.yaml {q(f'finetune.data.root={out}')} "
+          f"{q(f'out=runs/loso_{out.name}')}")
     return 0

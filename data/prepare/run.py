@@ -26,7 +26,7 @@ from data.common.outputs import OwnedOutputs
 from data.common.tables import VIDEO_COLUMNS, empty_intervals, write_intervals, write_videos
 from data.faces.results import FacesConfig, aligned_video_path, is_done, read_summary
 from data.prepare import checks
-from data.prepare.layouts import LAYOUTS, SourceVideo, probe, scan
+from data.prepare.layouts import LAYOUTS, SourceVideo, scan
 from data.prepare.tasks import run_videos
 
 log = logging.getLogger(__name__)
@@ -82,8 +82,10 @@ def prepare_dataset(cfg: PrepareConfig, progress: bool = True) -> dict:
     videos = scan(layout, cfg.root, cfg.fps, exclude=out)
     intervals = read_annotations(cfg, layout)
     videos, intervals = checks.drop_excluded(videos, intervals, cfg.exclude, found)
-    videos = [probe(v) for v in videos]
     videos, intervals = checks.match_annotations(layout, videos, intervals, cfg.annotations, cfg.skip_missing, found)
+    scanned = len(videos)
+    videos = checks.probe_videos(videos, found)  # a file that does not open fails alone, the others go on
+    intervals = intervals[intervals["video"].isin({v.video for v in videos})]
     intervals = checks.fit_to_frames(layout, videos, intervals, cfg.annotations, cfg.clip_intervals, found)
 
     todo = [v for v in videos if cfg.force or not is_done(faces_dir, v.video, cfg.faces, v.source)]
@@ -101,7 +103,8 @@ def prepare_dataset(cfg: PrepareConfig, progress: bool = True) -> dict:
             found.low_face[v.video] = s["face_fraction"]
 
     report = {"format": cfg.format, "root": str(Path(cfg.root).resolve()), "annotations": cfg.annotations,
-              "videos": len(videos), "processed": len(todo), "intervals": len(intervals),
+              "videos": scanned, "processed": len(todo), "already_done": len(videos) - len(todo),
+              "intervals": len(intervals),
               "findings": dataclasses.asdict(found), "config": to_dict(cfg),
               "face_fraction": {v: s.get("face_fraction") for v, s in summaries.items()},
               "task_cpu_s": {v: s["task_cpu_s"] for v, s in summaries.items() if "task_cpu_s" in s},
