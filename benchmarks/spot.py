@@ -65,9 +65,13 @@ def untrained_model(folder: Path, with_cues: bool) -> Path:
     return folder
 
 
-def synthetic_video(folder: Path, seconds: float, size: int = 160) -> Path:
+# Fewer and shorter events, so that a video shorter than the generator's default minimum (13.8 s) is allowed
+SHORT_EVENTS = ("events.macro_per_video=[1,1]", "events.micro_per_video=[1,2]", "events.macro_duration_s=[0.6,1.5]")
+
+
+def synthetic_video(folder: Path, seconds: float, size: int = 160, overrides=()) -> Path:
     cfg = load_synthetic_config(None, ["subjects=1", "videos_per_subject=1", f"duration_s={seconds}",
-                                       f"size={size}"])
+                                       f"size={size}", *overrides])
     out = generate(cfg, folder, progress=False)
     return next((out / "videos").glob("*.mp4"))
 
@@ -111,7 +115,7 @@ def videos(args, tmp: Path, with_cues: Path, no_cues: Path) -> list[tuple]:
         face = synthetic_video(tmp / "face360", args.wide_seconds, 360)
         out.append(("synthetic_640x360", widened(face, 640, tmp / "wide_640x360.mp4"), with_cues, False))
     if "synthetic_1080p" in wanted:
-        face = synthetic_video(tmp / "face1080", 8.0, 1080)
+        face = synthetic_video(tmp / "face1080", 8.0, 1080, SHORT_EVENTS)
         out.append(("synthetic_1080p", widened(face, 1920, tmp / "wide_1920x1080.mp4"), with_cues, False))
     for spec in args.video or []:
         name, _, path = spec.partition("=")

@@ -180,6 +180,14 @@ def test_bad_config_is_rejected(tmp_path, capsys):
         load_synthetic_config(None, ["events.micro_duration_s=[0.2,0.8]"])
     with pytest.raises(ConfigError, match="identity.sources"):
         load_synthetic_config(None, ["identity.sources=[no_such_face.png]"])
+    # too short: the error states the shortest duration that works (issue 29), and that one is accepted
+    demo = "configs/data/synthetic_demo.yaml"
+    with pytest.raises(ConfigError, match=r"10.0 s of events .*the shortest that works is 12.5 s"):
+        load_synthetic_config(demo, ["duration_s=12"])
+    assert load_synthetic_config(demo, ["duration_s=12.5"]).duration_s == 12.5
+    with pytest.raises(ConfigError, match=r"duration_s >= 13.8"):
+        load_synthetic_config(None, ["duration_s=12.5"])  # the defaults allow longer macro events
+    assert load_synthetic_config(None, ["duration_s=13.8"]).duration_s == 13.8
     no_face = Path(skimage_data.__file__).parent / "coffee.png"
     with pytest.raises(DataError, match="no face"):
         build_identity(load_synthetic_config(None, [f"identity.sources=[{no_face}]"]), 0)

@@ -6,6 +6,7 @@ seconds (so 30 fps and 200 fps runs share one schedule), ranges are [low, high] 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ BUILTIN_SOURCES = ("astronaut", "grace_hopper", "carphone:0")
 EMOTIONS = ("happiness", "surprise", "anger", "disgust", "sadness")
 MICRO_MAX_S = 0.5
 MACRO_MAX_S = 4.0
+BUSY_FRACTION = 0.8  # events, their gaps and the edges fill at most this much of a video: the rest is free motion
 
 
 class RangedConfig(Config):
@@ -150,9 +152,12 @@ class SyntheticConfig(RangedConfig):
             raise ConfigError(f"{ev.edge_s} s is less than one frame", field="events.edge_s", fix="use e.g. 0.5")
         busy = (ev.macro_per_video[1] * (ev.macro_duration_s[1] + ev.min_gap_s)
                 + ev.micro_per_video[1] * (ev.micro_duration_s[1] + ev.min_gap_s) + 2 * ev.edge_s)
-        if busy > 0.8 * self.duration_s:
-            raise ConfigError(f"{self.duration_s} s is too short for up to {busy:.1f} s of events and gaps",
-                              field="duration_s", fix="raise duration_s or lower events.*_per_video / durations")
+        if busy > BUSY_FRACTION * self.duration_s:
+            shortest = math.ceil(busy / BUSY_FRACTION * 10 - 1e-9) / 10  # to 0.1 s, never below the rule
+            raise ConfigError(f"{self.duration_s} s is too short for up to {busy:.1f} s of events and gaps (at "
+                              f"most {BUSY_FRACTION:.0%} of a video): the shortest that works is {shortest} s",
+                              field="duration_s", fix=f"set duration_s >= {shortest}, or lower "
+                                                      f"events.*_per_video / durations")
 
 
 def load_synthetic_config(path, overrides=()) -> SyntheticConfig:
