@@ -37,7 +37,8 @@ def main(argv: list[str]) -> int:
     videos, gt = read_dataset(cfg.data.root)
     spotter = train_heads(cfg, videos, gt)
     store.save_spotter(spotter, cfg, out, {"subjects": sorted(map(str, videos["subject"].unique())),
-                                           "encoder_source": cfg.model.encoder})
+                                           "encoder_source": cfg.model.encoder,
+                                           "training_fps": store.fps_range(videos)})
     log.info("trained on %d videos in %.1f s -> %s", len(videos), time.perf_counter() - t0, out)
     print(out)
     return 0

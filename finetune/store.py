@@ -5,7 +5,8 @@ DIR/heads.safetensors                                     one head per granulari
 DIR/...                                                   whatever the caller wrote first: `spotting loso` adds
                                                           the fitted reader and the channel configs
                                                           (spotting.spotter)
-DIR/spotter.json                                          format, granularities, head sizes, provenance, and the
+DIR/spotter.json                                          format, granularities, head sizes, provenance (the
+                                                          training videos' frame rates: `training_fps`), and the
                                                           size and sha256 of every file above (written last)
 
 Loading checks every recorded file first: a missing, cut-off or altered file is an error naming it, never a
@@ -40,6 +41,12 @@ RETRAIN = "retrain it with this version: `python -m spotting loso` (or `python -
 
 def is_complete(folder) -> bool:
     return (Path(folder) / MANIFEST).is_file()
+
+
+def fps_range(videos) -> list[float]:
+    """[lowest, highest] frame rate of a video table's rows: what a spotter trained on them has seen."""
+    fps = [float(f) for f in videos["fps"]]
+    return [min(fps), max(fps)]
 
 
 def save_spotter(heads: EncoderHeads, cfg: FinetuneConfig, folder, extra: dict | None = None) -> Path:

@@ -178,21 +178,21 @@ def spot_curves(curves: dict, cfg: BaselineConfig, fps: float, num_frames: int) 
     return iv.final_intervals(found["macro"], found["micro"], cfg.micro_inside_macro)
 
 
-def video_region_curves(source, cfg: BaselineConfig, cache_path, landmarks=None) -> dict:
+def video_region_curves(source, cfg: BaselineConfig, cache_path, landmarks=None, bar: tqdm | None = None) -> dict:
     """Cached flow region curves of one video (a path or a data.faces.face_video.FaceVideo) for every k the config
     needs (data.flow.curves.video_curves). `landmarks` overrides cfg.landmarks: a [68, 2] fixed set or
-    [T, 68, 2] tracked set."""
+    [T, 68, 2] tracked set. `bar` counts the flow fields computed."""
     if not isinstance(source, FaceVideo):
         source = FaceVideo(source, track_cache=track_cache_path(cache_path))
     return video_curves(source, cache_path, needed_ks(cfg, source.fps), cfg.method, cfg.scale,
-                        cfg.landmarks if landmarks is None else landmarks, head_model=cfg.head_model)
+                        cfg.landmarks if landmarks is None else landmarks, bar=bar, head_model=cfg.head_model)
 
 
 def frame_region_curves(frames: np.ndarray, fps: float, cfg: BaselineConfig, landmarks=None,
-                        name: str = "<frames>") -> dict:
+                        name: str = "<frames>", bar: tqdm | None = None) -> dict:
     """video_region_curves of RGB frames held in memory (data.flow.curves.frame_curves: nothing cached)."""
     return frame_curves(frames, fps, needed_ks(cfg, fps), cfg.method, cfg.scale,
-                        cfg.landmarks if landmarks is None else landmarks, cfg.head_model, name)
+                        cfg.landmarks if landmarks is None else landmarks, cfg.head_model, name, bar)
 
 
 def spot_video(path, cfg: BaselineConfig, cache_path, landmarks=None) -> list[iv.Interval]:

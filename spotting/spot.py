@@ -97,9 +97,10 @@ def spot(video, model_dir, out_dir, already_aligned: bool = False) -> dict:
     video, model_dir = Path(video), Path(model_dir)
     names = output_names(video.stem)
     outputs = OwnedOutputs(out_dir, [n for role, n in names.items() if role != "aligned" or not already_aligned])
-    video_info(video)  # a file that does not open as a video is refused before the model is read
+    info = video_info(video)  # a file that does not open as a video is refused before the model is read
     clock = StageClock(f"spot {video.name}")
     spotter = spotters.load(model_dir)
+    spotters.warn_rate(spotter, info["fps"], video)
     builder = ChannelBuilder(spotter.sets, spotter.baseline, spotter.encoder_channels, spotter.encoder)
     source = builder.source(video, video.stem, progress=True)
     size = spotter.encoder.cfg.img_size

@@ -9,6 +9,7 @@ scores alone (`default_reader`).
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 from data.common.atomic import read_json, write_json
@@ -25,6 +26,7 @@ from spotting.logistic import LogisticConfig, LogisticReader, TypeFit
 from spotting.readers import fitted_reader
 
 CHANNELS_FILE = "channels.json"
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -36,10 +38,36 @@ class Spotter:
     sets: tuple[str, ...]  # the channel sets the reader reads
     baseline: BaselineConfig
     encoder_channels: EncoderChannelsConfig
+    training_fps: list[float] | None = None  # [lowest, highest] rate of its training videos; None: not recorded
 
     @property
     def encoder(self):
         return self.heads.encoder
+
+
+# A video this many times faster or slower than every training video gets a warning. The detector works in seconds,
+# but the flow cues' frame gaps and what moves between two frames scale with the rate (a 200 fps video given to a
+# 30 fps spotter: the macro expression found, the micro missed). 1.5 lets 25 and 30 fps mix without a word.
+RATE_TOLERANCE = 1.5
+
+
+def rate_warning(training_fps: list[float] | None, fps: float) -> str | None:
+    """Why `fps` is far from the rates [lowest, highest] a spotter was trained at (RATE_TOLERANCE), or None."""
+    if not training_fps or not fps:
+        return None
+    low, high = training_fps
+    if low / RATE_TOLERANCE <= fps <= high * RATE_TOLERANCE:
+        return None
+    trained = f"{low:g} fps" if low == high else f"{low:g}-{high:g} fps"
+    return (f"the video runs at {fps:g} fps, the spotter was trained on {trained} videos: expect missed or extra "
+            f"intervals (micro-expressions first); train on videos at this rate to spot it reliably")
+
+
+def warn_rate(spotter: Spotter, fps: float, video) -> None:
+    """Log rate_warning, naming the video."""
+    problem = rate_warning(spotter.training_fps, fps)
+    if problem:
+        log.warning("%s: %s", video, problem)
 
 
 def save_channels(folder, sets, baseline: BaselineConfig, encoder_channels: EncoderChannelsConfig) -> Path:
@@ -64,10 +92,11 @@ def load(folder) -> Spotter:
     """The spotter in FOLDER, every file checked (finetune.store), its reader and channel configs read."""
     folder = Path(folder)
     heads, grans = store.load_spotter(folder)
+    rates = store.read_manifest(folder).get("training_fps")
     found = fitted_reader(folder)
     if found is None:
         return Spotter(heads, grans, default_reader([g.name for g in grans]), "default (heads only)", (HEADS,),
-                       BaselineConfig(), EncoderChannelsConfig())
+                       BaselineConfig(), EncoderChannelsConfig(), rates)
     reader, name = found
     path = folder / CHANNELS_FILE
     if not path.is_file():
@@ -78,4 +107,4 @@ def load(folder) -> Spotter:
         raise DataError(f"channel sets {raw.get('sets')} do not cover the reader's {sorted(reader.channel_sets)}",
                         path=path, field="sets", fix=store.RESTORE)
     return Spotter(heads, grans, reader, name, sets, build(BaselineConfig, raw["baseline"], str(path), "baseline."),
-                   build(EncoderChannelsConfig, raw["encoder_channels"], str(path), "encoder_channels."))
+                   build(EncoderChannelsConfig, raw["encoder_channels"], str(path), "encoder_channels."), rates)

@@ -154,3 +154,43 @@ def test_the_same_video_spotted_twice_gives_the_same_output(spotter, carphone_cl
     for key in first.files:  # model and flow-cue curves, bit for bit
         assert np.array_equal(first[key], second[key]), key
     assert (tmp_path / "run1" / f"{stem}.csv").read_text() == (tmp_path / "run2" / f"{stem}.csv").read_text()
+
+
+def test_a_video_far_from_the_training_rate_gets_a_warning(spotter, tmp_path):
+    """issue 29: a 200 fps video given to a spotter trained at 30 fps found the macro and missed the micro without
+    a word. The spotter folder records its training videos' rates; spot names both."""
+    from spotting.spotter import rate_warning
+
+    model = damaged_copy(spotter, tmp_path)
+    manifest = json.loads((model / "spotter.json").read_text())
+    (model / "spotter.json").write_text(json.dumps({**manifest, "training_fps": [29.97, 29.97]}))
+    fast = write_mp4(tmp_path / "fast.mp4", read_frames(carphone_video(), range(40)), 200.0)
+    proc = run_cli("spotting", "spot", fast, "--model", model, "--out", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    warning = next(ln for ln in proc.stderr.splitlines() if "WARNING" in ln and "fps" in ln)
+    assert str(fast) in warning and "runs at 200 fps" in warning and "trained on 29.97 fps videos" in warning
+    # 25 and 30 fps mix without a word; a spotter folder without the record (older ones) says nothing
+    assert rate_warning([29.97, 29.97], 25.0) is None and rate_warning([25.0, 30.0], 40.0) is None
+    assert "trained on 25-30 fps" in rate_warning([25.0, 30.0], 60.0)
+    assert rate_warning(None, 200.0) is None
+
+
+def test_spot_on_a_720p_video_decodes_at_a_working_size_and_shows_every_stage(spotter, tmp_path):
+    """issue 29: an 8 s 1080p video had not finished the flow cues after 300 s, with nothing shown. Frames whose
+    short side exceeds data.faces.face_video.MAX_SHORT_SIDE are decoded at a working size, and decoding, face
+    tracking and the flow each show a bar. A real face (the carphone clip, enlarged to 720 px and padded to
+    1280x720 as benchmarks/spot.py widens its synthetic face); the 1080p speed is benchmarks/spot.py's."""
+    import cv2
+
+    frames = read_frames(carphone_video(), range(40))
+    big = np.stack([cv2.resize(f, (880, 720), interpolation=cv2.INTER_CUBIC) for f in frames])
+    video = write_mp4(tmp_path / "wide720.mp4", np.pad(big, ((0, 0), (0, 0), (200, 200), (0, 0)), mode="edge"),
+                      29.97)
+    proc = run_cli("spotting", "spot", video, "--model", spotter, "--out", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "1280x720 frames decoded at 960x540" in proc.stderr
+    for bar in ("decode wide720", "faces wide720", "flow wide720", "heads windows", "spot wide720.mp4"):
+        assert bar in proc.stderr, bar
+    summary = json.loads((tmp_path / "out" / "wide720.json").read_text())
+    assert summary["num_frames"] == 40 and summary["face_track"]["face_fraction"] >= 0.9
+    assert read_frames(tmp_path / "out" / "wide720_aligned.mp4").shape[:3] == (40, 160, 160)

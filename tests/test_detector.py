@@ -223,9 +223,12 @@ def test_spot_gives_exactly_the_intervals_of_the_loso_code_path(full_loso, tmp_p
     from spotting.evaluation import loso
     from spotting.spot import spot
 
+    from finetune.store import read_manifest
+
     cfg, shared = full_loso
     model = Path(cfg.out) / "model"
     spotter = ds.DetectorReader.load(model)
+    assert read_manifest(model)["training_fps"] == [30.0, 30.0]  # what spot compares a video's rate with
     row = shared.videos.iloc[0]
     item = loso.features_for(shared, [str(row.video)], None)[0]
     assert {c.set for c in spotter.norm.channels} == {CUES, FLOW, ENCODER} and len(spotter.norm.basis) == 8

@@ -106,7 +106,7 @@ class FaceVideo:
         cached = self._cached_track()
         if cached is not None:
             return cached
-        track = track_faces(self.frames, detect_every=self.detect_every, progress=self.progress)
+        track = track_faces(self.frames, detect_every=self.detect_every, progress=self.progress, name=self.name)
         track.source = str(self.where)
         if self.track_cache is not None:
             save_track(self.track_cache, track)

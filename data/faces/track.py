@@ -283,7 +283,7 @@ def iter_frame_chunks(source, chunk: int = 256) -> tuple[Iterator[np.ndarray], i
 
 def track_faces(source, detect_every: int = 10, upsample: int | None = None, smooth: int = 3,
                 box_smooth: int = 9, max_missed: int = 15, progress: bool = False,
-                on_frames: Callable[[int], None] | None = None) -> FaceTrack:
+                on_frames: Callable[[int], None] | None = None, name: str | None = None) -> FaceTrack:
     """Track the main face through a video path, a FrameFolder or frames [T, H, W, 3] (RGB uint8).
 
     detect_every: frames between scheduled detections (1 = detect every frame).
@@ -292,11 +292,13 @@ def track_faces(source, detect_every: int = 10, upsample: int | None = None, smo
     smooth / box_smooth: centred window (frames) for landmarks / boxes; 1 turns smoothing off.
     max_missed: frames a face may be carried on propagated boxes while the detector fails to find it.
     on_frames: called with the number of frames after each chunk (progress reported across processes).
+    name: what the progress bar and log call the video (default: the path's, or "frames").
     """
     if detect_every < 1 or max_missed < 0 or smooth < 1 or box_smooth < 1:
         raise ConfigError(f"detect_every={detect_every}, smooth={smooth}, box_smooth={box_smooth} must be >= 1 "
                           f"and max_missed={max_missed} >= 0", field="detect_every", fix="pass positive values")
-    chunks, total, name = iter_frame_chunks(source)
+    chunks, total, found_name = iter_frame_chunks(source)
+    name = name or found_name
     tracker = _Tracker(detect_every, upsample, max_missed)
     raw = np.full((total, 68, 2), np.nan, np.float32)
     boxes = np.full((total, 4), np.nan, np.float32)

@@ -208,9 +208,10 @@ def video_curves(source, npz_path, ks=None, method: str = "dis", scale: float = 
 
 
 def frame_curves(frames: np.ndarray, fps: float, ks, method: str = "dis", scale: float = 1.0, landmarks="auto",
-                 head_model: str = "affine", name: str = "<frames>") -> dict:
+                 head_model: str = "affine", name: str = "<frames>", bar: tqdm | None = None) -> dict:
     """video_curves of RGB frames held in memory [T, H, W, 3]: nothing decoded, cached or written. The cues
-    then see exactly these frames, not a lossy re-encoding of them. `name` names the video."""
+    then see exactly these frames, not a lossy re-encoding of them. `name` names the video; `bar` counts the
+    flow fields computed."""
     _check_params(method, scale, head_model)
     source = FaceVideo(frames=frames, fps=fps, name=name)
     grey = fl.to_grey(frames, scale)
@@ -219,6 +220,6 @@ def frame_curves(frames: np.ndarray, fps: float, ks, method: str = "dis", scale:
         landmarks = track_landmarks(source.track, landmarks, name)
     geometry = _geometry(name, landmarks, grey, scale, first=frames[0])
     ks = sorted({int(k) for k in ks})
-    return {"curves": _compute(grey, ks, geometry, method, head_model, None), "fps": float(fps),
+    return {"curves": _compute(grey, ks, geometry, method, head_model, bar), "fps": float(fps),
             "num_frames": len(grey), "params": _params(method, scale, _landmark_key(landmarks), head_model),
             "computed": ks}

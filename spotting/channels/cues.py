@@ -5,6 +5,7 @@ and `flow` (each frame gap's region motion, the evidence behind those scores), f
 from __future__ import annotations
 
 import numpy as np
+from tqdm import tqdm
 
 from data.common.tables import TYPES
 from data.faces.face_video import FaceVideo
@@ -17,11 +18,16 @@ from spotting.channels.vocabulary import ANY, CUES, FLOW, Channel
 
 def cue_channels(source: FaceVideo, bcfg: bl.BaselineConfig, cache_path=None) -> dict[Channel, np.ndarray]:
     """The `cues` and `flow` channels of one video (its frames and face track); the flow is cached at
-    `cache_path` (spotting.baseline.video_region_curves; None: computed, nothing written)."""
-    if cache_path is None:
-        result = bl.frame_region_curves(source.frames, source.fps, bcfg, track_landmarks(source, bcfg), source.name)
-    else:
-        result = bl.video_region_curves(source, bcfg, cache_path)
+    `cache_path` (spotting.baseline.video_region_curves; None: computed, nothing written). A FaceVideo made with
+    `progress` shows a bar over the flow fields (the slowest part of a long video's channels)."""
+    # the flow fields to compute (read from the header only with a bar to show: a cached video is never opened)
+    pairs = sum(max(0, source.num_frames - k) for k in set(bl.needed_ks(bcfg, source.fps))) if source.progress else None
+    with tqdm(total=pairs, desc=f"flow {source.name}", unit="pair", disable=not source.progress, leave=False) as bar:
+        if cache_path is None:
+            result = bl.frame_region_curves(source.frames, source.fps, bcfg, track_landmarks(source, bcfg),
+                                            source.name, bar)
+        else:
+            result = bl.video_region_curves(source, bcfg, cache_path, bar=bar)
     return region_channels(result, bcfg)
 
 

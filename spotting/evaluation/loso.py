@@ -319,7 +319,7 @@ def final_model(cfg: LosoConfig, shared: Shared, out: Path) -> Path:
     save_channels(folder, cfg.sets, cfg.baseline, cfg.encoder_channels)
     store.save_spotter(heads, ft, folder, {"reader": cfg.reader, "subjects": subjects,
                                            "encoder_source": ft.model.encoder, "encoder_tuned": tuning is not None,
-                                           **split})
+                                           "training_fps": store.fps_range(shared.videos), **split})
     return folder
 
 
