@@ -21,9 +21,10 @@ from data.common.errors import DataError
 # (a clip under `taskset -c 0` and under 2 cores: two files), and on the SIMD code it picks for the CPU (plain C
 # and SSE2, SSE4.2 to AVX2, and AVX-512 gave three different files of one clip at one thread; the AVX-512 code
 # also gave 2 different files in 12 encodes of the same frames in one process). One thread and x264's C code
-# (asm=0) gave one file everywhere, at about 4-5x x264's encoding time (a 160x160 frame: ~1.5 ms instead of
-# ~0.4 ms). The RGB -> YUV 4:2:0 conversion before it (swscale, one thread) gave the same planes with its
-# SSE2, AVX2 and AVX-512 code (forced through av_force_cpu_flags), so it is the same on any x86-64 CPU.
+# (asm=0) gave one file everywhere, at about 3x the CPU time per frame (colour conversion included: 160x160
+# 1.55 ms instead of 0.55 ms, 640x360 13 ms instead of 3.7 ms). The RGB -> YUV 4:2:0 conversion before it
+# (swscale, one thread) gave the same planes with its SSE2, AVX2 and AVX-512 code (forced through
+# av_force_cpu_flags), so it is the same on any x86-64 CPU.
 ENCODER_THREADS = 1
 X264_PORTABLE = {"x264-params": "asm=0"}
 
