@@ -45,9 +45,10 @@ class Spotter:
         return self.heads.encoder
 
 
-# A video this many times faster or slower than every training video gets a warning. The detector works in seconds,
-# but the flow cues' frame gaps and what moves between two frames scale with the rate (a 200 fps video given to a
-# 30 fps spotter: the macro expression found, the micro missed). 1.5 lets 25 and 30 fps mix without a word.
+# A video this many times faster or slower than every training video gets a warning. The detector works in seconds
+# and the flow's frame gaps follow the rate, but the channels' statistics were learnt at the training rates (a 200
+# fps video given to a 30 fps spotter: the macro expression found, the micro missed; issue 29). 1.5 lets 25 and
+# 30 fps mix without a word.
 RATE_TOLERANCE = 1.5
 
 
