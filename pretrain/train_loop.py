@@ -206,8 +206,9 @@ def batch_stream(cfg: PretrainConfig, rank: int, world_size: int, epoch: int, sk
     exactly (use data.resampled with a short epoch_samples to bound that re-reading on large corpora).
     """
 
+    motion = cfg.model.input == "motion"  # the loader's workers make the view and the targets
     loader = make_loader(cfg.data, cfg.model.geometry, rank=rank, world_size=world_size, epoch=epoch,
-                         view=cfg.motion if cfg.model.input == "motion" else None)
+                         view=cfg.motion if motion else None, target=cfg.model.target if motion else None)
     while True:
         done, pending = 0, None
         for batch in loader:
@@ -346,7 +347,9 @@ def optimizer_step(cfg: PretrainConfig, engine, stream, step: int, rank: int, me
         tally.update(batch)
         reseed(cfg.seed, step, micro, rank)
         video = model_input(batch["video"], engine.device, dtype)
-        out = engine(video, batch["mask"].to(engine.device, non_blocking=True))
+        target = batch.get("target")  # made by the loader's workers for the motion input
+        out = engine(video, batch["mask"].to(engine.device, non_blocking=True),
+                     None if target is None else target.to(engine.device, non_blocking=True))
         loss = poison(out["loss"], step + 1, rank, cfg.debug.nan_at_steps)
         if check and not finite_on_all_ranks(loss):
             good = False

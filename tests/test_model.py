@@ -8,7 +8,7 @@ from data.common.errors import ConfigError, DataError
 from pretrain.lgi_former import count_params
 from pretrain.mae import VideoMAE
 from pretrain.model_config import ModelConfig, named_config
-from pretrain.targets import make_target
+from data.clips.targets import make_target
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -1,4 +1,4 @@
-"""Reconstruction targets, one row of `patch_values` numbers per token in raster order.
+"""Reconstruction targets of masked-video pretraining, one row of `patch_values` numbers per token in raster order.
 
 - "pixel": each tubelet's pixels normalised per channel (zero mean, unit std over the tubelet), as VideoMAE.
 - "frame_diff": half appearance, half motion: the tubelet's first frame normalised per channel, and in place
@@ -10,11 +10,18 @@
   per-tubelet normalisation would instead make the sensor noise of still tubelets the target.
 - "energy": the mean |value| per 4 x 4 pixel cell of each frame (on the motion view: how much each part of
   the face moved since the window began, without the sign, which depends on the texture the model cannot see).
-Row layout is (frame, row, column, channel) for every target but "energy" (frame, cell row, cell column).
+- "flow" (masked motion modelling, after MME, Sun et al. CVPR 2023): the optical flow (data.flow.regions, DIS,
+  the flow code of the cues) from the clip's first frame to each frame, averaged over each 4 x 4 pixel cell, in
+  units of FLOW_UNIT_PX: where and how far each part of the face moved since the window began. Flow is smooth
+  over the face, so a masked tubelet's motion can be inferred from its visible neighbours, unlike the signed pixel
+  change of a textureless motion view; it is made from the grey clips in the loader's workers (`flow_target`).
+Row layout is (frame, row, column, channel) for every target but "energy" (frame, cell row, cell column) and
+"flow" (frame, cell row, cell column, (dx, dy)).
 Rgb input is ImageNet-normalised and targets are computed on its [0, 1] pixels; motion input is used as it is.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 # clips reach the model normalised by data.clips.augment.normalise; targets are computed on the [0, 1] pixels
@@ -63,17 +70,42 @@ def view_target(values: torch.Tensor, tubelet: int, patch: int) -> torch.Tensor:
     return x.reshape(x.shape[0], x.shape[1], -1)
 
 
-ENERGY_CELL = 4  # pixels: the "energy" target's cell side (ModelConfig.patch_values and check read it)
+CELL = 4  # pixels: the cell side of the "energy" and "flow" targets (ModelConfig.patch_values and check read it)
+FLOW_UNIT_PX = 2.0  # "flow" target units: a 2 px displacement (a clear macro expression at 160 px) is 1
+LOADER_TARGETS = ("flow",)  # made from the grey clips in the loader's workers, not from the model input
+
+
+def cell_means(x: torch.Tensor, tubelet: int, patch: int) -> torch.Tensor:
+    """[B, C, T, H, W] -> each CELL x CELL cell's mean per frame and channel [B, N, tubelet * (patch/CELL)^2 * C],
+    tokens in raster order, values in (frame, cell row, cell column, channel) order."""
+    t = tubelets(x, tubelet, patch)  # [B, N, tubelet, patch * patch, C]
+    b, n, f, _, c = t.shape
+    cells = patch // CELL
+    t = t.reshape(b, n, f, cells, CELL, cells, CELL, c).mean((4, 6))
+    return t.reshape(b, n, -1)
 
 
 def energy_target(values: torch.Tensor, tubelet: int, patch: int) -> torch.Tensor:
-    """Mean |value| per ENERGY_CELL x ENERGY_CELL cell of each frame of the tubelet, channels averaged
+    """Mean |value| per CELL x CELL cell of each frame of the tubelet, channels averaged
     [B, N, tubelet * (patch / cell)^2]: where and how much the face moved, not the texture-dependent sign."""
-    x = tubelets(values, tubelet, patch).abs().mean(-1)  # [B, N, tubelet, patch * patch]
-    b, n, f, _ = x.shape
-    cells = patch // ENERGY_CELL
-    x = x.reshape(b, n, f, cells, ENERGY_CELL, cells, ENERGY_CELL).mean((4, 6))
-    return x.reshape(b, n, -1)
+    return cell_means(values.abs().mean(1, keepdim=True), tubelet, patch)
+
+
+def clip_flow(grey: np.ndarray, flow_fn) -> np.ndarray:
+    """Flow from a clip's first frame to every frame: uint8 [T, S, S] -> float32 [2, T, S, S] (frame 0: zero)."""
+    out = np.zeros((2,) + grey.shape, np.float32)
+    for t in range(1, len(grey)):
+        out[:, t] = flow_fn(grey[0], grey[t]).transpose(2, 0, 1)
+    return out
+
+
+def flow_target(grey: np.ndarray, tubelet: int, patch: int, method: str = "dis") -> torch.Tensor:
+    """The "flow" target of grey clips uint8 [B, T, S, S]: [B, N, tubelet * (patch / CELL)^2 * 2] float32."""
+    from data.flow.regions import make_flow
+
+    flow_fn = make_flow(method)
+    flows = torch.from_numpy(np.stack([clip_flow(clip, flow_fn) for clip in grey])) / FLOW_UNIT_PX
+    return cell_means(flows, tubelet, patch)
 
 
 def make_target(video: torch.Tensor, kind: str, tubelet: int, patch: int, source: str = "rgb") -> torch.Tensor:
@@ -89,4 +121,6 @@ def make_target(video: torch.Tensor, kind: str, tubelet: int, patch: int, source
             return view_target(pixels, tubelet, patch)
         if kind == "energy":
             return energy_target(pixels, tubelet, patch)
+    if kind in LOADER_TARGETS:
+        raise ValueError(f"the {kind!r} target is made by the loader from the grey clips (flow_target)")
     raise ValueError(f"unknown target kind {kind!r}")  # ModelConfig already restricts the choice
