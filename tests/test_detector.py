@@ -13,7 +13,8 @@ import pytest
 from conftest import TINY_DETECTOR_OVERRIDES
 
 from data.common.errors import DataError
-from spotting.channels.vocabulary import CUES, Channel, video_features
+from spotting.channels.vocabulary import CUES, FLOW, Channel, video_features
+from spotting.detector import inputs
 from spotting.detector import model as dt
 from spotting.detector import reader as ds
 from spotting.evaluation.metric import evaluate
@@ -89,6 +90,48 @@ def test_long_events_come_out_as_one_interval_with_learned_boundaries(bump_spott
     assert spotter.selection["steps"] in FAST.steps_grid
 
 
+def test_weight_grid_holds_each_group_alone_and_favours_the_first():
+    assert ds.weight_grid(1, 0.25) == [(1.0,)]
+    two = ds.weight_grid(2, 0.25)
+    assert two == [(1.0, 0.0), (0.75, 0.25), (0.5, 0.5), (0.25, 0.75), (0.0, 1.0)]
+    three = ds.weight_grid(3, 0.5)
+    assert len(three) == 6 and all(abs(sum(w) - 1) < 1e-9 for w in three) and three[0] == (1.0, 0.0, 0.0)
+
+
+def _with_noise_set(items, seed: int = 7):
+    """The bump items plus a FLOW channel of pure noise: a channel set that cannot help."""
+    rng = np.random.default_rng(seed)
+    for it in items:
+        it.curves[Channel(FLOW, "any", "gap0.mouth", "flow")] = rng.random(it.num_frames)
+    return items
+
+
+def test_late_fusion_gives_a_useless_channel_set_no_weight(one_torch_thread_module):
+    """Groups [cues] and [flow]: the flow set is noise, so the inner folds keep the cues alone (weight 1, 0), no
+    detector is trained for the noise group, and the fitted reader finds the held-out subject's events."""
+    items, gt = _bump_items()
+    items = _with_noise_set(items)
+    cfg = dataclasses.replace(FAST, groups=[["cues"], ["flow"]], weight_step=0.5)
+    reader = ds.fit_reader(items[:3], gt, (CUES, FLOW), cfg)
+    assert reader.selection["weights"] == [1.0, 0.0] and reader.models[1] == []
+    assert set(reader.selection["tried"]) == {f"{s}@{w}" for s in (60, 120) for w in ("1,0", "0.5,0.5", "0,1")}
+    assert evaluate(gt[gt["video"] == "s3_v1"], reader.predict(items[3:]))["macro"]["tp"] == 2
+    # swapped roles: the noise alone is never chosen, the informative set keeps at least half the weight
+    swapped = ds.fit_reader(items[:3], gt, (CUES, FLOW), dataclasses.replace(cfg, groups=[["flow"], ["cues"]]))
+    assert swapped.selection["weights"][1] >= 0.5
+    assert evaluate(gt[gt["video"] == "s3_v1"], swapped.predict(items[3:]))["macro"]["tp"] == 2
+
+
+def test_a_late_fusion_reader_saves_and_loads_every_group(one_torch_thread_module, tmp_path):
+    items, gt = _bump_items()
+    items = _with_noise_set(items)
+    cfg = dataclasses.replace(FAST, groups=[["cues"], ["flow"]], weight_step=1.0)
+    reader = ds.fit_reader(items[:3], gt, (CUES, FLOW), cfg)
+    loaded = ds.DetectorReader.load(reader.save(tmp_path / "model"))
+    assert loaded.selection == reader.selection and [len(m) for m in loaded.models] == [len(m) for m in reader.models]
+    np.testing.assert_array_equal(loaded.boxes(items[3]), reader.boxes(items[3]))
+
+
 def test_the_detector_works_in_seconds_so_200_fps_gives_the_same_events(bump_spotter):
     spotter, items30, gt30 = bump_spotter
     items200, gt200 = _bump_items(fps=200.0)  # same seed: same events in seconds, 6.7x the frames
@@ -103,10 +146,10 @@ def test_the_detector_works_in_seconds_so_200_fps_gives_the_same_events(bump_spo
 
 def test_on_grid_keeps_a_video_at_the_grid_rate_and_averages_a_faster_one():
     x = np.random.default_rng(0).random((300, 2))
-    np.testing.assert_allclose(ds.on_grid(x, 30.0, 30.0), x.T.astype(np.float32))
+    np.testing.assert_allclose(inputs.on_grid(x, 30.0, 30.0), x.T.astype(np.float32))
     y = np.repeat(x, 4, axis=0)  # the same signal at 120 fps
-    np.testing.assert_allclose(ds.on_grid(y, 120.0, 30.0), x.T.astype(np.float32), rtol=1e-6)
-    assert ds.on_grid(x[:, :1], 30.0, 200.0).shape == (1, 2000)  # slower than the grid: interpolated
+    np.testing.assert_allclose(inputs.on_grid(y, 120.0, 30.0), x.T.astype(np.float32), rtol=1e-6)
+    assert inputs.on_grid(x[:, :1], 30.0, 200.0).shape == (1, 2000)  # slower than the grid: interpolated
 
 
 def test_fit_reads_only_the_training_videos_labels(bump_spotter):
@@ -122,9 +165,9 @@ def test_a_saved_detector_gives_the_same_boxes_and_refuses_a_damaged_file(bump_s
     spotter, items, _ = bump_spotter
     loaded = ds.DetectorReader.load(spotter.save(tmp_path / "model"))
     np.testing.assert_array_equal(loaded.boxes(items[3]), spotter.boxes(items[3]))
-    weights = tmp_path / "model" / "detector_0.safetensors"
+    weights = tmp_path / "model" / "detector_0_0.safetensors"
     weights.write_bytes(weights.read_bytes()[:-100])
-    with pytest.raises(DataError, match="detector_0.safetensors"):
+    with pytest.raises(DataError, match="detector_0_0.safetensors"):
         ds.DetectorReader.load(tmp_path / "model")
     (tmp_path / "model" / "detector.json").write_text(json.dumps({"format": 99}))
     with pytest.raises(DataError, match="format 99"):
@@ -137,6 +180,10 @@ def test_bad_detector_settings_are_refused():
 
     with pytest.raises(ConfigError, match="channels: the logistic reader cannot read"):
         LosoConfig(reader="logistic", channels=["cues", "encoder"])
+    with pytest.raises(ConfigError, match="detector.groups"):
+        LosoConfig(channels=["cues", "flow"], detector=ds.DetectorReaderConfig(groups=[["cues"], ["encoder"]]))
+    with pytest.raises(ConfigError, match="weight_step"):
+        ds.DetectorReaderConfig(weight_step=0.3)
 
     with pytest.raises(ConfigError, match="nms_grid"):
         ds.DetectorReaderConfig(nms_grid=["gaussian:0.5"])
@@ -169,7 +216,7 @@ def test_spot_gives_exactly_the_intervals_of_the_loso_code_path(full_loso, tmp_p
     spotter = ds.DetectorReader.load(model)
     row = shared.videos.iloc[0]
     item = loso.features_for(shared, [str(row.video)], None)[0]
-    assert {c.set for c in spotter.norm.channels} == {CUES, FLOW, ENCODER} and len(spotter.norm.basis) == 8
+    assert spotter.channel_sets == {CUES, FLOW, ENCODER} and len(spotter.norms[0].basis) == 8
     expected = spotter.predict([item])
     summary = spot(Path(cfg.finetune.data.root) / row.path, model, tmp_path / "spot")
     got = pd.read_csv(tmp_path / "spot" / f"{Path(row.path).stem}.csv", keep_default_na=False)

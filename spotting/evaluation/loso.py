@@ -107,6 +107,10 @@ class LosoConfig(Config):
         if unread:
             raise ConfigError(f"the {self.reader} reader cannot read {unread}: it reads {list(reads)}",
                               field="channels", fix=f"drop {unread}, or reader=detector (it reads every set)")
+        stray = sorted({s for g in self.detector.groups for s in g} - set(self.sets))
+        if stray:
+            raise ConfigError(f"detector.groups name channel sets {stray} that channels does not read",
+                              field="detector.groups", fix=f"add them to channels, or group only {list(self.sets)}")
         if self.tuned():
             self._check_tuning()
         if {HEADS, ENCODER} & set(self.sets) and self.finetune.train.mode != "frozen":
