@@ -148,7 +148,7 @@ class AppearanceConfig(RangedConfig):
     lip_corner_depress: float = setting(0.15, ge=0, lt=1)
     jaw_open: float = setting(0.5, ge=0, lt=1)
     # Activation (IOD) at which a layer reaches full contrast: the top of the default macro amplitudes, scaled per
-    # AU by its largest emotion weight (motion.appearance_weights). Micro amplitudes (0.02-0.05) give 15-35 %.
+    # AU by its largest emotion weight (motion.appearance_weights): micro amplitudes (0.02-0.05) give 14-36 %.
     full_at_iod: float = setting(0.14, gt=0)
     crease_width: float = setting(0.03, gt=0, le=0.2)   # crease sigma, IOD fraction (~1.5 px at 160)
     jitter: float = setting(0.03, ge=0, le=0.2)         # per-identity shift of the line ends, IOD fraction

@@ -152,16 +152,15 @@ def event_stills(identity, cfg, event: dict) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _course(ax, cfg, event: dict) -> None:
-    """Each AU's warp course (over its apex value) and its layer's weight across the event: one shape, the
-    layer's height set by the activation (faint for micro events)."""
+    """The event's warp course (amplitude over its apex value, the same for all its AUs) and each AU layer's
+    weight across it: one shape, the layer's height set by the activation (faint for micro events)."""
     frames = np.arange(max(0, event["onset"] - 3), event["offset"] + 4)
     curves = event_curves(event, frames)
     weights = appearance_weights(curves, cfg.appearance.full_at_iod)
+    ax.plot(frames, curves.max(1) / curves.max(), color="black", lw=1, label="warp / apex")
     for name in event["action_units"]:
-        k = AU_INDEX[name]
-        line, = ax.plot(frames, curves[:, k] / curves[:, k].max(), lw=1, label=f"{name} warp / apex")
         if getattr(cfg.appearance, name, 0) > 0:
-            ax.plot(frames, weights[:, k], ls="--", color=line.get_color(), lw=1, label="its layer weight")
+            ax.plot(frames, weights[:, AU_INDEX[name]], ls="--", lw=1, label=f"{name} layer")
     ax.axvline(event["apex"], color="grey", lw=0.5)
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=6, loc="upper right")
