@@ -13,6 +13,7 @@ files: a name that holds a file this command did not write there is refused befo
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -35,6 +36,7 @@ from spotting.channels.heads import head_channels
 from spotting.channels.vocabulary import HEADS, VideoFeatures, video_features
 from spotting.evaluation.plots import plot_timeline
 from spotting.intervals import to_frame
+from spotting.live.decide import decide_video
 
 log = logging.getLogger(__name__)
 STAGES = ("decode + faces", "channels", "heads", "intervals")
@@ -92,6 +94,14 @@ def aligned_crops(source: FaceVideo, size: int) -> np.ndarray:
     return crops
 
 
+def intervals_of(spotter: spotters.Spotter, item: VideoFeatures) -> list:
+    """The spotter's intervals of one video: offline, or (a causal spotter) decided as on a live stream."""
+    if spotter.live is None:
+        return spotter.reader.spot_item(item)
+    found = [d.interval for d in decide_video(spotter.reader, item, item.face, spotter.live)]
+    return sorted(found, key=lambda i: (i.onset, i.type))
+
+
 def spot(video, model_dir, out_dir, already_aligned: bool = False) -> dict:
     """Run the whole chain on one video; returns the JSON summary written beside the CSV."""
     video, model_dir = Path(video), Path(model_dir)
@@ -100,7 +110,8 @@ def spot(video, model_dir, out_dir, already_aligned: bool = False) -> dict:
     video_info(video)  # a file that does not open as a video is refused before the model is read
     clock = StageClock(f"spot {video.name}")
     spotter = spotters.load(model_dir)
-    builder = ChannelBuilder(spotter.sets, spotter.baseline, spotter.encoder_channels, spotter.encoder)
+    builder = ChannelBuilder(spotter.sets, spotter.baseline, spotter.encoder_channels, spotter.encoder,
+                             live=spotter.live)
     source = builder.source(video, video.stem, progress=True)
     size = spotter.encoder.cfg.img_size
     if already_aligned:
@@ -108,7 +119,7 @@ def spot(video, model_dir, out_dir, already_aligned: bool = False) -> dict:
     else:
         crops, faces = aligned_crops(source, size), source.track.summary()
     clock.done("decode + faces")
-    channels = builder.channels(source)
+    channels, face = builder.causal(source) if spotter.live else (builder.channels(source), None)
     clock.done("channels")
     heads = None
     if HEADS in spotter.sets:
@@ -117,8 +128,9 @@ def spot(video, model_dir, out_dir, already_aligned: bool = False) -> dict:
             heads = head_channels(video_curves(spotter.heads, frames, source.fps, spotter.granularities,
                                                progress=bar))
     clock.done("heads")
-    item = video_features("", video.stem, source.fps, source.num_frames, channels, heads)
-    pred = to_frame(spotter.reader.spot_item(item), "", video.stem)
+    item = dataclasses.replace(video_features("", video.stem, source.fps, source.num_frames, channels, heads),
+                               face=face)
+    pred = to_frame(intervals_of(spotter, item), "", video.stem)
     clock.done("intervals")
     clock.bar.close()
     elapsed = clock.elapsed()

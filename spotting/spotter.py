@@ -19,6 +19,7 @@ from finetune import store
 from finetune.heads.model import EncoderHeads
 from finetune.windows import Granularity
 from spotting.baseline import BaselineConfig
+from spotting.channels.causal import CausalConfig
 from spotting.channels.encoder import EncoderChannelsConfig
 from spotting.channels.vocabulary import CHANNEL_SETS, HEADS, Channel
 from spotting.logistic import LogisticConfig, LogisticReader, TypeFit
@@ -36,17 +37,19 @@ class Spotter:
     sets: tuple[str, ...]  # the channel sets the reader reads
     baseline: BaselineConfig
     encoder_channels: EncoderChannelsConfig
+    live: CausalConfig | None = None  # trained on causal channels (LOSO causal=true): how they are made and decided
 
     @property
     def encoder(self):
         return self.heads.encoder
 
 
-def save_channels(folder, sets, baseline: BaselineConfig, encoder_channels: EncoderChannelsConfig) -> Path:
-    """FOLDER/channels.json: what the reader reads and how those channels are made."""
+def save_channels(folder, sets, baseline: BaselineConfig, encoder_channels: EncoderChannelsConfig,
+                  live: CausalConfig | None = None) -> Path:
+    """FOLDER/channels.json: what the reader reads and how those channels are made (`live`: causally)."""
     path = Path(folder) / CHANNELS_FILE
     write_json(path, {"sets": list(sets), "baseline": to_dict(baseline),
-                      "encoder_channels": to_dict(encoder_channels)})
+                      "encoder_channels": to_dict(encoder_channels), "live": live and to_dict(live)})
     return path
 
 
@@ -77,5 +80,7 @@ def load(folder) -> Spotter:
     if not sets or not reader.channel_sets <= set(sets):
         raise DataError(f"channel sets {raw.get('sets')} do not cover the reader's {sorted(reader.channel_sets)}",
                         path=path, field="sets", fix=store.RESTORE)
+    live = raw.get("live")
     return Spotter(heads, grans, reader, name, sets, build(BaselineConfig, raw["baseline"], str(path), "baseline."),
-                   build(EncoderChannelsConfig, raw["encoder_channels"], str(path), "encoder_channels."))
+                   build(EncoderChannelsConfig, raw["encoder_channels"], str(path), "encoder_channels."),
+                   live and build(CausalConfig, live, str(path), "live."))

@@ -179,8 +179,9 @@ def face_patch(frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray | None:
     return patch / norm if norm > 1e-3 * PATCH_SIZE else None
 
 
-class _Tracker:
-    """Frame-by-frame state machine: detect when due, else propagate; re-detect when the fit looks wrong."""
+class Tracker:
+    """Frame-by-frame state machine: detect when due, else propagate; re-detect when the fit looks wrong.
+    `track_faces` runs it over a whole video; the live spotter (spotting.live) feeds it one frame at a time."""
 
     def __init__(self, detect_every: int, upsample: int | None, max_missed: int):
         self.detect_every, self.upsample, self.max_missed = detect_every, upsample, max_missed
@@ -297,7 +298,7 @@ def track_faces(source, detect_every: int = 10, upsample: int | None = None, smo
         raise ConfigError(f"detect_every={detect_every}, smooth={smooth}, box_smooth={box_smooth} must be >= 1 "
                           f"and max_missed={max_missed} >= 0", field="detect_every", fix="pass positive values")
     chunks, total, name = iter_frame_chunks(source)
-    tracker = _Tracker(detect_every, upsample, max_missed)
+    tracker = Tracker(detect_every, upsample, max_missed)
     raw = np.full((total, 68, 2), np.nan, np.float32)
     boxes = np.full((total, 4), np.nan, np.float32)
     found = np.zeros(total, bool)

@@ -34,6 +34,7 @@ from data.common.atomic import read_json, write_json, write_text
 from data.common.config import Config, setting, to_dict
 from data.common.dataset import read_dataset
 from data.common.errors import ConfigError
+from data.common.tables import empty_intervals
 from finetune import store
 from finetune.encoder.load import load_encoder
 from finetune.encoder.tuning import EncoderTuningConfig, check_tuning
@@ -45,6 +46,7 @@ from finetune.heads.train import build_heads, fit_heads, train_head, video_label
 from spotting.baseline import BaselineConfig
 from spotting.channels import tuned
 from spotting.channels.builder import ChannelBuilder
+from spotting.channels.causal import CAUSAL_SETS, CausalConfig
 from spotting.channels.encoder import EncoderChannelsConfig, stable_video
 from spotting.channels.heads import head_channels
 from spotting.channels.vocabulary import CUES, ENCODER, FLOW, HEADS, Channel, ChannelSet, VideoFeatures, video_features
@@ -52,6 +54,8 @@ from spotting.detector.reader import DetectorReaderConfig
 from spotting.evaluation import protocol
 from spotting.evaluation.metric import format_variants
 from spotting.evaluation.plots import plot_timeline, plot_tuning
+from spotting.intervals import to_frame
+from spotting.live.decide import decide_video
 from spotting.logistic import LogisticConfig
 from spotting.readers import READERS
 from spotting.spotter import save_channels
@@ -91,6 +95,10 @@ class LosoConfig(Config):
     # label efficiency: each fold trains on only this many of the other subjects (spotting.evaluation.protocol.
     # loso_splits); null: all of them. The final model (final_model) still learns from every subject.
     train_subjects: int | None = setting(None, ge=1)
+    # causal: the channels `spotting live` computes (spotting.live: running statistics, flow from past pairs) and
+    # its sliding-window decisions (`live`), so LOSO scores the live spotter; cues and flow only
+    causal: bool = False
+    live: CausalConfig = dataclasses.field(default_factory=CausalConfig)
 
     @property
     def sets(self) -> tuple[str, ...]:
@@ -113,6 +121,10 @@ class LosoConfig(Config):
                               field="detector.groups", fix=f"add them to channels, or group only {list(self.sets)}")
         if self.tuned():
             self._check_tuning()
+        if self.causal and (self.reader != "detector" or set(self.sets) - set(CAUSAL_SETS)):
+            raise ConfigError(f"live spotting (causal=true) reads the detector on {list(CAUSAL_SETS)}, got reader "
+                              f"{self.reader!r} on {list(self.sets)}", field="causal",
+                              fix=f"set reader=detector and channels={list(CAUSAL_SETS)}, or causal=false")
         if {HEADS, ENCODER} & set(self.sets) and self.finetune.train.mode != "frozen":
             raise ConfigError(f"LOSO's heads and encoder channels read a frozen encoder, got mode "
                               f"{self.finetune.train.mode!r}", field="finetune.train.mode",
@@ -135,7 +147,8 @@ class LosoConfig(Config):
 
     def builder(self, out: Path, encoder=None) -> ChannelBuilder:
         """The label-free channel sets of this config; caches under `out` (cues, tracks) and the encoder cache."""
-        return ChannelBuilder(self.sets, self.baseline, self.encoder_channels, encoder, out, encoder_cache_dir(self, out))
+        return ChannelBuilder(self.sets, self.baseline, self.encoder_channels, encoder, out,
+                              encoder_cache_dir(self, out), live=self.live if self.causal else None)
 
 
 def encoder_cache_dir(cfg: LosoConfig, out: Path) -> Path:
@@ -156,6 +169,7 @@ class Shared:
     tubelet: int
     encoder: object | None = None  # as loaded; encoder_tuning starts from it in every fold
     builder: ChannelBuilder | None = None
+    faces: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # causal: frames with a face
 
 
 def set_fold_threads(cfg: LosoConfig) -> None:
@@ -191,8 +205,9 @@ def features_for(shared: Shared, videos: list[str], heads: dict | None) -> list[
     items = []
     for v in videos:
         r = rows.loc[v]
-        items.append(video_features(str(r["subject"]), v, r["fps"], r["num_frames"], shared.channels.get(v),
-                                    head_channels(heads[v]) if heads else None))
+        item = video_features(str(r["subject"]), v, r["fps"], r["num_frames"], shared.channels.get(v),
+                              head_channels(heads[v]) if heads else None)
+        items.append(dataclasses.replace(item, face=shared.faces.get(v)))
     return items
 
 
@@ -233,6 +248,17 @@ def fit_fold_reader(cfg: LosoConfig, shared: Shared, train_subjects: list[str]) 
     return READERS[cfg.reader].fit(features_for(shared, videos, curves), gt_train, cfg.sets, settings), split
 
 
+def predict(cfg: LosoConfig, reader, items: list[VideoFeatures]) -> pd.DataFrame:
+    """The reader's intervals of `items`: offline, or (causal) decided on a stream as `spotting live` decides."""
+    if not cfg.causal:
+        return reader.predict(items)
+    frames = [empty_intervals(with_score=True)]
+    for it in items:
+        found = [d.interval for d in decide_video(reader, it, it.face, cfg.live)]
+        frames.append(to_frame(sorted(found, key=lambda i: (i.onset, i.type)), it.subject, it.video))
+    return pd.concat(frames, ignore_index=True)
+
+
 @dataclasses.dataclass
 class ReaderFolds:
     """The fold runner of the SpotMAE spotter (spotting.evaluation.protocol): the encoder (when tuned), heads
@@ -245,7 +271,7 @@ class ReaderFolds:
         shared, _, tuning = tuned_shared(cfg, self.shared, train)
         reader, inner = fit_fold_reader(cfg, shared, train)
         heads_on = inner.get("inner_train", train) if not cfg.retrain_on_all else train
-        pred = reader.predict(heldout_features(cfg, shared, split.test, heads_on))
+        pred = predict(cfg, reader, heldout_features(cfg, shared, split.test, heads_on))
         chosen = reader.selection if cfg.reader == "detector" else reader.to_dict()
         files = {f"{cfg.reader}_fit.json": reader.to_dict(), **({"encoder_tuning.json": tuning} if tuning else {})}
         summary = {k: tuning[k] for k in ("fitted", "early_stopping", "best_epoch", "best_val_auc")} if tuning else {}
@@ -285,10 +311,13 @@ def prepare(cfg: LosoConfig, out: Path) -> Shared:
     if cfg.tuned():
         check_tuning(cfg.encoder_tuning, encoder)
         builder = dataclasses.replace(builder, sets=tuple(s for s in cfg.sets if s != ENCODER))
-    channels, features = {}, None
+    channels, features, faces = {}, None, {}
     for r in tqdm(list(videos.itertuples(index=False)), desc="channels", unit="video"):
         source = builder.source(r.path, str(r.video), float(r.fps))
-        channels[str(r.video)] = builder.channels(source)
+        if cfg.causal:
+            channels[str(r.video)], faces[str(r.video)] = builder.causal(source)
+        else:
+            channels[str(r.video)] = builder.channels(source)
         if cfg.tuned():  # each fold makes its own encoder channels from these streams (tuned_shared)
             stable_video(source, cfg.encoder_channels, encoder.cfg.frames, builder.encoder_cache)
         if HEADS in cfg.sets:
@@ -298,7 +327,7 @@ def prepare(cfg: LosoConfig, out: Path) -> Shared:
         source.release()
     dim, tubelet = (encoder.cfg.dim, encoder.cfg.tubelet) if HEADS in cfg.sets else (0, 1)
     return Shared(videos, gt, channels, features, video_labels(videos, gt), dim, tubelet, encoder,
-                  dataclasses.replace(builder, sets=cfg.sets))
+                  dataclasses.replace(builder, sets=cfg.sets), faces)
 
 
 def final_model(cfg: LosoConfig, shared: Shared, out: Path) -> Path:
@@ -320,7 +349,7 @@ def final_model(cfg: LosoConfig, shared: Shared, out: Path) -> Path:
     heads = build_heads(encoder, ft)
     if HEADS in cfg.sets:
         fit_heads(heads, shared.features, shared.labels, protocol.videos_of(shared.videos, subjects), ft)
-    save_channels(folder, cfg.sets, cfg.baseline, cfg.encoder_channels)
+    save_channels(folder, cfg.sets, cfg.baseline, cfg.encoder_channels, cfg.live if cfg.causal else None)
     store.save_spotter(heads, ft, folder, {"reader": cfg.reader, "subjects": subjects,
                                            "encoder_source": ft.model.encoder, "encoder_tuned": tuning is not None,
                                            **split})
