@@ -248,15 +248,19 @@ def fit_fold_reader(cfg: LosoConfig, shared: Shared, train_subjects: list[str]) 
     return READERS[cfg.reader].fit(features_for(shared, videos, curves), gt_train, cfg.sets, settings), split
 
 
-def predict(cfg: LosoConfig, reader, items: list[VideoFeatures]) -> pd.DataFrame:
-    """The reader's intervals of `items`: offline, or (causal) decided on a stream as `spotting live` decides."""
+def predict(cfg: LosoConfig, reader, items: list[VideoFeatures]) -> tuple[pd.DataFrame, list[dict]]:
+    """The reader's intervals of `items`: offline, or (causal) decided on a stream as `spotting live` decides,
+    with when each was decided (stream seconds)."""
     if not cfg.causal:
-        return reader.predict(items)
-    frames = [empty_intervals(with_score=True)]
+        return reader.predict(items), []
+    frames, decisions = [empty_intervals(with_score=True)], []
     for it in items:
-        found = [d.interval for d in decide_video(reader, it, it.face, cfg.live)]
-        frames.append(to_frame(sorted(found, key=lambda i: (i.onset, i.type)), it.subject, it.video))
-    return pd.concat(frames, ignore_index=True)
+        found = decide_video(reader, it, it.face, cfg.live)
+        decisions += [{"video": it.video, "fps": it.fps, **dataclasses.asdict(d.interval), "decided_s": d.decided_s}
+                      for d in found]
+        frames.append(to_frame(sorted((d.interval for d in found), key=lambda i: (i.onset, i.type)), it.subject,
+                               it.video))
+    return pd.concat(frames, ignore_index=True), decisions
 
 
 @dataclasses.dataclass
@@ -271,9 +275,10 @@ class ReaderFolds:
         shared, _, tuning = tuned_shared(cfg, self.shared, train)
         reader, inner = fit_fold_reader(cfg, shared, train)
         heads_on = inner.get("inner_train", train) if not cfg.retrain_on_all else train
-        pred = predict(cfg, reader, heldout_features(cfg, shared, split.test, heads_on))
+        pred, decisions = predict(cfg, reader, heldout_features(cfg, shared, split.test, heads_on))
         chosen = reader.selection if cfg.reader == "detector" else reader.to_dict()
-        files = {f"{cfg.reader}_fit.json": reader.to_dict(), **({"encoder_tuning.json": tuning} if tuning else {})}
+        files = {f"{cfg.reader}_fit.json": reader.to_dict(), **({"encoder_tuning.json": tuning} if tuning else {}),
+                 **({"live_decisions.json": {"decisions": decisions}} if cfg.causal else {})}
         summary = {k: tuning[k] for k in ("fitted", "early_stopping", "best_epoch", "best_val_auc")} if tuning else {}
         return protocol.FoldResult(pred, {**inner, cfg.reader: chosen, **summary}, files)
 
