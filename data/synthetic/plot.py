@@ -11,6 +11,7 @@ motion, light change or noise, once warp-only and once with the AU layers, so th
 from __future__ import annotations
 
 import dataclasses
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -217,3 +218,57 @@ def plot_appearance(dataset_dir, video_id: str, out_path=None, max_events: int =
                  fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.98))
     return _save(fig, out_path)
+
+
+def _aligned_crop(image: np.ndarray, landmarks: np.ndarray, size: int = 160) -> np.ndarray:
+    import cv2
+
+    from data.faces import landmarks as lm
+
+    return cv2.warpAffine(image, lm.similarity_to_canonical(landmarks, size), (size, size), flags=cv2.INTER_AREA)
+
+
+def plot_identities(tiles: list[tuple[str, str, list[str]]], out_path, rejected: bool = True,
+                    columns: int = 8) -> Path:
+    """A contact sheet: one tile per (source, person, sets) as build_identity renders it (default config, the
+    output frame without the head-motion margin), then, with `rejected`, every face the setup turned down
+    (aligned from the photograph) with its first reason."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from data.synthetic import real_faces
+    from data.synthetic.config import IdentityConfig, SyntheticConfig
+    from data.synthetic.faces import build_identity
+
+    cells = []
+    for source, person, sets in tiles:
+        cfg = SyntheticConfig(identity=IdentityConfig(sources=[source]))
+        ident = build_identity(cfg, 0)
+        m, s = ident.margin, cfg.size
+        label = f"{source}: {', '.join(sets) or 'no set'}\n" + "\n".join(textwrap.wrap(person, 30)[:2])
+        cells.append((ident.base[m:m + s, m:m + s], label, "black"))
+    if rejected:
+        for name, entry in real_faces.read_index()["assets"].items():
+            for i, face in enumerate(entry["faces"]):
+                if face["problems"]:
+                    image = real_faces.photograph_file(name)
+                    crop = _aligned_crop(image, np.asarray(face["landmarks"], np.float32))
+                    reason = "\n".join(textwrap.wrap(face["problems"][0], 30)[:2])
+                    cells.append((crop, f"{name}:{i} rejected\n{reason}", "tab:red"))
+    rows = -(-len(cells) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(1.9 * columns, 2.45 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (image, text, colour) in zip(axes.ravel(), cells):
+        ax.imshow(image)
+        ax.set_title(text, fontsize=6.5, color=colour, loc="left")
+    fig.suptitle(f"{len(tiles)} people the synthetic generator can use (source: the sets that use it / who)",
+                 fontsize=10, x=0.02, ha="left")
+    fig.tight_layout()
+    out_path = Path(out_path)
+    with atomic_path(out_path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return out_path
