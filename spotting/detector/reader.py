@@ -25,6 +25,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 from safetensors.torch import load_file, save_file
+from tqdm import tqdm
 
 from data.common.atomic import atomic_path, write_json
 from data.common.checksums import check_folder, folder_record
@@ -257,7 +258,7 @@ def inner_runs(items: list[VideoFeatures], gt: pd.DataFrame, groups: list[list[C
     else:
         splits = [(list(s.train), s.test) for s in loso_splits(subjects)]
     runs: dict[int, list[dict]] = {c: [{} for _ in groups] for c in cfg.steps_grid}
-    for train_subjects, test in splits:
+    for train_subjects, test in tqdm(splits, desc="detector inner folds", unit="fold", leave=False):
         train = [it for it in items if it.subject in train_subjects]
         test_items = [it for it in items if it.subject == test]
         for g, channels in enumerate(groups):

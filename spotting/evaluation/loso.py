@@ -18,6 +18,7 @@ the same videos (<out>/baseline_*), and (final_model) a spotter trained on every
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -361,6 +362,26 @@ def final_model(cfg: LosoConfig, shared: Shared, out: Path) -> Path:
     return folder
 
 
+@contextlib.contextmanager
+def final_model_alongside(cfg: LosoConfig, shared: Shared, out: Path):
+    """The final model (final_model) fitted while the folds run, as one more Ray task beside them, when they run
+    in parallel; after them otherwise."""
+    if not (cfg.final_model and cfg.parallel) or store.is_complete(out / "model"):
+        yield
+        if cfg.final_model:
+            final_model(cfg, shared, out)
+        return
+    import ray
+
+    with protocol.ray_folds(cfg.cpus_per_fold):
+        done = ray.remote(num_cpus=cfg.cpus_per_fold)(final_model).remote(cfg, shared, out)
+        yield
+        log.info("waiting for the final model (fitted on every subject beside the folds)")
+        while not ray.wait([done], timeout=protocol.HEARTBEAT_S)[0]:
+            log.info("final model: still fitting")
+        ray.get(done)
+
+
 def run_loso(cfg: LosoConfig, runner: Callable[[LosoConfig, Shared], protocol.FoldRunner] | None = None) -> dict:
     """Every fold of `runner` (made from the config and the shared inputs), pooled and scored next to the flow
     baseline; returns {"spotter": metrics, "baseline": metrics}."""
@@ -369,9 +390,10 @@ def run_loso(cfg: LosoConfig, runner: Callable[[LosoConfig, Shared], protocol.Fo
     shared = prepare(cfg, out)
     subjects = protocol.subjects_of(shared.videos, cfg.finetune.data.root)
     runner = runner or ReaderFolds
-    spotter = protocol.evaluate_folds(runner(cfg, shared), subjects, shared.gt, out, parallel=cfg.parallel,
-                                      cpus_per_fold=cfg.cpus_per_fold, desc="LOSO folds",
-                                      train_subjects=cfg.train_subjects)
+    with final_model_alongside(cfg, shared, out):
+        spotter = protocol.evaluate_folds(runner(cfg, shared), subjects, shared.gt, out, parallel=cfg.parallel,
+                                          cpus_per_fold=cfg.cpus_per_fold, desc="LOSO folds",
+                                          train_subjects=cfg.train_subjects)
     # the flow cues are the baseline's own curves: its flow is read from the cue cache
     base = protocol.baseline_result(cfg.baseline, shared.videos, shared.gt, out, out / "cues", prefix="baseline_")
     text = (format_variants(spotter.metrics, "LOSO spotter") + "\n"
@@ -383,8 +405,6 @@ def run_loso(cfg: LosoConfig, runner: Callable[[LosoConfig, Shared], protocol.Fo
     if cfg.tuned():
         plot_tuning({f.name: read_json(f / "encoder_tuning.json") for f in sorted((out / "folds").iterdir())
                      if (f / "encoder_tuning.json").is_file()}, out / "encoder_tuning.png")
-    if cfg.final_model:
-        final_model(cfg, shared, out)
     log.info("LOSO over %d subjects in %.1f s -> %s", len(subjects), time.perf_counter() - t0, out)
     print(text)
     return {"spotter": spotter.metrics, "baseline": base.metrics}
