@@ -234,6 +234,25 @@ def test_spot_gives_exactly_the_intervals_of_the_loso_code_path(full_loso, tmp_p
     np.testing.assert_array_equal(spotter.boxes(spot_item), spotter.boxes(item))
 
 
+def test_spot_decodes_every_frame_once_and_tracks_it_once(full_loso, tmp_path, monkeypatch):
+    """One pass over the frames: cues, the stabilised stream, the encoder channels and the aligned crops all come
+    from one decode and one face track of the video (counted at decord and at the tracker)."""
+    import decord
+
+    from data.common.assets import carphone_video
+    from data.faces.track import Tracker
+    from spotting.spot import spot
+
+    decoded, tracked = [], []
+    get_batch, step = decord.VideoReader.get_batch, Tracker.step
+    monkeypatch.setattr(decord.VideoReader, "get_batch", lambda self, idx: decoded.extend(idx) or get_batch(self, idx))
+    monkeypatch.setattr(Tracker, "step", lambda self, frame: tracked.append(1) or step(self, frame))
+    cfg, _ = full_loso
+    summary = spot(carphone_video(), Path(cfg.out) / "model", tmp_path / "spot")
+    assert summary["channels"] == ["cues", "flow", "encoder"]
+    assert sorted(decoded) == list(range(120)) and len(tracked) == 120
+
+
 TUNING_OVERRIDES = ["encoder_tuning.mode=partial", "encoder_tuning.epochs=2", "encoder_tuning.windows_per_epoch=8",
                     "encoder_tuning.val_windows=8", "encoder_tuning.batch_size=4", "encoder_tuning.probe_epochs=3"]
 
