@@ -125,18 +125,18 @@ def test_logistic_fit_finds_the_informative_feature():
 
 @pytest.mark.parametrize("l2", [0.0, 1.0, 50.0])
 def test_logistic_fit_is_the_class_balanced_ridge_optimum(l2):
-    """scikit-learn's fit is where the gradient of the objective the Newton steps written here solved is zero:
-    sum_i s_i (p_i - y_i) [x_i, 1] + l2 [w, 0] with s_i = n / (2 n_class(i)); the objective is strictly convex
-    (l2 > 0, or separable-free data at l2 = 0), so that point is the one they found."""
+    """The fit is the zero of the objective's gradient, sum_i s_i (p_i - y_i) [x_i, 1] + l2 [w, 0] with
+    s_i = n / (2 n_class(i)) (the bias unpenalised): the objective the Newton solver written here before
+    scikit-learn minimised. It is strictly convex on data that are not separable, so the zero is its one optimum."""
     rng = np.random.default_rng(1)
     x = rng.normal(size=(3000, 4))
-    y = (x @ [1.0, -0.5, 0.0, 0.2] + rng.normal(size=3000) > 2.0).astype(float)  # ~5% positives
+    y = (x @ [1.0, -0.5, 0.0, 0.2] + rng.normal(size=3000) > 2.0).astype(float)  # ~9% positives
     w, b = fu.fit_logistic(x, y, l2=l2)
     p = 1 / (1 + np.exp(-(x @ w + b)))
     s = np.where(y > 0.5, len(y) / (2 * y.sum()), len(y) / (2 * (len(y) - y.sum())))
     grad = np.append(x.T @ (s * (p - y)) + l2 * w, np.sum(s * (p - y)))
     assert np.abs(grad).max() < 1e-8 * len(y)  # a wrong C (e.g. n / l2) leaves |grad| / n ~ 1e-3
-    # more ridge shrinks the weights; the bias is not shrunk towards 0 (it balances the classes)
+    # more ridge shrinks the weights
     w_more, _ = fu.fit_logistic(x, y, l2=l2 + 1000.0)
     assert np.linalg.norm(w_more) < np.linalg.norm(w)
 
