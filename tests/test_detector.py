@@ -152,6 +152,18 @@ def test_on_grid_keeps_a_video_at_the_grid_rate_and_averages_a_faster_one():
     assert inputs.on_grid(x[:, :1], 30.0, 200.0).shape == (1, 2000)  # slower than the grid: interpolated
 
 
+def test_principal_directions_are_the_covariance_eigenvectors_with_a_fixed_sign():
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(40, 6)) * [5, 4, 3, 2, 1, 0.5]) @ np.linalg.qr(rng.normal(size=(6, 6)))[0]  # [N, C]
+    basis = ds.principal_directions(x.T.astype(np.float32), 3)
+    values, vectors = np.linalg.eigh(np.cov(x.T, bias=True))  # closed form: the covariance's eigenvectors
+    leading = vectors[:, ::-1][:, :3].T
+    np.testing.assert_allclose(np.abs(np.sum(basis * leading, 1)), 1.0, atol=1e-5)  # each one, up to its sign
+    np.testing.assert_allclose(np.var(x @ basis.T, 0), values[::-1][:3], rtol=1e-4)  # in decreasing variance
+    assert (basis[np.arange(3), np.abs(basis).argmax(1)] > 0).all()  # the largest loading positive: no LAPACK sign
+    with pytest.raises(DataError, match="encoder_pca"):
+        ds.principal_directions(x.T[:, :2], 3)  # fewer time steps than directions
+
 def test_fit_reads_only_the_training_videos_labels(bump_spotter):
     spotter, items, gt = bump_spotter
     moved = gt.copy()

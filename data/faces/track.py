@@ -14,9 +14,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from data.common.atomic import atomic_path
 from data.common.errors import ConfigError, DataError
 from data.common.frames import FrameFolder
+from data.common.npz_cache import write_npz
 from data.common.video_io import read_frames, video_info
 from data.faces import landmarks as lmk
 
@@ -332,9 +332,7 @@ def save_track(path, track: FaceTrack, **extra: np.ndarray) -> Path:
     arrays["frame_size"] = np.asarray(track.frame_size, np.int64)
     arrays["source"] = np.asarray(track.source)
     arrays.update(extra)
-    with atomic_path(path, suffix=".npz") as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
+    write_npz(path, arrays, compressed=True)
     return Path(path)
 
 

@@ -62,7 +62,8 @@ class ChannelBuilder:
         the settings that made them)."""
         key = json.dumps({"baseline": to_dict(self.baseline), "live": to_dict(self.live)}, sort_keys=True)
         path = self.cache / "causal" / f"{source.name}.npz" if self.cache is not None else None
-        cached = read_npz(path, lambda z: str(z["key"]) == key) if path is not None else None
+        cached = (read_npz(path, ("key", "face"), lambda z: None if str(z["key"]) == key else "other settings")
+                  if path is not None else None)
         if cached is None:
             channels, face = causal_channels(source, self.baseline, self.live)
             cached = {"key": key, "face": face, **{c.name: v for c, v in channels.items()}}

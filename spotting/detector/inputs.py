@@ -8,7 +8,9 @@ import dataclasses
 
 import numpy as np
 import pandas as pd
+from sklearn.decomposition import PCA
 
+from data.common.errors import DataError
 from data.faces.stabilise import grid_length
 from spotting.channels.encoder import per_video_standardise
 from spotting.channels.vocabulary import ENCODER, Channel, VideoFeatures, design
@@ -33,11 +35,14 @@ PCA_STEPS = 4000  # time steps (evenly spaced) the principal directions are comp
 
 
 def principal_directions(x: np.ndarray, k: int) -> np.ndarray:
-    """[k, C]: the leading principal directions of channels x [C, N]."""
+    """[k, C]: the leading principal directions of channels x [C, N], each signed so that its largest loading is
+    positive (scikit-learn's PCA, svd_flip). The covariance_eigh solver is the exact eigendecomposition of the
+    [C, C] covariance; scikit-learn's default here would be the randomized one, an approximation."""
     x = x[:, np.linspace(0, x.shape[1] - 1, min(x.shape[1], PCA_STEPS)).astype(np.int64)]
-    xc = x - x.mean(1, keepdims=True)
-    _, vecs = np.linalg.eigh((xc @ xc.T) / xc.shape[1])
-    return vecs[:, ::-1][:, :k].T.astype(np.float32)
+    if k > x.shape[1]:
+        raise DataError(f"{k} principal directions need at least {k} time steps of training video, have "
+                        f"{x.shape[1]}", field="detector.encoder_pca", fix="lower it, or add training videos")
+    return PCA(k, svd_solver="covariance_eigh").fit(x.T).components_.astype(np.float32)
 
 
 @dataclasses.dataclass
