@@ -108,3 +108,17 @@ def test_a_hub_id_is_read_from_the_local_hub_cache(spotter_folder, tmp_path, mon
         Spotter.from_pretrained("someone/missing")
     with pytest.raises(DataError, match="no spotter.json"):
         Spotter.from_pretrained(tmp_path / "not" / "a" / "folder")
+
+
+def test_a_loso_config_from_yaml_and_dotted_changes_is_checked(tmp_path):
+    from data.common.errors import ConfigError
+    from spotting.api import LosoConfig, loso_config
+
+    cfg = loso_config(REPO / "configs/spotting/loso.yaml", {"finetune.data.root": str(tmp_path), "parallel": False,
+                                                            "channels": ["cues"], "reader": "logistic"})
+    assert isinstance(cfg, LosoConfig) and cfg.finetune.data.root == str(tmp_path) and cfg.sets == ("cues",)
+    assert cfg.finetune.train.epochs == 30  # the YAML's value, kept
+    with pytest.raises(ConfigError, match="no_such_key"):
+        loso_config(None, {"finetune.no_such_key": 1})
+    with pytest.raises(ConfigError, match="logistic reader cannot read"):
+        loso_config(None, {"reader": "logistic", "channels": ["encoder"]})
