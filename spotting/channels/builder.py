@@ -39,10 +39,12 @@ class ChannelBuilder:
     max_short_side: int | None = MAX_SHORT_SIDE  # larger frames are decoded scaled down (data.faces.face_video)
     live: CausalConfig | None = None  # the causal channels of `spotting live` instead (spotting.channels.causal)
 
-    def source(self, path, name: str, fps: float | None = None, progress: bool = False) -> FaceVideo:
-        """The video as every set reads it; its face track cached under `cache` (faces/<name>.npz)."""
+    def source(self, path, name: str, fps: float | None = None, progress: bool = False,
+               frames: np.ndarray | None = None) -> FaceVideo:
+        """The video as every set reads it (a file at `path`, or RGB `frames` [T, H, W, 3] already in memory, then
+        used at their size); its face track cached under `cache` (faces/<name>.npz)."""
         track = self.cache / "faces" / f"{name}.npz" if self.cache is not None else None
-        return FaceVideo(path, name, fps, track_cache=track, max_short_side=self.max_short_side,
+        return FaceVideo(path, name, fps, frames=frames, track_cache=track, max_short_side=self.max_short_side,
                          detect_every=self.encoder_channels.stabilisation.detect_every, progress=progress)
 
     def channels(self, source: FaceVideo) -> dict[Channel, np.ndarray]:

@@ -32,9 +32,11 @@ import torch
 from tqdm import tqdm
 
 from data.common.atomic import read_json, write_json, write_text
-from data.common.config import Config, setting, to_dict
+from data.common.config import Config, replace, setting, to_dict
 from data.common.dataset import read_dataset
 from data.common.errors import ConfigError
+from data.common.hub import is_repo_id, resolve_model
+from data.common.storage import shared_locations
 from data.common.tables import empty_intervals
 from finetune import store
 from finetune.encoder.load import load_encoder
@@ -150,6 +152,18 @@ class LosoConfig(Config):
         """The label-free channel sets of this config; caches under `out` (cues, tracks) and the encoder cache."""
         return ChannelBuilder(self.sets, self.baseline, self.encoder_channels, encoder, out,
                               encoder_cache_dir(self, out), live=self.live if self.causal else None)
+
+
+PATH_FIELDS = ("out", "finetune.feature_cache", "finetune.model.encoder")  # paths every fold must find
+
+
+def located(cfg: LosoConfig, source=None) -> LosoConfig:
+    """`cfg` with its paths as every Ray worker names them (data.common.storage.shared_location), a Hub id
+    encoder first resolved to its snapshot in the local Hub cache (data.common.hub)."""
+    encoder = cfg.finetune.model.encoder
+    if encoder and is_repo_id(encoder):
+        cfg = replace(cfg, {"finetune.model.encoder": str(resolve_model(encoder, "finetune.model.encoder"))})
+    return shared_locations(cfg, PATH_FIELDS, source)
 
 
 def encoder_cache_dir(cfg: LosoConfig, out: Path) -> Path:
