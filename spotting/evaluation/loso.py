@@ -50,7 +50,7 @@ from spotting.baseline import BaselineConfig
 from spotting.channels import tuned
 from spotting.channels.builder import ChannelBuilder
 from spotting.channels.causal import CAUSAL_SETS, CausalConfig
-from spotting.channels.encoder import EncoderChannelsConfig, stable_video
+from spotting.channels.encoder import EncoderChannelsConfig, check_pretraining_view, stable_video
 from spotting.channels.heads import head_channels
 from spotting.channels.vocabulary import CUES, ENCODER, FLOW, HEADS, Channel, ChannelSet, VideoFeatures, video_features
 from spotting.detector.reader import DetectorReaderConfig
@@ -327,6 +327,8 @@ def prepare(cfg: LosoConfig, out: Path) -> Shared:
     videos, gt = read_dataset(ft.data.root, "finetune.data.root")
     encoder = (load_encoder(ft.model.encoder, ft.model.name, ft.train.seed)
                if ENCODER in cfg.sets or HEADS in cfg.sets else None)
+    if ENCODER in cfg.sets:
+        check_pretraining_view(ft.model.encoder, encoder, cfg.encoder_channels.view)
     builder = cfg.builder(out, encoder)
     if cfg.tuned():
         check_tuning(cfg.encoder_tuning, encoder)
@@ -341,7 +343,8 @@ def prepare(cfg: LosoConfig, out: Path) -> Shared:
         if cfg.tuned():  # each fold makes its own encoder channels from these streams (tuned_shared)
             stable_video(source, cfg.encoder_channels, encoder.cfg.frames, builder.encoder_cache)
         if HEADS in cfg.sets:
-            one = compute_features(encoder, videos[videos["video"] == r.video], ft, ft.feature_cache or out / "features",
+            one = compute_features(encoder, videos[videos["video"] == r.video], ft,
+                                   ft.feature_cache or out / "features",
                                    frames_of=lambda _: model_frames(source.frames, encoder.cfg.img_size))
             features = one if features is None else features.merge(one)
         source.release()
