@@ -139,7 +139,8 @@ def run_realtime(args) -> None:
                       "dropped_share": round(summary["frames_dropped"] / max(1, summary["frames_read"]), 5),
                       "frames_per_second": summary["frames_per_second"], "wall_s": summary["wall_s"],
                       "latency_p50_s": summary["latency_p50_s"], "latency_p95_s": summary["latency_p95_s"],
-                      "rss_mb_at_2min": after2[0] if after2 else None, "rss_mb_max_after_2min": max(after2, default=None),
+                      "rss_mb_at_2min": after2[0] if after2 else None,
+                      "rss_mb_max_after_2min": max(after2, default=None),
                       "rss_mb_end": memory[-1][1] if memory else None, "returncode": proc.returncode}), flush=True)
     (out / "rss.json").write_text(json.dumps(memory))
     if proc.returncode:

@@ -163,7 +163,8 @@ def test_fusion_round_trips_through_json(loso_cfg, shared, tmp_path):
     # and the fix
     (tmp_path / "old" / "logistic.json").parent.mkdir()
     (tmp_path / "old" / "logistic.json").write_text(json.dumps({"config": {}, "names": {"macro": ["cue.macro.all"]}}))
-    with pytest.raises(fu.DataError, match=r"logistic.json: format: logistic reader format 1.*rerun `python -m spotting loso`"):
+    with pytest.raises(fu.DataError,
+                       match=r"logistic.json: format: logistic reader format 1.*rerun `python -m spotting loso`"):
         fu.LogisticReader.load(tmp_path / "old")
 
 

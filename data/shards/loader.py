@@ -10,7 +10,8 @@ Stages (each a generator over the previous one, run inside every DataLoader work
 
 Batch: video [B, 3, T, H, W] (float32 normalised, or uint8 with `output: uint8` to normalise on the device via
 data.clips.augment.normalise; the uint8 tensor has channels-last strides; with a `view`, the float32 motion view
-of stabilised grey clips, data.faces.motion_view, made here so the train step only moves tensors), mask bool [B, N] (True = masked),
+of stabilised grey clips, data.faces.motion_view, made here so the train step only moves tensors), mask bool
+[B, N] (True = masked),
 key list[str], corrupt (running count of skipped samples in the worker that made the batch), worker (that
 worker's id). CorruptTally sums the counts over workers.
 """
@@ -414,7 +415,8 @@ def packed_rate(manifest: dict, shard_set: str) -> float:
     rate = packed.get("stabilisation", {}).get("rate_hz")
     if packed.get("crop") != "stabilised" or not rate:
         raise DataError("the motion view needs stabilised clips with their grid rate in the manifest",
-                        path=shard_set, field="crop", fix="pack with crop: stabilised (configs/data/pack_stabilised.yaml)")
+                        path=shard_set, field="crop",
+                        fix="pack with crop: stabilised (configs/data/pack_stabilised.yaml)")
     return float(rate)
 
 

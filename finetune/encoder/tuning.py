@@ -140,7 +140,8 @@ Stats = dict  # (video index, granularity name) -> (mean [F], std [F]) of the po
 
 def pooled_features(encoder, video: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Model input [B, C, T, S, S] -> [B, T', F]: each tubelet's region means and spreads of the final tokens (what
-    the detector reads with the default pooling; spotting.evaluation.loso refuses tuning for other layers and poolings)."""
+    the detector reads with the default pooling; spotting.evaluation.loso refuses tuning for other layers and
+    poolings)."""
     _, regions, spread = mf.pool_tokens(encoder.forward_all(video), weights)
     return torch.cat([regions.flatten(2), spread.flatten(2)], -1)
 

@@ -70,7 +70,8 @@ class DetectorReaderConfig(Config):
             except ValueError as e:
                 raise ConfigError(str(e), field="nms_grid", fix="e.g. [soft:0.5, hard:0.3]") from None
         if any(not g for g in self.groups):
-            raise ConfigError("a group needs at least one channel set", field="groups", fix="e.g. [[cues, flow], [encoder]]")
+            raise ConfigError("a group needs at least one channel set", field="groups",
+                              fix="e.g. [[cues, flow], [encoder]]")
         if abs(round(1 / self.weight_step) * self.weight_step - 1) > 1e-9:
             raise ConfigError(f"{self.weight_step} does not divide 1", field="weight_step", fix="e.g. 0.25 or 0.5")
 
