@@ -55,8 +55,9 @@ class ModelConfig(Config):
     # reconstruction target (data.clips.targets): per-tubelet normalised pixels, frame 2 as its difference from
     # frame 1, "view": the input's own values, unnormalised (a static tubelet of the motion view is ~0),
     # "energy": their mean magnitude per 4 x 4 pixel cell, or "flow": the optical flow since the clip's first
-    # frame per 4 x 4 cell (masked motion modelling; made by the loader from stabilised grey clips)
-    target: Literal["pixel", "frame_diff", "view", "energy", "flow"] = "pixel"
+    # frame per 4 x 4 cell (masked motion modelling; made by the loader from stabilised grey clips), or
+    # "flow_magnitude": that flow's length per cell
+    target: Literal["pixel", "frame_diff", "view", "energy", "flow", "flow_magnitude"] = "pixel"
 
     def check(self) -> None:
         if self.frames % self.tubelet:
@@ -69,7 +70,7 @@ class ModelConfig(Config):
             if getattr(self, dim_field) % getattr(self, heads_field):
                 raise ConfigError(f"{dim_field}={getattr(self, dim_field)} is not divisible by "
                                   f"{heads_field}={getattr(self, heads_field)}", field=dim_field)
-        if self.target in ("energy", "flow") and self.patch % CELL:
+        if self.target in ("energy", "flow", "flow_magnitude") and self.patch % CELL:
             raise ConfigError(f"the {self.target} target averages {CELL} x {CELL} pixel cells; "
                               f"patch={self.patch} is not a multiple", field="patch",
                               fix=f"use a patch size divisible by {CELL}")
@@ -122,7 +123,7 @@ class ModelConfig(Config):
         """Values predicted per token: channels x tubelet x patch x patch (1536 for the seed); "energy": one per
         4 x 4 pixel cell of each frame; "flow": two (dx, dy) per cell of each frame."""
         cells = self.tubelet * (self.patch // CELL) ** 2
-        if self.target in ("energy", "flow"):
+        if self.target in ("energy", "flow", "flow_magnitude"):
             return cells * (2 if self.target == "flow" else 1)
         return self.in_chans * self.tubelet * self.patch * self.patch
 

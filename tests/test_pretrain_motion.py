@@ -144,6 +144,16 @@ def test_flow_target_is_each_cells_motion_since_the_first_frame_less_the_heads()
     assert max(abs(cell_dx(head, t, slice(2, 8))) for t in range(16)) < 0.15
 
 
+def test_flow_magnitude_target_is_the_length_of_the_flow_target():
+    clip = shifted_clip(0.3, rows=slice(110, 150))
+    flow = flow_target(clip, tubelet=2, patch=16).reshape(1, 800, 32, 2)
+    magnitude = flow_target(clip, tubelet=2, patch=16, kind="flow_magnitude")
+    assert magnitude.shape == (1, 800, 2 * 16)  # one value per frame and cell
+    # the cell mean of the lengths is at least the length of the cell mean, equal where a cell moves rigidly
+    assert (magnitude + 1e-5 >= flow.square().sum(-1).sqrt()).all()
+    assert magnitude.reshape(8, 10, 10, 2, 16)[7, 7:9, 2:8, 1].mean() * FLOW_UNIT_PX == pytest.approx(4.5, abs=0.5)
+
+
 def test_the_loader_makes_the_motion_view_and_the_flow_target(packed):
     """Stabilised shards through the real loader (decord, webdataset): the batch holds the view and every
     token's flow target, each equal to the functions applied to the clip the loader decoded."""

@@ -19,6 +19,8 @@
   Without the head's motion removed the target is a smooth drift of the whole face (median 0.75 px on the
   stabilised corpus, a cell's flow correlating 0.998 with its neighbours'), which the model did not learn to
   predict (loss / floor 1.07 after 1,400 steps).
+- "flow_magnitude": the length of that flow vector per cell and frame: how far each part of the face moved since
+  the window began, in pixels, whatever its texture (where "energy" weighs a move by the texture it reveals).
 Row layout is (frame, row, column, channel) for every target but "energy" (frame, cell row, cell column) and
 "flow" (frame, cell row, cell column, (dx, dy)).
 Rgb input is ImageNet-normalised and targets are computed on its [0, 1] pixels; motion input is used as it is.
@@ -76,7 +78,7 @@ def view_target(values: torch.Tensor, tubelet: int, patch: int) -> torch.Tensor:
 
 CELL = 4  # pixels: the cell side of the "energy" and "flow" targets (ModelConfig.patch_values and check read it)
 FLOW_UNIT_PX = 2.0  # "flow" target units: a 2 px displacement (a clear macro expression at 160 px) is 1
-LOADER_TARGETS = ("flow",)  # made from the grey clips in the loader's workers, not from the model input
+LOADER_TARGETS = ("flow", "flow_magnitude")  # made from the grey clips in the loader's workers, not from the input
 
 
 def cell_means(x: torch.Tensor, tubelet: int, patch: int) -> torch.Tensor:
@@ -106,16 +108,19 @@ def clip_flow(grey: np.ndarray, flow_fn, rigid: np.ndarray, solver) -> np.ndarra
     return out
 
 
-def flow_target(grey: np.ndarray, tubelet: int, patch: int, method: str = "dis") -> torch.Tensor:
-    """The "flow" target of stabilised grey clips uint8 [B, T, S, S]: [B, N, tubelet * (patch / CELL)^2 * 2]."""
+def flow_target(grey: np.ndarray, tubelet: int, patch: int, kind: str = "flow", method: str = "dis") -> torch.Tensor:
+    """The "flow" (or "flow_magnitude") target of stabilised grey clips uint8 [B, T, S, S]:
+    [B, N, tubelet * (patch / CELL)^2 * (2 or 1)]."""
     from data.faces.stabilise import rigid_mask
     from data.flow.regions import affine_solver, make_flow
 
     flow_fn = make_flow(method)
     rigid = rigid_mask(grey.shape[-1])
     solver = affine_solver(rigid)
-    flows = np.stack([clip_flow(clip, flow_fn, rigid, solver) for clip in grey])
-    return cell_means(torch.from_numpy(flows) / FLOW_UNIT_PX, tubelet, patch)
+    flows = torch.from_numpy(np.stack([clip_flow(clip, flow_fn, rigid, solver) for clip in grey])) / FLOW_UNIT_PX
+    if kind == "flow_magnitude":
+        flows = flows.square().sum(1, keepdim=True).sqrt()
+    return cell_means(flows, tubelet, patch)
 
 
 def make_target(video: torch.Tensor, kind: str, tubelet: int, patch: int, source: str = "rgb") -> torch.Tensor:

@@ -337,7 +337,7 @@ class Batches:
         keys = [(id(v["frames"]), tuple(v["box"])) for v in views]
         first = {key: i for i, key in reversed(list(enumerate(keys)))}
         unique = sorted(first.values())
-        flows = flow_target(grey[unique], g.tubelet, g.patch)
+        flows = flow_target(grey[unique], g.tubelet, g.patch, self.target)
         return flows[[unique.index(first[key]) for key in keys]]
 
     def _rgb(self, video):
