@@ -45,8 +45,8 @@ def findings(steps: list[dict], profiles: dict[str, dict], loader: list[dict], a
     if eager_profile and eager_profile.get("device_busy") is not None:
         idle = max(0.0, 1.0 - eager_profile["device_busy"])
         out.append({"finding": "idle", "cost": idle,
-                    "text": f"the device idled {idle:.0%} of the eager step (kernels {eager_profile['busy_ms_per_step']}"
-                            f" ms per step)"})
+                    "text": f"the device idled {idle:.0%} of the eager step (kernels "
+                            f"{eager_profile['busy_ms_per_step']} ms per step)"})
     profiled = [(name, p) for name, p in profiles.items() if p.get("shares")]
     if profiled:
         name, best = min(profiled, key=lambda item: next((r["step_ms"] for r in timed
