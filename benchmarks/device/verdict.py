@@ -1,5 +1,5 @@
-"""What held the step back: the suite's measurements turned into ranked findings, each with the share of step
-time it costs and the numbers behind it.
+"""What held the step back: the suite's measurements turned into ranked findings, each with its cost (the share
+of step time it takes; for `kernels`, the share of kernel time) and the numbers behind it.
 
 Findings (each only when its measurements exist):
   launch      the eager step against the fastest graphed/compiled one at the same batch: host overhead
@@ -40,7 +40,7 @@ def findings(steps: list[dict], profiles: dict[str, dict], loader: list[dict], a
         fast = min(graphed, key=lambda r: r["step_ms"])
         out.append({"finding": "launch", "cost": _cost(eager["step_ms"], fast["step_ms"]),
                     "text": f"eager step {eager['step_ms']:.1f} ms vs {fast['variant']} {fast['step_ms']:.1f} ms at "
-                            f"batch {anchor}: host overhead (Python, kernel launches) the eager step pays"})
+                            f"batch {anchor} (what graphs/compilation save: Python and kernel-launch overhead)"})
     eager_profile = profiles.get(f"eager@{anchor}")
     if eager_profile and eager_profile.get("device_busy") is not None:
         idle = max(0.0, 1.0 - eager_profile["device_busy"])
@@ -103,8 +103,12 @@ def text(result: dict, dry_run: bool) -> str:
         mfu = f", MFU {best['mfu']:.1%}" if best.get("mfu") is not None else ""
         lines.append(f"  fastest step: {best['variant']} at batch {best['batch']}: {best['clips_per_s']:.0f} clips/s"
                      f"{mfu} (aim {AIM_CLIPS_PER_S} clips/s, {AIM_MFU:.0%} MFU)")
-    for i, f in enumerate(result["held_back_by"], 1):
-        lines.append(f"  {i}. [{f['finding']}, {f['cost']:.0%} of the step] {f['text']}")
+    costly = [f for f in result["held_back_by"] if f["cost"] >= 0.01]
+    for i, f in enumerate(costly, 1):
+        lines.append(f"  {i}. [{f['finding']}, {f['cost']:.0%}] {f['text']}")
+    for f in result["held_back_by"]:
+        if f not in costly:
+            lines.append(f"  checked, no cost: [{f['finding']}] {f['text']}")
     if not result["held_back_by"]:
         lines.append("  no finding: the parts that measure them did not run")
     return "\n".join(lines)
