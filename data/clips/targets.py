@@ -31,16 +31,15 @@ import numpy as np
 import torch
 
 # clips reach the model normalised by data.clips.augment.normalise; targets are computed on the [0, 1] pixels
-from data.clips.augment import IMAGENET_MEAN, IMAGENET_STD
+from data.clips.augment import IMAGENET_MEAN, IMAGENET_STD, channel_values
 
 EPS = 1e-6
 
 
 def unnormalize(video: torch.Tensor) -> torch.Tensor:
     """ImageNet-normalised [B, 3, T, H, W] -> pixels in [0, 1] (float32)."""
-    shape = (1, -1, 1, 1, 1)
-    mean = torch.tensor(IMAGENET_MEAN, device=video.device).view(shape)
-    std = torch.tensor(IMAGENET_STD, device=video.device).view(shape)
+    # cached per device: a tensor built from a tuple on a GPU would be a host sync in every step
+    mean, std = channel_values(IMAGENET_MEAN, video.device), channel_values(IMAGENET_STD, video.device)
     return video.float() * std + mean
 
 
