@@ -33,7 +33,7 @@ EXPECTED = {
         "data.faces.motion_view.divide_lighting", "data.faces.motion_view.contrast_view",
         "data.faces.motion_view.running_mean", "data.faces.motion_view.ViewStream",
         "data.faces.motion_view.window_view", "data.faces.motion_view.stream_windows",
-        "data.clips.augment.normalise"},
+        "data.clips.augment.channel_values", "data.clips.augment.normalise"},
 }
 
 

@@ -285,7 +285,7 @@ def _where() -> str:
     frames = [f for f in reversed(traceback.extract_stack()) if "benchmarks" not in Path(f.filename).parts]
     for frame in frames:
         path = Path(frame.filename)
-        if REPO in path.parents:
+        if REPO in path.parents and "site-packages" not in path.parts:  # a venv inside the clone is a library
             return f"{path.relative_to(REPO)}:{frame.lineno} {frame.name}"
     for frame in frames:
         parts = Path(frame.filename).parts

@@ -27,6 +27,7 @@ import numpy as np
 from data.common.atomic import write_bytes, write_json
 from data.common.checksums import sha256_file
 from data.common.errors import DataError
+from data.common.outputs import output_folder
 from data.faces import landmarks as lm
 from data.synthetic.real_faces import (
     ASSETS,
@@ -201,7 +202,7 @@ def install(folder=None, progress: bool = True) -> Path:
     """Fetch the photographs into `folder` (default faces_dir()) and write index.json; returns its path."""
     from tqdm import tqdm
 
-    folder = Path(folder or faces_dir())
+    folder = output_folder(folder or faces_dir(), field="--folder")
     folder.mkdir(parents=True, exist_ok=True)
     try:
         old = read_index(folder)["assets"]

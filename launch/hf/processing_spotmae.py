@@ -24,6 +24,7 @@ holds only torch and transformers and compares them with the project's encoder c
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 import torch
@@ -226,6 +227,19 @@ def stream_windows(stream: ViewStream, windows, cfg: SpotMAEProcessor) -> np.nda
                                  None if stream.running is None else stream.running[w.indices]) for w in windows])
 
 
+# Copied from data.clips.augment.channel_values
+@functools.lru_cache(maxsize=16)
+def channel_values(values: tuple[float, ...], device):
+    """A per-channel constant as a float32 tensor [C, 1, 1, 1] on `device` (broadcasts over [..., C, T, H, W]).
+
+    Made once per device: building it from a Python tuple on a GPU is a blocking host-to-device copy, which
+    would put a host synchronisation into every train step that (un)normalises (and break CUDA graph capture).
+    """
+    import torch
+
+    return torch.tensor(values, dtype=torch.float32, device=device).view(len(values), 1, 1, 1)
+
+
 # Copied from data.clips.augment.normalise
 def normalise(video, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     """uint8 torch video [..., 3, T, H, W] (channels at dim -4) -> contiguous float32 (x / 255 - mean) / std.
@@ -234,9 +248,7 @@ def normalise(video, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     """
     import torch
 
-    shape = (3, 1, 1, 1)
-    m = torch.tensor(mean, dtype=torch.float32, device=video.device).view(shape)
-    s = torch.tensor(std, dtype=torch.float32, device=video.device).view(shape)
+    m, s = channel_values(tuple(mean), video.device), channel_values(tuple(std), video.device)
     # one pass converts and makes the result contiguous, whatever the input's strides
     out = video.to(torch.float32, memory_format=torch.contiguous_format)
     return out.div_(255.0).sub_(m).div_(s)
