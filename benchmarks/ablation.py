@@ -16,6 +16,9 @@ Variants (each one spotting.evaluation.loso run in OUT/<variant>, the protocol's
                                (encoder_tuning.mode=partial: spotting.channels.tuned)
   detector_full_tuned          detector_full with the encoder fine-tuned inside every fold
   detector_heads               the detector on flow cues + the spotting heads' curves (frozen encoder, raw crops)
+  late_fusion                  a detector on the flow cues and one on the scratch encoder's features, their
+                               scores mixed with a weight chosen on the inner folds (detector.groups)
+  late_fusion_pretrained       the same with the pretrained encoder (--encoder)
 The flow-only baseline (no learning) is scored on the same videos by every run. Flow cues are computed once and
 shared through OUT/shared (they hold no labels), heads' features once per encoder in OUT/features, and the encoder
 channels' inputs (stabilised streams, features, tuned encoders) in OUT/encoder_input unless encoder_cache= says.
@@ -40,6 +43,7 @@ from spotting.evaluation import protocol  # noqa: E402
 from spotting.evaluation.loso import LosoConfig, run_loso  # noqa: E402
 from spotting.intervals import count_copies  # noqa: E402
 
+LATE = [["cues", "flow"], ["encoder"]]  # late fusion's two detectors: the cues', the encoder's
 # name: (table label, changes to the LOSO config)
 VARIANTS = {
     "logistic_cues": ("logistic reader of flow cues", {"reader": "logistic", "channels": ["cues"]}),
@@ -54,6 +58,9 @@ VARIANTS = {
     "detector_full_tuned": ("full system, encoder tuned per fold (scratch)", {
         "finetune.model.encoder": None, "encoder_tuning.mode": "partial"}),
     "detector_heads": ("detector on flow cues + spotting heads' curves", {"channels": ["cues", "flow", "heads"]}),
+    "late_fusion": ("late fusion: cues detector + encoder detector, weight chosen on inner folds (scratch)", {
+        "finetune.model.encoder": None, "detector.groups": LATE}),
+    "late_fusion_pretrained": ("late fusion, pretrained encoder", {"detector.groups": LATE}),
 }
 SHARED = ("cues", "faces")  # label-free caches every run may reuse
 

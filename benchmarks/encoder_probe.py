@@ -30,7 +30,7 @@ from data.common.config import load_config, replace  # noqa: E402
 from data.common.tables import TYPES  # noqa: E402
 from finetune.encoder.tuning import roc_auc  # noqa: E402
 from spotting.channels.vocabulary import CUES, ENCODER, HEADS, Channel, VideoFeatures  # noqa: E402
-from spotting.detector.reader import principal_directions  # noqa: E402
+from spotting.detector.inputs import principal_directions  # noqa: E402
 from spotting.evaluation.loso import LosoConfig, features_for, inner_scores, prepare  # noqa: E402
 from spotting.evaluation.protocol import loso_splits  # noqa: E402
 from spotting.logistic import fit_logistic  # noqa: E402

@@ -1,12 +1,13 @@
-"""Label efficiency: the detector on encoder features only, with 2, 3 and 5 training subjects per fold, pretrained
-vs scratch encoder (issue 15). Each (k, encoder) pair is one benchmarks/ablation.py variant run with
-`train_subjects=k` (spotting.evaluation.protocol.loso_splits: the k subjects after the held-out one), in OUT/train<k>.
+"""Label efficiency: the detector on encoder features only (`--systems encoder`) and the full system (`full`: flow
+cues + encoder features), with 2, 3 and 5 training subjects per fold, pretrained vs scratch encoder. Each
+(system, k, encoder) is one benchmarks/ablation.py variant run with `train_subjects=k`
+(spotting.evaluation.protocol.loso_splits: the k subjects after the held-out one), in OUT/train<k>.
 
     python benchmarks/label_efficiency.py --out runs/label_efficiency --encoder RUN_OR_CHECKPOINT \
-        [--subjects 2,3,5] [key=value ...]    # LOSO overrides, e.g. finetune.data.root=... encoder_cache=...
+        [--subjects 2,3,5] [--systems encoder,full] [key=value ...]   # LOSO overrides, e.g. finetune.data.root=...
 
-Writes OUT/label_efficiency.json (rows: train subjects, scratch / pretrained macro, micro, overall F1, gain) and
-OUT/label_efficiency.md, and prints the table; --results FILE adds the rows and each run's metrics to a release
+Writes OUT/label_efficiency.json (rows: system, train subjects, scratch / pretrained macro, micro, overall F1, gain)
+and OUT/label_efficiency.md, and prints the table; --results FILE adds the rows and each run's metrics to a release
 results JSON (benchmarks/pretrain_curves.py writes one). Finished folds are reused on a rerun.
 """
 from __future__ import annotations
@@ -21,24 +22,30 @@ from benchmarks import ablation  # noqa: E402
 from data.common.atomic import write_json, write_text  # noqa: E402
 from launch.model_card import markdown_table  # noqa: E402
 
-PAIR = ("detector_encoder_scratch", "detector_encoder_pretrained")
+PAIRS = {"encoder": ("detector_encoder_scratch", "detector_encoder_pretrained"),
+         "full": ("detector_full", "detector_full_pretrained")}
 
 
 def f1(result: dict, kind: str, variant: str = "megc") -> float:
     return round(result["spotter"][variant][kind]["f1"], 4)
 
 
-def rows_for(out: Path, subjects: list[int]) -> list[dict]:
+def rows_for(out: Path, subjects: list[int], systems: tuple[str, ...] = ("encoder",)) -> list[dict]:
     rows = []
-    for k in subjects:
-        done = ablation.finished(out / f"train{k}")
-        scratch, pretrained = done[PAIR[0]], done[PAIR[1]]
-        row = {"train subjects": k}
-        for name, result in (("scratch", scratch), ("pretrained", pretrained)):
-            row.update({f"{name} {kind}": f1(result, kind) for kind in ("macro", "micro", "overall")})
-        row["overall gain"] = round(row["pretrained overall"] - row["scratch overall"], 4)
-        rows.append(row)
+    for system in systems:
+        for k in subjects:
+            rows.append(row_for(ablation.finished(out / f"train{k}"), system, k))
     return rows
+
+
+def row_for(done: dict, system: str, k: int) -> dict:
+    scratch, pretrained = (done[name] for name in PAIRS[system])
+    row = {"train subjects": k}
+    for name, result in (("scratch", scratch), ("pretrained", pretrained)):
+        row.update({f"{name} {kind}": f1(result, kind) for kind in ("macro", "micro", "overall")})
+    row["overall gain"] = round(row["pretrained overall"] - row["scratch overall"], 4)
+    row["system"] = system
+    return row
 
 
 def markdown(rows: list[dict]) -> str:
@@ -51,25 +58,29 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--encoder", required=True, help="pretrained encoder (Ray run folder or checkpoint)")
     parser.add_argument("--subjects", default="2,3,5", help="training subjects per fold, comma-separated")
+    parser.add_argument("--systems", default="encoder", help=f"comma-separated, of {list(PAIRS)}")
     parser.add_argument("--results", help="a release results JSON (benchmarks/pretrain_curves.py) to add the rows to")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     subjects = [int(k) for k in args.subjects.split(",")]
+    systems = tuple(args.systems.split(","))
+    variants = [name for system in systems for name in PAIRS[system]]
     out = Path(args.out)
     for k in subjects:
         ablation.main(["--config", args.config, "--out", str(out / f"train{k}"), "--encoder", args.encoder,
-                       "--variants", ",".join(PAIR), *args.overrides, f"train_subjects={k}"])
-    rows = rows_for(out, subjects)
+                       "--variants", ",".join(variants), *args.overrides, f"train_subjects={k}"])
+    rows = rows_for(out, subjects, systems)
     write_json(out / "label_efficiency.json", rows)
     text = markdown(rows)
     write_text(out / "label_efficiency.md", text)
     if args.results:
         results = json.loads(Path(args.results).read_text())
         results.setdefault("pretraining", {})["label_efficiency"] = rows
-        for k in subjects:  # the runs themselves, for the card's spotting table
-            for name, label in zip(PAIR, ("scratch", "pretrained")):
-                entry = f"encoder features only, {label}, {k} training subjects"
-                results.setdefault("ablation", {})[entry] = ablation.finished(out / f"train{k}")[name]["spotter"]
+        for system in systems:  # the runs themselves, for the card's spotting table
+            for k in subjects:
+                for name, label in zip(PAIRS[system], ("scratch", "pretrained")):
+                    entry = f"{system}, {label}, {k} training subjects"
+                    results.setdefault("ablation", {})[entry] = ablation.finished(out / f"train{k}")[name]["spotter"]
         write_json(args.results, results)
     print(text)
     return 0

@@ -1,5 +1,5 @@
-"""The unlabeled pretraining corpus of issue 15: synthetic subjects apart from the LOSO benchmark's, plus the real
-carphone clip, as one video table for `python -m data pack` (labels are never read).
+"""The unlabeled pretraining corpus (issues 15, 27): synthetic subjects of 24 real people (none of the harder
+benchmark's), plus the real carphone clip, as one video table for `python -m data pack` (labels are never read).
 
     python benchmarks/pretrain_corpus.py --out runs/corpus [--config configs/data/synthetic_corpus.yaml]
         [--add runs/bench/data/videos.csv]   # a transductive variant: the benchmark's own videos too

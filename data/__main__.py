@@ -4,6 +4,7 @@ from data.common.cli import dispatch
 
 COMMANDS = {
     "synth": ("data.synthetic.cli", "generate the synthetic expressive-face benchmark"),
+    "identities": ("data.synthetic.identities_cli", "install, list and show the real faces the generator uses"),
     "faces": ("data.faces.cli", "detect, track and align faces in videos"),
     "flow": ("data.flow.cli", "optical flow, strain and region motion curves"),
     "pack": ("data.shards.cli", "pack face clips into WebDataset shards"),

@@ -43,7 +43,8 @@ def default_granularities() -> list[Granularity]:
 def check_granularities(grans: list[Granularity]) -> None:
     names = [g.name for g in grans]
     if not names or len(set(names)) != len(names) or not all(names):
-        raise ConfigError(f"granularity names {names} must be unique: each a distinct, non-empty name", field="granularities",
+        raise ConfigError(f"granularity names {names} must be unique: each a distinct, non-empty name",
+                          field="granularities",
                           fix="e.g. [{name: micro, span_s: 0.5, hop_s: 0.25}, {name: macro, span_s: 3.0, hop_s: 1.0}]")
 
 

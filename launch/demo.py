@@ -37,6 +37,7 @@ from data.synthetic.generate import generate
 from pretrain.config import load_pretrain_config
 from pretrain.trainer import check_inputs, fit
 from spotting.baseline import BaselineConfig
+from spotting.channels.encoder import cache_dirs
 from spotting.evaluation import protocol
 from spotting.evaluation.loso import LosoConfig, run_loso
 from spotting.evaluation.plots import plot_timeline
@@ -102,12 +103,20 @@ def run_flow_baseline(cfg: DemoConfig, data_dir: Path, out: Path) -> tuple[Path,
     return folder / "predictions.csv", result.metrics
 
 
+def encoder_cache(out: Path) -> Path:
+    """Where LOSO's encoder channels keep their stabilised streams and features; packing stabilised shards fills
+    the same stream cache, so each demo video is stabilised once."""
+    return out / "encoder_input"
+
+
 def pack_shards(cfg: DemoConfig, data_dir: Path, out: Path) -> Path:
     """Pretraining shards cut from the demo's own videos (the video table is the source list)."""
 
     path = resolve(cfg.pack_config, "pack_config")
-    pack_cfg = replace(load_config(path, PackConfig, cfg.pack_overrides),
-                       {"source": "list", "source_path": str(data_dir / "videos.csv")})
+    pack_cfg = load_config(path, PackConfig, cfg.pack_overrides)
+    streams = cache_dirs(encoder_cache(out), pack_cfg.stabilisation)[0]
+    pack_cfg = replace(pack_cfg, {"source": "list", "source_path": str(data_dir / "videos.csv"),
+                                  "stabilise_cache": str(streams)})
     # shards are immutable: another pack config gets its own folder instead of an error
     tag = fingerprint({k: v for k, v in to_dict(pack_cfg).items() if k not in ("workers", "out_dir")})
     return pack(dataclasses.replace(pack_cfg, out_dir=str(out / "shards" / tag)))
@@ -143,6 +152,7 @@ def pretrain(cfg: DemoConfig, shards: Path, out: Path) -> dict:
         raise DataError("pretraining finished without a checkpoint", path=run_dir, field="checkpoint.every_steps",
                         fix="make checkpoint.every_steps <= schedule.total_steps")
     record = {"run": str(run_dir), "checkpoint": str(result.checkpoint.path), "model": pre.model.name,
+              "input": pre.model.input, "target": pre.model.target, "steps": pre.schedule.total_steps,
               "metrics": result.metrics, "config": config}
     write_json(record_path, record)
     return record
@@ -152,7 +162,8 @@ def loso_settings(cfg: DemoConfig, data_dir: Path, out: Path, encoder: dict | No
     """The LOSO config for the demo's data and encoder; its folder is named after everything that shapes it."""
 
     # The flow cues are the baseline's, so the table's baseline row and the fused cues are the same signal.
-    wiring = {"finetune.data.root": str(data_dir), "baseline": baseline_config(cfg), "out": ""}
+    wiring = {"finetune.data.root": str(data_dir), "baseline": baseline_config(cfg), "out": "",
+              "encoder_cache": str(encoder_cache(out))}
     if encoder is not None:
         # the checkpoint carries its model config: the LOSO config's architecture name must not override it
         wiring |= {"finetune.model.encoder": encoder["run"], "finetune.model.name": None}
@@ -238,7 +249,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     write_json(out / "metrics.json", metrics)
     name = "spotmae" if cfg.spotmae else "baseline"
     timeline = timed("plot", plot, cfg, data_dir, predictions, out, f"{name} spotter on {data_dir}")
-    table = results_table(metrics)
+    table = results_table(metrics, labels(summary))
     write_text(out / "results.txt", table + "\n")
     summary.update(metrics=str(out / "metrics.json"), timeline=str(timeline), seconds=times,
                    f1={s: {k: m["megc"][k]["f1"] for k in ("macro", "micro", "overall")} for s, m in metrics.items()})
@@ -246,15 +257,22 @@ def run_demo(cfg: DemoConfig) -> dict:
     return {**summary, "results": metrics, "table": table}
 
 
-LABELS = {"baseline": "flow baseline (no learning)", "spotmae": "SpotMAE (pretrained LGI + flow, LOSO)"}
+def labels(summary: dict) -> dict[str, str]:
+    """Row labels that say what each spotter read, and what its encoder saw in pretraining."""
+    pre = summary.get("pretrain")
+    encoder = (f"LGI pretrained {pre['steps']} steps on the {pre['input']} view, target {pre['target']}" if pre
+               else "LGI from scratch")
+    return {"baseline": "flow baseline (no learning)",
+            "spotmae": f"SpotMAE: detector on flow cues + {encoder}, LOSO"}
 
 
-def results_table(metrics: dict) -> str:
+def results_table(metrics: dict, names: dict[str, str]) -> str:
     """One row per spotter: F1 per type and overall, plus the overall counts (metric variant megc)."""
-    rows = [protocol.Row(LABELS.get(name, name), result) for name, result in metrics.items()]
+    rows = [protocol.Row(names.get(name, name), result) for name, result in metrics.items()]
+    width = max(len(r.label) for r in rows)
     return ("results, metric variant megc (IoU >= 0.5, one-to-one, FPs in every video)\n"
             + protocol.results_table(rows, ["macro", "micro", "overall", "counts"], label="spotter", style="text",
-                                     label_width=38))
+                                     label_width=width))
 
 
 def main(argv: list[str]) -> int:
@@ -272,7 +290,9 @@ def main(argv: list[str]) -> int:
     if "loso" in summary:
         print(f"fine-tuning: {summary['loso']} (final spotter: {summary['model']})")
     if "pretrain" in summary:
-        print(f"pretraining: {summary['pretrain']['run']} (loss {summary['pretrain']['metrics'].get('loss')})")
+        m = summary["pretrain"]["metrics"]
+        print(f"pretraining: {summary['pretrain']['run']} (loss {m.get('loss', float('nan')):.4f} against its "
+              f"floor {m.get('floor', float('nan')):.4f}, the best constant prediction of the masked targets)")
     print(f"metrics:     {summary['metrics']} (variants: {', '.join(next(iter(summary['results'].values())))})")
     print(f"timeline:    {summary['timeline']}")
     if "new_video" in summary:

@@ -1,20 +1,25 @@
-"""`python -m launch release --checkpoint SRC --out DIR [--push REPO_ID]`: an encoder release in transformers form.
+"""`python -m launch release --checkpoint SRC --out DIR [--push REPO_ID]`: an encoder release in transformers form;
+`python -m launch release --spotter DIR --out DIR [--push REPO_ID]`: a trained spotter for the Hub
+(launch.spotter_release: its files as `spotting spot --model` and `Spotter.from_pretrained` read them, with a card).
 
 SRC is a pretraining run (Ray run folder, checkpoint_* folder, DeepSpeed folder), an encoder folder or
 safetensors file (finetune.encoder.load), a trained spotter folder (finetune.store: encoder + heads), or with --peer
 a MAE-DFER pretraining checkpoint (launch.peer_import). Each carries its model config (a peer file: in its shapes
 and run arguments), so the architecture is never named here. DIR receives:
 
-  config.json          SpotMAEConfig, every architecture value explicit, auto_map -> modeling_spotmae.py
-  model.safetensors    weights (SpotMAEModel: encoder.*; SpotMAEForSpotting: encoder.* + heads.*)
-  modeling_spotmae.py  the modelling code (torch + transformers only: loads without this project installed)
-  README.md            model card (launch.model_card)
-  release.json         provenance + sha256 of the weights; written last, it marks the export finished
+  config.json               SpotMAEConfig, every architecture value explicit, auto_map -> modeling_spotmae.py
+  model.safetensors         weights (SpotMAEModel: encoder.*; SpotMAEForSpotting: encoder.* + heads.*)
+  modeling_spotmae.py       the modelling code (torch + transformers only: loads without this project installed);
+                            pixel_values [B, frames, channels, H, W] as VideoMAE's, BaseModelOutput
+  preprocessor_config.json  the input the encoder was trained on, for AutoProcessor (launch.processor)
+  processing_spotmae.py     the processor's code (torch, numpy and transformers only)
+  README.md                 model card (launch.model_card)
+  release.json              provenance + sha256 of the weights; written last, it marks the export finished
 
-The folder is built beside DIR, loaded back with AutoModel(trust_remote_code=True) and checked to compute what
-the training model computes (max |diff| <= 1e-6 on a probe clip), then renamed into place: DIR is either the
-old release or the new, checked one. A finished
-DIR is kept (the push is retried) unless --force.
+The folder is built beside DIR, loaded back with AutoModel / AutoProcessor (trust_remote_code=True) and checked
+to compute what the training model computes (max |diff| <= 1e-6 on a probe clip) and to make exactly the
+project's input from a probe stream, then renamed into place: DIR is either the old release or the new, checked
+one. A finished DIR is kept (the push is retried) unless --force.
 
 The push (huggingface_hub create_repo + upload_folder) reads the token from HF_TOKEN; the token is never
 printed or written. A failed push is one error line and exit 2, with the export left complete in DIR.
@@ -32,10 +37,8 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -46,16 +49,25 @@ from data.common.config import to_dict
 from data.common.errors import ConfigError, DataError
 from finetune.encoder.load import checkpoint_run_config, find_checkpoint_states, read_state
 from finetune.store import load_spotter
-from launch import model_card
+from finetune.windows import Granularity
+from launch import model_card, processor, spotter_release
 from launch.hf.modeling_spotmae import SpotMAEConfig, SpotMAEForSpotting, SpotMAEModel, SpotMAESpottingConfig
 from launch.peer_import import load_peer_encoder
+from launch.release_folder import (
+    MANIFEST,
+    check_out,
+    is_complete,
+    make_readable,
+    partial_folder,
+    push_folder,
+    replace_folder,
+)
 from pretrain.config import PretrainConfig, load_pretrain_config
 from pretrain.lgi_former import LGIEncoder
 
 log = logging.getLogger(__name__)
 
 MODELING_FILE = Path(__file__).with_name("hf") / "modeling_spotmae.py"
-MANIFEST = "release.json"
 AUTO_MAP = {"encoder": {"AutoConfig": "modeling_spotmae.SpotMAEConfig", "AutoModel": "modeling_spotmae.SpotMAEModel"},
             "spotter": {"AutoConfig": "modeling_spotmae.SpotMAESpottingConfig",
                         "AutoModel": "modeling_spotmae.SpotMAEForSpotting"}}
@@ -70,6 +82,7 @@ class Source:
     head: dict = dataclasses.field(default_factory=dict)
     run: dict = dataclasses.field(default_factory=dict)  # step / loss / epoch recorded by the training run
     pretraining: PretrainConfig | None = None  # the run config a pretraining checkpoint carries
+    granularities: list[Granularity] | None = None  # a spotter's heads' (its processor cuts their windows)
 
     @property
     def encoder(self):
@@ -106,7 +119,7 @@ def _spotter_source(path: Path) -> Source:
     model = meta.get("model", {})
     head = {"granularities": [g.name for g in grans], "head_rows": model.get("pool_rows", 2),
             "head_hidden": model.get("head_hidden", 64), "head_kernel": model.get("head_kernel", 3)}
-    return Source("spotter", spotter.eval(), str(path), head=head)
+    return Source("spotter", spotter.eval(), str(path), head=head, granularities=grans)
 
 
 def _load_strict(module: torch.nn.Module, state: dict, path) -> None:
@@ -177,6 +190,7 @@ def hf_model(source: Source):
 
 
 def probe_input(config, seed: int = 0) -> torch.Tensor:
+    """A random clip in the training model's layout [1, channels, frames, size, size]."""
     gen = torch.Generator().manual_seed(seed)
     return torch.randn(1, config.in_chans, config.frames, config.img_size, config.img_size, generator=gen)
 
@@ -192,11 +206,13 @@ def reference_outputs(source: Source, video: torch.Tensor) -> dict[str, torch.Te
 
 
 def release_outputs(model, kind: str, video: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The release's outputs for a clip in the training model's layout (the release takes [B, T, C, H, W])."""
+    pixel_values = video.transpose(1, 2)
     with torch.no_grad():
         if kind != "spotter":
-            return {"features": model(video).last_hidden_state}
+            return {"features": model(pixel_values).last_hidden_state}
         first, *rest = model.config.granularities
-        out = model(video, granularity=first)
+        out = model(pixel_values, granularity=first)
         heads = {first: out.logits, **{g: model.heads[g](out.features) for g in rest}}
         return {"features": out.features.flatten(1, 3), **heads}
 
@@ -217,14 +233,10 @@ def check_same(expected: dict, got: dict, what: str, path, atol: float = 1e-6) -
 # ---------------------------------------------------------------- writing the folder
 
 
-def is_complete(folder) -> bool:
-    """True when release.json exists and the weights still have the recorded checksum."""
-    folder = Path(folder)
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-        return sha256_file(folder / "model.safetensors") == manifest["sha256"]
-    except (OSError, ValueError, KeyError):
-        return False
+def processor_settings(source: Source) -> tuple[dict | None, str | None]:
+    """The release's processor settings (launch.processor), or None and why there is none."""
+    view = source.pretraining.motion if source.pretraining is not None else None
+    return processor.settings(source.encoder.cfg, source.granularities, view)
 
 
 def export(source: Source, out, facts: dict) -> Path:
@@ -234,23 +246,29 @@ def export(source: Source, out, facts: dict) -> Path:
     model = hf_model(source)
     video = probe_input(model.config)
     expected = reference_outputs(source, video)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # a plain name: transformers turns the folder name into a Python module name when loading the code
-    tmp = Path(tempfile.mkdtemp(prefix="release_partial_", dir=out.parent))
+    values, no_processor = processor_settings(source)
+    tmp = partial_folder(out)
     try:
         model.save_pretrained(tmp)
         write_bytes(tmp / MODELING_FILE.name, MODELING_FILE.read_bytes())
-        facts = {**facts, "kind": source.kind, "config": json.loads((tmp / "config.json").read_text())}
+        if values is not None:
+            processor.write(tmp, values)
+        facts = {**facts, "kind": source.kind, "config": json.loads((tmp / "config.json").read_text()),
+                 "processor": values, "no_processor": no_processor}
         write_text(tmp / "README.md", model_card.render(facts))
         reloaded = load_release(tmp)
         diff = check_same(expected, release_outputs(reloaded, source.kind, video), "exported folder vs training model",
                           tmp)
+        if values is not None:
+            processor.check(tmp, values)
         write_json(tmp / MANIFEST, {"kind": source.kind, "source": source.path,
                                     "sha256": sha256_file(tmp / "model.safetensors"),
                                     "max_abs_diff_vs_training_model": diff,
-                                    "transformers_class": type(model).__name__})
-        _make_readable(tmp)
-        _replace_folder(tmp, out)
+                                    "transformers_class": type(model).__name__,
+                                    "processor": None if values is None else values["input"],
+                                    **({"no_processor": no_processor} if no_processor else {})})
+        make_readable(tmp)
+        replace_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -263,25 +281,6 @@ def load_release(folder):
     from transformers import AutoModel
 
     return AutoModel.from_pretrained(str(folder), trust_remote_code=True, local_files_only=True).eval()
-
-
-def _make_readable(folder: Path) -> None:
-    """Temp files are created owner-only; a release is meant to be shared: use the umask's usual modes."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(folder, 0o777 & ~umask)
-    for path in folder.iterdir():
-        os.chmod(path, 0o666 & ~umask)
-
-
-def _replace_folder(new: Path, out: Path) -> None:
-    if not out.exists():
-        os.replace(new, out)
-        return
-    old = Path(tempfile.mkdtemp(prefix="release_old_", dir=out.parent))
-    os.replace(out, old / "previous")
-    os.replace(new, out)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- model card facts
@@ -323,47 +322,24 @@ def gather_facts(source: Source, args, pretrain_cfg) -> dict:
     return {"source": source.path, "repo_id": args.push, "pretraining": pre, "results": results}
 
 
-# ---------------------------------------------------------------- push
-
-
-def push_folder(folder, repo_id: str, endpoint: str | None = None, private: bool = False) -> str:
-    """create_repo + upload_folder with HF_TOKEN; any failure is one DataError line, the folder untouched."""
-    token = os.environ.get("HF_TOKEN")
-    if not token:
-        raise ConfigError("HF_TOKEN is not set", field="HF_TOKEN",
-                          fix=f"export HF_TOKEN=<a write token>; the export in {folder} is complete, re-run to push")
-    from huggingface_hub import HfApi
-
-    endpoint = endpoint or os.environ.get("HF_ENDPOINT") or None
-    api = HfApi(endpoint=endpoint, token=token)
-    try:
-        api.create_repo(repo_id, repo_type="model", exist_ok=True, private=private)
-        info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type="model",
-                                 commit_message="SpotMAE release", ignore_patterns=[".*"])
-    except Exception as e:  # network boundary: whatever failed, say it in one line and keep the export
-        reason = f"{type(e).__name__}: {e}".replace(token, "***").splitlines()[0][:300]
-        raise DataError(f"push to {repo_id} at {endpoint or 'https://huggingface.co'} failed ({reason})",
-                        path=folder, field="--push",
-                        fix="the export is complete and unchanged; check the network and HF_TOKEN, then re-run "
-                            "the same command to retry the push") from e
-    url = getattr(info, "commit_url", None) or str(info)
-    log.info("pushed %s to %s", folder, url)
-    return url
-
-
 # ---------------------------------------------------------------- CLI
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m launch release", description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True, help="pretraining run / encoder / spotter folder, or .pth")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--checkpoint", help="pretraining run / encoder / spotter folder, or .pth: a transformers "
+                      "release")
+    what.add_argument("--spotter", help="a trained spotter folder (spotting loso's <out>/model): a spotter release")
     parser.add_argument("--out", required=True, help="release folder to write")
     parser.add_argument("--push", metavar="REPO_ID", help="upload to this Hub repo (token from HF_TOKEN)")
     parser.add_argument("--endpoint", help="Hub URL (default: HF_ENDPOINT or huggingface.co)")
     parser.add_argument("--private", action="store_true", help="create the Hub repo private")
     parser.add_argument("--pretrain-config", help="the run's pretraining YAML, for the model card's data and recipe "
                         "(default: the config a pretraining checkpoint carries)")
-    parser.add_argument("--results", help="results JSON for the model card (default: CHECKPOINT/results.json)")
+    parser.add_argument("--results", help="results JSON for the model card (default: CHECKPOINT/results.json; with "
+                        "--spotter: the LOSO run's metrics.json beside the spotter folder)")
+    parser.add_argument("--variant", default="megc", help="--spotter: the metric variant of the card's LOSO table")
     parser.add_argument("--peer", action="store_true", help="CHECKPOINT is a MAE-DFER pretraining .pth")
     parser.add_argument("--peer-heads", type=int, help="attention heads of the peer model (default dim // 64)")
     parser.add_argument("--force", action="store_true", help="re-export even if OUT is a finished release")
@@ -371,11 +347,11 @@ def main(argv: list[str]) -> int:
 
     given = load_pretrain_config(args.pretrain_config) if args.pretrain_config else None
     out = Path(args.out)
-    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
-        raise DataError(f"exists and is not a release folder (no {MANIFEST}); replacing it would delete it",
-                        path=out, field="--out", fix="choose a new or empty --out folder")
+    check_out(out)
     if is_complete(out) and not args.force:
         log.info("%s is a finished release (use --force to re-export)", out)
+    elif args.spotter:
+        spotter_release.export(args.spotter, out, args.push, args.results, args.variant)
     else:
         source = read_source(args.checkpoint, args.peer, args.peer_heads)
         pretrain_cfg = pretraining_config(source, given, args.pretrain_config)

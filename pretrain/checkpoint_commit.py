@@ -66,6 +66,12 @@ def problems(folder) -> list[str]:
     return found
 
 
+def saved_world_size(folder) -> int:
+    """The number of ranks that wrote a complete checkpoint (its commit markers say; see problems())."""
+    marker = next(Path(folder).glob(f"{MARKER_PREFIX}*.json"))
+    return int(json.loads(marker.read_text())["world_size"])
+
+
 def step_of(name: str) -> int:
     """checkpoint_step_00000012 -> 12 (-1 for other names, which then sort first)."""
     tail = name.rsplit("_", 1)[-1]

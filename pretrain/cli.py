@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from data.common.config import to_dict
+from data.common.ray_session import ray_session
 from pretrain.config import load_pretrain_config
 from pretrain.trainer import check_inputs, fit
 
@@ -24,7 +26,10 @@ def main(argv: list[str]) -> int:
         print(json.dumps(to_dict(cfg), indent=2))
         return 0
     check_inputs(cfg)
-    result = fit(cfg)
+    # a new local Ray unless a cluster is named (`ray job submit` sets RAY_ADDRESS): a `ray start` cluster
+    # someone left on this machine must not capture a local run
+    with ray_session(os.environ.get("RAY_ADDRESS") or None):
+        result = fit(cfg)
     checkpoint = result.checkpoint.path if result.checkpoint else None
     print(json.dumps({"run": f"{cfg.checkpoint.storage_path}/{cfg.checkpoint.name}",
                       "checkpoint": checkpoint, "metrics": result.metrics}, default=str))

@@ -89,7 +89,7 @@ class CheckpointConfig(Config):
 class DebugConfig(Config):
     """Fault injection for the reliability tests (RELIABILITY.md). Everything is off by default."""
     nan_at_steps: list[int] = setting(factory=list, ge=1)  # rank 0's loss is NaN at these steps
-    status_dir: str | None = None   # each rank writes rank_<r>.json {pid, step, start_step} after every step
+    status_dir: str | None = None   # each rank writes rank_<r>.json {pid, node, step, start_step} after every step
 
 
 @dataclasses.dataclass

@@ -2,7 +2,8 @@
 
     model = VideoMAE(named_config("lgi_tiny"))
     out = model(video, mask)   # video [B, 3, T, H, W] ImageNet-normalised (cfg.input "rgb") or the motion view
-                               # (pretrain.motion_input); mask bool [B, N], True = masked
+                               # (data.faces.motion_view); mask bool [B, N], True = masked; a loader-made
+                               # target [B, N, patch_values] may be passed as `target`
     out["loss"]                # scalar float32: MSE over masked tokens
     out["floor"]               # scalar float32: the MSE of the best constant prediction for them (each
                                # value's batch mean: the trivial floor, ~1 for the normalised targets)
@@ -30,7 +31,7 @@ from torch import nn
 
 from pretrain.lgi_former import Attention, LGIEncoder, init_linear, sinusoid_positions
 from pretrain.model_config import ModelConfig
-from pretrain.targets import make_target
+from data.clips.targets import make_target
 
 
 class ViTBlock(nn.Module):
@@ -80,13 +81,17 @@ class VideoMAE(nn.Module):
         """timm's hook: the encoder's learned tokens and the mask token stay out of weight decay."""
         return {f"encoder.{name}" for name in self.encoder.no_weight_decay()} | {"mask_token"}
 
-    def forward(self, video: torch.Tensor, mask: torch.Tensor, validate: bool = False) -> dict:
-        """`validate=True` checks the mask on the host with a readable error (slow; debug only)."""
+    def forward(self, video: torch.Tensor, mask: torch.Tensor, target: torch.Tensor | None = None,
+                validate: bool = False) -> dict:
+        """`target`: every token's target [B, N, patch_values] when the loader made it (the "flow" target; the
+        motion input's others), else it is made here from `video`. `validate=True` checks the mask on the host
+        with a readable error (slow; debug only)."""
         visible, masked = self.encoder.split_mask(mask, validate=validate)
         encoded = self.encoder(video, visible)  # [B, R, V, D], region order
         pred = self.decode(encoded, visible.flatten(1), masked)
-        target = make_target(video, self.cfg.target, self.cfg.tubelet, self.cfg.patch, self.cfg.input)
-        target = target.gather(1, masked[..., None].expand(-1, -1, target.shape[-1]))
+        if target is None:
+            target = make_target(video, self.cfg.target, self.cfg.tubelet, self.cfg.patch, self.cfg.input)
+        target = target.float().gather(1, masked[..., None].expand(-1, -1, target.shape[-1]))
         loss = F.mse_loss(pred.float(), target)
         # the best constant prediction (each value's batch mean): ~1 for the normalised targets
         floor = (target - target.mean((0, 1), keepdim=True)).square().mean()

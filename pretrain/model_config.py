@@ -19,7 +19,7 @@ from data.clips.geometry import ClipGeometry
 from data.clips.masking import check_geometry
 from data.common.config import Config, apply_overrides, build, read_yaml, setting
 from data.common.errors import ConfigError
-from pretrain.targets import ENERGY_CELL
+from data.clips.targets import CELL, LOADER_TARGETS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,10 +52,12 @@ class ModelConfig(Config):
     # what the encoder is fed: "rgb" (ImageNet-normalised colour clips) or "motion" (the temporal-contrast view of
     # stabilised grey faces that the spotter's encoder channels show it: pretrain.motion_input)
     input: Literal["rgb", "motion"] = "rgb"
-    # reconstruction target (pretrain.targets): per-tubelet normalised pixels, frame 2 as its difference from
-    # frame 1, "view": the input's own values, unnormalised (a static tubelet of the motion view is ~0), or
-    # "energy": their mean magnitude per 4 x 4 pixel cell
-    target: Literal["pixel", "frame_diff", "view", "energy"] = "pixel"
+    # reconstruction target (data.clips.targets): per-tubelet normalised pixels, frame 2 as its difference from
+    # frame 1, "view": the input's own values, unnormalised (a static tubelet of the motion view is ~0),
+    # "energy": their mean magnitude per 4 x 4 pixel cell, or "flow": the optical flow since the clip's first
+    # frame per 4 x 4 cell (masked motion modelling; made by the loader from stabilised grey clips), or
+    # "flow_magnitude": that flow's length per cell
+    target: Literal["pixel", "frame_diff", "view", "energy", "flow", "flow_magnitude"] = "pixel"
 
     def check(self) -> None:
         if self.frames % self.tubelet:
@@ -68,10 +70,13 @@ class ModelConfig(Config):
             if getattr(self, dim_field) % getattr(self, heads_field):
                 raise ConfigError(f"{dim_field}={getattr(self, dim_field)} is not divisible by "
                                   f"{heads_field}={getattr(self, heads_field)}", field=dim_field)
-        if self.target == "energy" and self.patch % ENERGY_CELL:
-            raise ConfigError(f"the energy target averages {ENERGY_CELL} x {ENERGY_CELL} pixel cells; "
+        if self.target in ("energy", "flow", "flow_magnitude") and self.patch % CELL:
+            raise ConfigError(f"the {self.target} target averages {CELL} x {CELL} pixel cells; "
                               f"patch={self.patch} is not a multiple", field="patch",
-                              fix=f"use a patch size divisible by {ENERGY_CELL}")
+                              fix=f"use a patch size divisible by {CELL}")
+        if self.target in LOADER_TARGETS and self.input != "motion":
+            raise ConfigError(f"the {self.target} target is made from stabilised grey clips", field="target",
+                              fix="set input=motion (and pack the shards with crop: stabilised)")
         check_geometry(self.token_grid, self.region, self.visible_per_region, self.mask_mode)
 
     @classmethod
@@ -116,9 +121,10 @@ class ModelConfig(Config):
     @property
     def patch_values(self) -> int:
         """Values predicted per token: channels x tubelet x patch x patch (1536 for the seed); "energy": one per
-        4 x 4 pixel cell of each frame."""
-        if self.target == "energy":
-            return self.tubelet * (self.patch // ENERGY_CELL) ** 2
+        4 x 4 pixel cell of each frame; "flow": two (dx, dy) per cell of each frame."""
+        cells = self.tubelet * (self.patch // CELL) ** 2
+        if self.target in ("energy", "flow", "flow_magnitude"):
+            return cells * (2 if self.target == "flow" else 1)
         return self.in_chans * self.tubelet * self.patch * self.patch
 
 

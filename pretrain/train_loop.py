@@ -1,7 +1,8 @@
 """The body every Ray Train worker runs: VideoMAE inside a DeepSpeed engine, fed by the shard loader.
 
 `train_loop_per_worker({"config": raw_config_dict})` builds the model and engine (ZeRO 1/2, bf16, clipping,
-AdamW + warmup/cosine), resumes from Ray's latest checkpoint when there is one, and trains until
+AdamW + warmup/cosine), resumes from the run's newest complete checkpoint when there is one (written by any number
+of workers: pretrain.world_change), and trains until
 schedule.total_steps (or checkpoint.stop_after_steps). Rank 0 writes TensorBoard events; every rank reports
 metrics and its checkpoint shard to Ray Train, which merges the shards into one checkpoint folder.
 
@@ -30,10 +31,11 @@ from data.common.config import to_dict
 from data.common.errors import ConfigError, DataError
 from data.common.storage import is_url, join, upload_folder
 from data.shards.loader import CorruptTally, make_loader
-from pretrain.checkpoint_commit import candidates, problems, run_location, write_marker
+from pretrain.checkpoint_commit import candidates, problems, run_location, saved_world_size, write_marker
 from pretrain.config import PretrainConfig, config_from_raw, read_run_config, write_run_config
 from pretrain.mae import VideoMAE
 from pretrain.stability import BadStepGuard, finite_on_all_ranks, poison, zero_loss
+from pretrain.world_change import carried_state, universal_copy, warn_batch_change
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +71,8 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def deepspeed_config(cfg: PretrainConfig, world_size: int) -> dict:
+def deepspeed_config(cfg: PretrainConfig, world_size: int, universal: bool = False) -> dict:
+    """`universal`: the engine will load a universal checkpoint (pretrain.world_change)."""
     ds = cfg.deepspeed
     return {
         "train_micro_batch_size_per_gpu": cfg.data.batch_size,
@@ -84,11 +87,13 @@ def deepspeed_config(cfg: PretrainConfig, world_size: int) -> dict:
         # we hand DeepSpeed a torch AdamW: its fused Adam JIT-compiles for ~40 s and does not exist on CPU
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 2**31 - 1,
+        **({"checkpoint": {"load_universal": True}} if universal else {}),
     }
 
 
-def build_engine(cfg: PretrainConfig, world_size: int):
-    """Model + AdamW + warmup/cosine schedule wrapped in a DeepSpeed engine (uses Ray's process group)."""
+def build_engine(cfg: PretrainConfig, world_size: int, universal: bool = False):
+    """Model + AdamW + warmup/cosine schedule wrapped in a DeepSpeed engine (uses Ray's process group);
+    `universal`: made to load a DeepSpeed universal checkpoint."""
     import deepspeed
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
@@ -98,7 +103,7 @@ def build_engine(cfg: PretrainConfig, world_size: int):
     min_ratio = min(1.0, cfg.optim.min_lr / cfg.peak_lr())
     factor = WarmupCosine(cfg.schedule.warmup_steps, cfg.schedule.total_steps, min_ratio)
     engine, _, _, _ = deepspeed.initialize(
-        model=model, optimizer=optimizer, config=deepspeed_config(cfg, world_size),
+        model=model, optimizer=optimizer, config=deepspeed_config(cfg, world_size, universal),
         lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, factor))
     return engine
 
@@ -123,15 +128,16 @@ def _default_extensions_dir() -> None:
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
 
 
-def restore(cfg: PretrainConfig, engine) -> dict:
-    """Load the newest complete checkpoint of the run into the engine; our saved state ({} for a fresh run).
+def restore(cfg: PretrainConfig, world_size: int):
+    """(engine, our saved state) for the run: the engine loaded from the newest complete checkpoint, or fresh
+    ({} state) when there is none.
 
     Every checkpoint_* folder of the run is a candidate, newest first, and must pass the commit-marker check
     (pretrain.checkpoint_commit): a partial upload is passed over, and a complete checkpoint that Ray had not
-    yet registered when a worker died is used rather than lost.
+    yet registered when a worker died is used rather than lost. A checkpoint written by another number of
+    workers is loaded through DeepSpeed's universal format (pretrain.world_change).
     """
     import ray.train
-
 
     latest = ray.train.get_checkpoint()
     filesystem, run_dir = run_location(cfg.checkpoint.storage_path, cfg.checkpoint.name)
@@ -141,19 +147,30 @@ def restore(cfg: PretrainConfig, engine) -> dict:
             if wrong:
                 log.warning("checkpoint %s is incomplete (%s); trying an older one", path, "; ".join(wrong[:3]))
                 continue
-            check_same_model(cfg, read_run_config(folder), path)
-            loaded, client_state = engine.load_checkpoint(folder)
+            saved = read_run_config(folder)
+            check_same_model(cfg, saved, path)
+            saved_world = saved_world_size(folder)
+            if saved_world == world_size:
+                engine = build_engine(cfg, world_size)
+                loaded, client_state = engine.load_checkpoint(folder)
+            else:
+                warn_batch_change(cfg, saved, saved_world)
+                with tempfile.TemporaryDirectory(prefix="spotmae_universal_") as tmp:
+                    engine = build_engine(cfg, world_size, universal=True)
+                    loaded, client_state = engine.load_checkpoint(str(universal_copy(folder, tmp)))
         if loaded is None or STATE_KEY not in (client_state or {}):
             raise DataError(f"no DeepSpeed checkpoint with {STATE_KEY!r} state in it", path=path,
                             field="checkpoint", fix="use a new checkpoint.name or a run written by python -m pretrain")
         state = dict(FRESH_STATE, **client_state[STATE_KEY])
+        if saved_world != world_size:
+            state = carried_state(state, saved_world, world_size)
         log.info("resumed from %s at step %d (Ray's latest registered checkpoint: %s)", path, state["step"],
                  latest.path if latest is not None else "none")
-        return state
+        return engine, state
     if latest is not None:
         raise DataError("no complete checkpoint to resume from", path=run_dir, field="checkpoint",
                         fix="use a new checkpoint.name to start over, or restore the checkpoint folders")
-    return {}
+    return build_engine(cfg, world_size), {}
 
 
 def check_same_model(cfg: PretrainConfig, saved: PretrainConfig | None, path) -> None:
@@ -206,8 +223,9 @@ def batch_stream(cfg: PretrainConfig, rank: int, world_size: int, epoch: int, sk
     exactly (use data.resampled with a short epoch_samples to bound that re-reading on large corpora).
     """
 
+    motion = cfg.model.input == "motion"  # the loader's workers make the view and the targets
     loader = make_loader(cfg.data, cfg.model.geometry, rank=rank, world_size=world_size, epoch=epoch,
-                         view=cfg.motion if cfg.model.input == "motion" else None)
+                         view=cfg.motion if motion else None, target=cfg.model.target if motion else None)
     while True:
         done, pending = 0, None
         for batch in loader:
@@ -300,11 +318,13 @@ class Meter:
 
 
 def write_status(cfg: PretrainConfig, rank: int, step: int, start_step: int) -> None:
-    """debug.status_dir: this rank's pid and progress, for tests that kill a worker mid-run."""
+    """debug.status_dir: this rank's pid, Ray node and progress, for tests that kill a worker or a node mid-run."""
+    import ray
 
     if cfg.debug.status_dir:
         write_json(Path(cfg.debug.status_dir) / f"rank_{rank}.json",
-                   {"pid": os.getpid(), "rank": rank, "step": step, "start_step": start_step})
+                   {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(), "rank": rank, "step": step,
+                    "start_step": start_step})
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
@@ -316,8 +336,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     cfg = config_from_raw(loop_config["config"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    engine = build_engine(cfg, world)
-    state = restore(cfg, engine) or dict(FRESH_STATE)
+    engine, state = restore(cfg, world)
+    state = state or dict(FRESH_STATE)
     write_status(cfg, rank, state["step"], state["step"])
     stream = batch_stream(cfg, rank, world, state["epoch"], state["batches_in_epoch"])
     writer = tensorboard_writer(cfg, state["step"]) if rank == 0 else None
@@ -346,7 +366,9 @@ def optimizer_step(cfg: PretrainConfig, engine, stream, step: int, rank: int, me
         tally.update(batch)
         reseed(cfg.seed, step, micro, rank)
         video = model_input(batch["video"], engine.device, dtype)
-        out = engine(video, batch["mask"].to(engine.device, non_blocking=True))
+        target = batch.get("target")  # made by the loader's workers for the motion input
+        out = engine(video, batch["mask"].to(engine.device, non_blocking=True),
+                     None if target is None else target.to(engine.device, non_blocking=True))
         loss = poison(out["loss"], step + 1, rank, cfg.debug.nan_at_steps)
         if check and not finite_on_all_ranks(loss):
             good = False

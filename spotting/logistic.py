@@ -18,6 +18,7 @@ from typing import ClassVar, Literal
 
 import numpy as np
 import pandas as pd
+from sklearn.linear_model import LogisticRegression
 
 from data.common.atomic import write_json
 from data.common.config import Config, build, setting, to_dict
@@ -158,25 +159,24 @@ class LogisticReader:
                             fix=f"use the {cls.FILE} that `python -m spotting loso` writes") from None
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, iterations: int = 50) -> tuple[np.ndarray, float]:
-    """Class-balanced ridge logistic regression by Newton steps (IRLS); returns (weights, bias)."""
-    n, f = x.shape
-    pos = float(y.sum())
-    # Balance: positives and negatives carry equal total weight, so rare micro frames are not ignored.
-    sample_w = np.where(y > 0.5, n / (2 * max(pos, 1.0)), n / (2 * max(n - pos, 1.0)))
-    xb = np.concatenate([x, np.ones((n, 1))], axis=1)
-    beta = np.zeros(f + 1)
-    penalty = np.full(f + 1, l2)
-    penalty[-1] = 0.0  # never shrink the bias
-    for _ in range(iterations):
-        prob = 1.0 / (1.0 + np.exp(-np.clip(xb @ beta, -30, 30)))
-        grad = xb.T @ (sample_w * (prob - y)) / n + penalty * beta / n
-        hess = (xb * (sample_w * prob * (1 - prob))[:, None]).T @ xb / n + np.diag(penalty / n + 1e-9)
-        delta = np.linalg.solve(hess, grad)
-        beta -= delta
-        if np.abs(delta).max() < 1e-8:
-            break
-    return beta[:-1], float(beta[-1])
+LOGIT_CLIP = 30.0  # |logit| beyond which a probability is 0 or 1 in float64 (exp(-30) ~ 1e-13)
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float) -> tuple[np.ndarray, float]:
+    """Class-balanced ridge logistic regression; returns (weights, bias).
+
+    Minimises sum_i s_i logloss_i + l2 / 2 |weights|^2, the bias unpenalised, where s_i = n / (2 n_class(i)):
+    positives and negatives carry equal total weight, so rare micro frames are not ignored. That is
+    scikit-learn's class_weight="balanced" with C = 1 / l2, solved by Newton steps (newton-cholesky). With one
+    class only, the optimum lies at infinity: zero weights and the clipped logit of that class.
+    """
+    positive = np.asarray(y) > 0.5
+    if positive.all() or not positive.any():
+        return np.zeros(x.shape[1]), LOGIT_CLIP if positive.any() else -LOGIT_CLIP
+    model = LogisticRegression(C=1.0 / l2 if l2 > 0 else np.inf, class_weight="balanced", solver="newton-cholesky",
+                               tol=1e-8, max_iter=100)
+    model.fit(x, positive)
+    return model.coef_[0].astype(np.float64), float(model.intercept_[0])
 
 
 def fit_type(train: list[VideoFeatures], labels: list[np.ndarray], kind: str, cfg: LogisticConfig,
@@ -212,7 +212,7 @@ def fused_curve(reader: LogisticReader, item: VideoFeatures, kind: str) -> np.nd
     fit = reader.types[kind]
     x = (design(item, fit.channels) - np.array(fit.mean)) / np.array(fit.std)
     z = x @ np.array(fit.weights) + fit.bias
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -LOGIT_CLIP, LOGIT_CLIP)))
 
 
 def smoothed_curve(curve: np.ndarray, rule: LogisticTypeConfig, fps: float) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""The spotter: one folder holding everything `python -m spotting spot` needs to spot a new video.
+"""The spotter: one folder holding everything `python -m spotting spot` needs to spot a new video, and the
+Python object that spots with it (`Spotter.from_pretrained(folder or Hub id).spot(video)`, docs/api.md).
 
 finetune.store writes and checks the folder (the encoder, the heads, and spotter.json last, recording every
 file's size and sha256); spotting adds, before that, the fitted reader (spotting.readers: detector.json +
@@ -12,25 +13,34 @@ import dataclasses
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from data.common.atomic import read_json, write_json
 from data.common.config import build, to_dict
 from data.common.errors import DataError
+from data.common.hub import resolve_model
 from data.common.tables import TYPES
+from data.common.video_io import video_info
 from finetune import store
 from finetune.heads.model import EncoderHeads
 from finetune.windows import Granularity
 from spotting.baseline import BaselineConfig
+from spotting.channels.builder import ChannelBuilder
+from spotting.channels.causal import CausalConfig
 from spotting.channels.encoder import EncoderChannelsConfig
 from spotting.channels.vocabulary import CHANNEL_SETS, HEADS, Channel
 from spotting.logistic import LogisticConfig, LogisticReader, TypeFit
+from spotting.pipeline import SpotResult, StageClock, spot_source
 from spotting.readers import fitted_reader
 
 CHANNELS_FILE = "channels.json"
+
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
 class Spotter:
+    """A trained spotter: `Spotter.from_pretrained(folder or Hub id)`, then `spot(video or frames)`."""
     heads: EncoderHeads  # the encoder (whose channels the encoder set reads) and the spotting heads
     granularities: list[Granularity]  # the heads'
     reader: object  # spotting.readers
@@ -38,11 +48,46 @@ class Spotter:
     sets: tuple[str, ...]  # the channel sets the reader reads
     baseline: BaselineConfig
     encoder_channels: EncoderChannelsConfig
+    live: CausalConfig | None = None  # trained on causal channels (LOSO causal=true): how they are made and decided
     training_fps: list[float] | None = None  # [lowest, highest] rate of its training videos; None: not recorded
 
     @property
     def encoder(self):
         return self.heads.encoder
+
+    @classmethod
+    def from_pretrained(cls, name_or_path) -> Spotter:
+        """The spotter in a folder (`spotting loso`'s <out>/model, `python -m finetune`'s, a `launch release
+        --spotter` folder), or in the local Hub cache by Hub id ("org/name", "org/name@revision";
+        data.common.hub: nothing is downloaded). Every file is checked against the folder's manifest."""
+        return load(resolve_model(name_or_path, field=None))
+
+    def builder(self) -> ChannelBuilder:
+        """The channel builder of the sets this spotter reads (the one LOSO used to fit it)."""
+        return ChannelBuilder(self.sets, self.baseline, self.encoder_channels, self.encoder, live=self.live)
+
+    def spot(self, video, fps: float | None = None, aligned: bool = False, name: str | None = None,
+             progress: bool = False) -> SpotResult:
+        """Spot one video: a video file, or RGB frames uint8 [T, H, W, 3] (then `fps` is required).
+
+        Returns a spotting.pipeline.SpotResult: `.intervals` (DataFrame: onset, apex, offset, type, score, ...;
+        frames 0-based and inclusive), `.curves` (DataFrame, one row per frame: the reader's score of each type
+        and every channel it read), `.scores`, `.crops`, `.face_track`. aligned: the frames are face-aligned crops
+        already. name: the video's name in the intervals (default: the file's stem, or "frames")."""
+        if isinstance(video, (str, Path)):
+            path = Path(video)
+            info = video_info(path)  # a file that does not open as a video is refused before any work
+            source = self.builder().source(path, name or path.stem, fps or info["fps"], progress)
+        else:
+            frames = np.asarray(video)
+            if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
+                raise DataError(f"frames {frames.dtype} {list(frames.shape)}: expected RGB uint8 [T, H, W, 3]",
+                                field="video", fix="pass a video file, or its frames as a uint8 array")
+            if not fps or fps <= 0:
+                raise DataError("frames need their frame rate", field="fps", fix="pass fps=<frames per second>")
+            source = self.builder().source(None, name or "frames", float(fps), progress, frames=frames)
+        warn_rate(self, source.fps, source.name)
+        return spot_source(self, source, aligned, StageClock(f"spot {source.name}", progress))
 
 
 # A video this many times faster or slower than every training video gets a warning. The detector works in seconds
@@ -71,11 +116,12 @@ def warn_rate(spotter: Spotter, fps: float, video) -> None:
         log.warning("%s: %s", video, problem)
 
 
-def save_channels(folder, sets, baseline: BaselineConfig, encoder_channels: EncoderChannelsConfig) -> Path:
-    """FOLDER/channels.json: what the reader reads and how those channels are made."""
+def save_channels(folder, sets, baseline: BaselineConfig, encoder_channels: EncoderChannelsConfig,
+                  live: CausalConfig | None = None) -> Path:
+    """FOLDER/channels.json: what the reader reads and how those channels are made (`live`: causally)."""
     path = Path(folder) / CHANNELS_FILE
     write_json(path, {"sets": list(sets), "baseline": to_dict(baseline),
-                      "encoder_channels": to_dict(encoder_channels)})
+                      "encoder_channels": to_dict(encoder_channels), "live": live and to_dict(live)})
     return path
 
 
@@ -97,7 +143,7 @@ def load(folder) -> Spotter:
     found = fitted_reader(folder)
     if found is None:
         return Spotter(heads, grans, default_reader([g.name for g in grans]), "default (heads only)", (HEADS,),
-                       BaselineConfig(), EncoderChannelsConfig(), rates)
+                       BaselineConfig(), EncoderChannelsConfig(), training_fps=rates)
     reader, name = found
     path = folder / CHANNELS_FILE
     if not path.is_file():
@@ -107,5 +153,7 @@ def load(folder) -> Spotter:
     if not sets or not reader.channel_sets <= set(sets):
         raise DataError(f"channel sets {raw.get('sets')} do not cover the reader's {sorted(reader.channel_sets)}",
                         path=path, field="sets", fix=store.RESTORE)
+    live = raw.get("live")
     return Spotter(heads, grans, reader, name, sets, build(BaselineConfig, raw["baseline"], str(path), "baseline."),
-                   build(EncoderChannelsConfig, raw["encoder_channels"], str(path), "encoder_channels."), rates)
+                   build(EncoderChannelsConfig, raw["encoder_channels"], str(path), "encoder_channels."),
+                   live and build(CausalConfig, live, str(path), "live."), rates)

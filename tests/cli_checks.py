@@ -1,6 +1,7 @@
 """Running a command-line stage as a user would, and checking that it failed with one clear error line."""
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -9,10 +10,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_cli(*argv, timeout: int = 300) -> subprocess.CompletedProcess:
-    """`python -m ARGV...` from the repository root, output captured."""
+def run_cli(*argv, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m ARGV...` from the repository root, output captured; `env`: variables set for the run."""
     return subprocess.run([sys.executable, "-m", *map(str, argv)], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env={**os.environ, **env} if env else None)
 
 
 def one_error(proc: subprocess.CompletedProcess, *texts) -> str:

@@ -173,7 +173,7 @@ def tiny_loso_run(tiny_spotting_set, tiny_finetune_overrides, tmp_path_factory):
     args = [sys.executable, "-m", "spotting", "loso", "--config", "configs/spotting/loso.yaml",
             f"finetune.data.root={tiny_spotting_set}", f"out={out}",
             "parallel=true", *[f"finetune.{o}" for o in tiny_finetune_overrides], *TINY_DETECTOR_OVERRIDES]
-    return subprocess.run(args, capture_output=True, text=True, timeout=400), out
+    return subprocess.run(args, capture_output=True, text=True, timeout=1200), out
 
 
 # --- one torch thread (added for tests/test_model.py, tests/test_timm_model.py) ---

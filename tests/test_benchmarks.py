@@ -28,6 +28,7 @@ def test_roc_auc_matches_counting_pairs():
     assert np.isclose(probe.roc_auc(score, label), np.mean(pairs))
     assert probe.roc_auc(np.arange(10.0), np.arange(10) >= 5) == 1.0
     assert np.isnan(probe.roc_auc(np.arange(4.0), np.zeros(4)))
+    assert np.isnan(probe.roc_auc(np.array([0.0, np.nan, 1.0]), np.array([0, 1, 1])))  # a diverged scorer
 
 
 def test_ablation_table_lists_the_baseline_then_each_variant():

@@ -22,7 +22,7 @@ TINY = [
     '"identity.sources=[astronaut, grace_hopper]"]',
     'pack_overrides=["clip_frames=32", "clip_stride=16", "clips_per_shard=4", "workers=1"]',
     'pretrain_overrides=["schedule.total_steps=3", "schedule.warmup_steps=1", "checkpoint.every_steps=3", '
-    '"checkpoint.log_every=1", "data.frame_stride=2"]',
+    '"checkpoint.log_every=1", "data.frame_strides=[1,2]"]',
     'loso_overrides=["finetune.granularities=[{name: micro, span_s: 0.5, hop_s: 0.5}, '
     '{name: macro, span_s: 2.0, hop_s: 1.5}]", "finetune.train.epochs=8", "finetune.model.head_hidden=32", '
     '"inner=holdout", "detector.steps_grid=[30,60]", "detector.detector.crop_s=6.0"]',

@@ -146,6 +146,31 @@ def test_logistic_fit_finds_the_informative_feature():
     assert abs(w[1]) > 5 * max(abs(w[0]), abs(w[2])) and w[1] > 0
 
 
+@pytest.mark.parametrize("l2", [0.0, 1.0, 50.0])
+def test_logistic_fit_is_the_class_balanced_ridge_optimum(l2):
+    """The fit is the zero of the objective's gradient, sum_i s_i (p_i - y_i) [x_i, 1] + l2 [w, 0] with
+    s_i = n / (2 n_class(i)) (the bias unpenalised): the objective the Newton solver written here before
+    scikit-learn minimised. It is strictly convex on data that are not separable, so the zero is its one optimum."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(3000, 4))
+    y = (x @ [1.0, -0.5, 0.0, 0.2] + rng.normal(size=3000) > 2.0).astype(float)  # ~9% positives
+    w, b = fu.fit_logistic(x, y, l2=l2)
+    p = 1 / (1 + np.exp(-(x @ w + b)))
+    s = np.where(y > 0.5, len(y) / (2 * y.sum()), len(y) / (2 * (len(y) - y.sum())))
+    grad = np.append(x.T @ (s * (p - y)) + l2 * w, np.sum(s * (p - y)))
+    assert np.abs(grad).max() < 1e-8 * len(y)  # a wrong C (e.g. n / l2) leaves |grad| / n ~ 1e-3
+    # more ridge shrinks the weights
+    w_more, _ = fu.fit_logistic(x, y, l2=l2 + 1000.0)
+    assert np.linalg.norm(w_more) < np.linalg.norm(w)
+
+
+def test_logistic_fit_of_one_class_is_that_class_everywhere():
+    x = np.random.default_rng(0).normal(size=(50, 3))
+    for label, sign in ((0.0, -1), (1.0, 1)):
+        w, b = fu.fit_logistic(x, np.full(50, label), l2=1.0)
+        assert not w.any() and b == sign * fu.LOGIT_CLIP
+
+
 def test_fusion_round_trips_through_json(loso_cfg, shared, tmp_path):
     fusion, _ = loso.fit_fold_reader(loso_cfg, shared, ["s01", "s02"])
     loaded = fu.LogisticReader.load(fusion.save(tmp_path).parent)
@@ -161,7 +186,8 @@ def test_fusion_round_trips_through_json(loso_cfg, shared, tmp_path):
     # and the fix
     (tmp_path / "old" / "logistic.json").parent.mkdir()
     (tmp_path / "old" / "logistic.json").write_text(json.dumps({"config": {}, "names": {"macro": ["cue.macro.all"]}}))
-    with pytest.raises(fu.DataError, match=r"logistic.json: format: logistic reader format 1.*rerun `python -m spotting loso`"):
+    with pytest.raises(fu.DataError,
+                       match=r"logistic.json: format: logistic reader format 1.*rerun `python -m spotting loso`"):
         fu.LogisticReader.load(tmp_path / "old")
 
 

@@ -1,4 +1,4 @@
-"""The MEGC spotting metric (spotting/metric.py) and `python -m spotting evaluate`."""
+"""The MEGC spotting metric (spotting/evaluation/metric.py) and `python -m spotting evaluate`."""
 from __future__ import annotations
 
 import itertools

@@ -3,12 +3,12 @@ import pytest
 import torch
 
 from data.clips.masking import RegionMaskGenerator, region_of_token
+from data.clips.targets import make_target
 from data.common.config import load_config
 from data.common.errors import ConfigError, DataError
 from pretrain.lgi_former import count_params
 from pretrain.mae import VideoMAE
 from pretrain.model_config import ModelConfig, named_config
-from pretrain.targets import make_target
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -66,7 +66,7 @@ def test_finetune_release_and_spot_follow_the_checkpoint(deeper_run, tiny_spotti
     assert config["depth"] == DEPTH and config["name"] == "lgi_tiny"
     video = torch.randn(1, 3, 16, 160, 160, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        assert torch.equal(release.load_release(out)(video).last_hidden_state,
+        assert torch.equal(release.load_release(out)(video.transpose(1, 2)).last_hidden_state,
                            pretrained.forward_all(video).flatten(1, 3))
     assert "global batch 4" in (out / "README.md").read_text()  # the card's recipe: the run's own config
 

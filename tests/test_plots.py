@@ -1,4 +1,5 @@
-"""spotting.evaluation.plots timelines: labelled (ground truth vs predictions) and unlabelled (`spotting spot` on new videos)."""
+"""spotting.evaluation.plots timelines: labelled (ground truth vs predictions) and unlabelled (`spotting spot` on new
+videos)."""
 import numpy as np
 import pandas as pd
 

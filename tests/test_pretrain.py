@@ -130,6 +130,42 @@ def test_resume_continues_bit_exact(full_run, shards, tmp_path):
         assert diff <= 1e-6, (step, resumed[step], full[step])
 
 
+def test_resume_with_one_worker_continues_the_loss_curve(full_run, shards, tmp_path):
+    """A 2-worker run stopped at SPLIT resumes on 1 worker (a node that does not come back): DeepSpeed's universal
+    checkpoint re-partitions the weights and the Adam moments; grad_accum 2 keeps the global batch at 4 clips.
+    The data order after the change differs (each rank's shard slice depends on the world size), so the curve
+    continues rather than repeating the uninterrupted run bit for bit."""
+    from pretrain.trainer import fit
+
+    _, _, full = full_run
+    first = fit(tiny_config(shards, tmp_path, "shrink", f"checkpoint.stop_after_steps={SPLIT}"))
+    assert first.metrics["step"] == SPLIT
+    second = fit(tiny_config(shards, tmp_path, "shrink", "scaling.num_workers=1", "deepspeed.grad_accum=2"))
+    assert second.metrics["step"] == STEPS and second.metrics["start_step"] == SPLIT
+    resumed = tensorboard_losses(tmp_path / "shrink")
+    assert sorted(resumed) == list(range(1, STEPS + 1))
+    assert all(abs(resumed[s] - full[s]) <= 1e-6 for s in range(1, SPLIT + 1))  # 2 workers up to the split
+    after = range(SPLIT + 1, STEPS + 1)
+    gap = max(abs(resumed[s] - full[s]) for s in after)
+    print(f"\n2 -> 1 worker at step {SPLIT}: losses after {[round(resumed[s], 4) for s in after]}, uninterrupted "
+          f"{[round(full[s], 4) for s in after]}, first step {resumed[1]:.4f}")
+    # a fresh start (weights or Adam state lost) would begin again near the first step's loss
+    assert gap < 0.5 * (resumed[1] - full[SPLIT]), (gap, resumed, full)
+
+
+def test_a_checkpoint_deepspeed_cannot_convert_is_one_clear_error(tmp_path):
+    from data.common.errors import DataError
+    from pretrain.world_change import universal_copy
+
+    with pytest.raises(DataError, match="no DeepSpeed 'latest' tag.*scaling.num_workers the run was saved with"):
+        universal_copy(tmp_path, tmp_path / "out")
+    (tmp_path / "latest").write_text("step_00000004")
+    (tmp_path / "step_00000004").mkdir()
+    with pytest.raises(DataError, match="could not convert.*ds_to_universal --input_folder") as err:
+        universal_copy(tmp_path, tmp_path / "out")
+    assert err.value.field == "scaling.num_workers"
+
+
 def test_warmup_cosine_schedule():
     f = WarmupCosine(warmup=4, total=20, min_ratio=0.1)
     assert [f(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]

@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import TINY_SPOTTING_OVERRIDES
 
+from data.clips.targets import FLOW_UNIT_PX, flow_target, make_target, tubelets
 from data.common.config import replace
 from data.common.errors import ConfigError, DataError
 from data.common.video_io import read_frames
@@ -27,7 +28,6 @@ from pretrain.config import load_pretrain_config
 from pretrain.mae import VideoMAE
 from pretrain.model_config import named_config
 from pretrain.motion_input import check_motion_shards
-from pretrain.targets import make_target, tubelets
 
 REPO = Path(__file__).resolve().parents[1]
 MOTION = REPO / "configs/pretrain/lgi_tiny_motion.yaml"
@@ -108,6 +108,73 @@ def test_view_and_energy_targets_and_the_floor_is_the_best_constant():
     rgb = VideoMAE(named_config("lgi_tiny")).eval()
     with torch.no_grad():
         assert 0.9 < float(rgb(video, mask)["floor"]) < 1.01
+
+
+def shifted_clip(px_per_frame: float, rows: slice = slice(0, 160), frames: int = 16) -> np.ndarray:
+    """uint8 [1, T, 160, 160]: a smooth random texture whose `rows` move left by `px_per_frame` each frame."""
+    import cv2
+
+    base = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 256, (200, 200)).astype(np.float32), (0, 0), 2.0)
+    clip = []
+    for t in range(frames):
+        moved = cv2.warpAffine(base, np.float32([[1, 0, -px_per_frame * t], [0, 1, 0]]), (200, 200))[20:180, 20:180]
+        still = base[20:180, 20:180].copy()
+        still[rows] = moved[rows]
+        clip.append(still)
+    return np.clip(np.stack(clip), 0, 255).astype(np.uint8)[None]
+
+
+def cell_dx(target: torch.Tensor, t: int, rows: slice, columns: slice = slice(2, 8)) -> float:
+    """Mean dx (px) of frame t over the token rows and columns given."""
+    cells = target.reshape(8, 10, 10, 2, 4, 4, 2)  # t', h', w', frame, cell row, cell column, (dx, dy)
+    return float(cells[t // 2, rows, columns, t % 2, :, :, 0].mean() * FLOW_UNIT_PX)
+
+
+def test_flow_target_is_each_cells_motion_since_the_first_frame_less_the_heads():
+    """The mouth band moves (an expression), the rest of the face stays: the target is the band's motion; a
+    whole face moving (the head) is removed, as the cues remove it."""
+    mouth = flow_target(shifted_clip(0.3, rows=slice(110, 150)), tubelet=2, patch=16)
+    assert mouth.shape == (1, 800, 2 * 16 * 2)  # tokens x (frame, cell row, cell column, dx/dy)
+    for t in range(16):
+        assert abs(cell_dx(mouth, t, slice(7, 9)) + 0.3 * t) < 0.1 + 0.03 * t, t  # moving left: negative dx
+        assert abs(cell_dx(mouth, t, slice(1, 4))) < 0.15, t  # forehead and eyes stay
+    cells = mouth.reshape(8, 10, 10, 2, 4, 4, 2)
+    assert torch.equal(cells[0, :, :, 0], torch.zeros_like(cells[0, :, :, 0]))  # frame 0 moved 0 from itself
+    head = flow_target(shifted_clip(0.3), tubelet=2, patch=16)  # everything moves together
+    assert max(abs(cell_dx(head, t, slice(2, 8))) for t in range(16)) < 0.15
+
+
+def test_flow_magnitude_target_is_the_length_of_the_flow_target():
+    clip = shifted_clip(0.3, rows=slice(110, 150))
+    flow = flow_target(clip, tubelet=2, patch=16).reshape(1, 800, 32, 2)
+    magnitude = flow_target(clip, tubelet=2, patch=16, kind="flow_magnitude")
+    assert magnitude.shape == (1, 800, 2 * 16)  # one value per frame and cell
+    # the cell mean of the lengths is at least the length of the cell mean, equal where a cell moves rigidly
+    assert (magnitude + 1e-5 >= flow.square().sum(-1).sqrt()).all()
+    assert magnitude.reshape(8, 10, 10, 2, 16)[7, 7:9, 2:8, 1].mean() * FLOW_UNIT_PX == pytest.approx(4.5, abs=0.5)
+
+
+def test_the_loader_makes_the_motion_view_and_the_flow_target(packed):
+    """Stabilised shards through the real loader (decord, webdataset): the batch holds the view and every
+    token's flow target, each equal to the functions applied to the clip the loader decoded."""
+    from data.shards.loader import LoaderConfig, make_loader
+
+    cfg = named_config("lgi_tiny")
+    view = MotionViewConfig(contrast="none", gain=1.0)  # the view is then grey - 128: the clip can be read back
+    loader = LoaderConfig(shards=packed[1], batch_size=2, num_workers=1, output="uint8", scales=(1.0,),
+                          max_distort=0, frame_stride=1, repeats=2, shuffle_buffer=0)
+    batch = next(iter(make_loader(loader, cfg.geometry, rank=0, world_size=1, view=view, target="flow")))
+    video, target = batch["video"], batch["target"]
+    assert video.dtype == torch.float32 and video.shape == (2, 3, 16, 160, 160)
+    grey = (video[:, 0] + 128.0).round().clamp(0, 255).to(torch.uint8).numpy()
+    assert torch.equal(target, flow_target(grey, cfg.tubelet, cfg.patch))
+    assert torch.equal(target[0], target[1])  # two masked views of one decoded clip: one target, computed once
+    assert not torch.equal(batch["mask"][0], batch["mask"][1])
+    model = VideoMAE(replace(cfg, {"input": "motion", "target": "flow"})).eval()
+    with torch.no_grad():
+        out = model(video, batch["mask"], target)
+    masked = target.gather(1, out["masked_index"][..., None].expand(-1, -1, target.shape[-1]))
+    assert torch.isclose(out["loss"], (out["pred"] - masked).square().mean())
 
 
 def test_motion_config_and_shard_errors_name_the_field(ramp_shards, packed):

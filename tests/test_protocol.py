@@ -1,4 +1,5 @@
-"""spotting.evaluation.protocol: LOSO folds through a fold runner, skip-if-done, pooling, every metric variant, results tables."""
+"""spotting.evaluation.protocol: LOSO folds through a fold runner, skip-if-done, pooling, every metric variant,
+results tables."""
 from __future__ import annotations
 
 import dataclasses

@@ -1,4 +1,5 @@
-"""`python -m launch release`: transformers export, strict loading, model card, fine-tuning from a release, push."""
+"""`python -m launch release`: transformers export (VideoMAE's input layout, BaseModelOutput, a processor that a
+torch + transformers client loads), strict loading, model card, fine-tuning from a release, push."""
 from __future__ import annotations
 
 import json
@@ -55,7 +56,8 @@ def exported(tmp_path_factory):
 def test_export_round_trip_is_exact(exported):
     encoder, _, out = exported
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors",
-                                                     "modeling_spotmae.py", "release.json"]
+                                                     "modeling_spotmae.py", "preprocessor_config.json",
+                                                     "processing_spotmae.py", "release.json"]
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == "spotmae_lgi"
     assert config["auto_map"]["AutoModel"] == "modeling_spotmae.SpotMAEModel"
@@ -65,7 +67,7 @@ def test_export_round_trip_is_exact(exported):
     assert type(model).__name__ == "SpotMAEModel" and "transformers_modules" in type(model).__module__
     x = video(7, batch=2)
     with torch.no_grad():
-        assert torch.equal(model(x).last_hidden_state, encoder.forward_all(x).flatten(1, 3))
+        assert torch.equal(model(x.transpose(1, 2)).last_hidden_state, encoder.forward_all(x).flatten(1, 3))
     assert release.is_complete(out)
 
 
@@ -122,7 +124,7 @@ def test_spotter_release_matches_the_spotter(tmp_path):
     x = video(5)
     with torch.no_grad():
         for g in ("micro", "macro"):
-            assert torch.equal(model(x, granularity=g).logits, spotter(x, g))
+            assert torch.equal(model(x.transpose(1, 2), granularity=g).logits, spotter(x, g))
     assert "spotting heads for micro, macro" in (out / "README.md").read_text()
 
 
@@ -225,4 +227,99 @@ def test_motion_encoder_card_states_its_input_probe_and_label_efficiency(tmp_pat
     model = release.load_release(out)
     x = video(3)
     with torch.no_grad():
-        assert torch.equal(model(x).last_hidden_state, encoder.forward_all(x).flatten(1, 3))
+        assert torch.equal(model(x.transpose(1, 2)).last_hidden_state, encoder.forward_all(x).flatten(1, 3))
+
+
+def test_pixel_values_in_videomae_layout_the_old_one_refused_and_every_block_returned(exported):
+    from finetune.encoder.features import layer_tokens
+
+    encoder, _, out = exported
+    model = release.load_release(out)
+    x = video(4)
+    with torch.no_grad():
+        with pytest.raises(ValueError, match=r"\[batch, channels, frames, height, width\].*pixel_values.transpose"):
+            model(x)  # [B, 3, T, H, W], the training model's layout
+        with pytest.raises(ValueError, match=r"\[B, 16, 3, 160, 160\], got \[1, 16, 160, 160\]"):
+            model(x[:, 0])
+        output = model(x.transpose(1, 2), output_hidden_states=True)
+        assert type(output).__name__ == "BaseModelOutput" and len(output.hidden_states) == encoder.cfg.depth + 1
+        layers = ["embed", *(f"block{i}" for i in range(encoder.cfg.depth))]
+        for hidden, layer in zip(output.hidden_states, layers):  # the layers the encoder channels can read
+            assert torch.equal(hidden, layer_tokens(encoder, x, layer).flatten(1, 3)), layer
+        assert model(x.transpose(1, 2)).hidden_states is None
+        assert torch.equal(model(x.transpose(1, 2), return_dict=False)[0], output.last_hidden_state)
+
+
+@pytest.fixture(scope="module")
+def smiling_face(face_clip_factory, tmp_path_factory):
+    """A 3.7 s aligned-face clip with a smile, as the project sees it: (stabilised stream, aligned RGB crops)."""
+    from data.faces.face_video import FaceVideo
+    from spotting.channels.encoder import EncoderChannelsConfig, stable_video
+    from spotting.pipeline import aligned_crops
+
+    path = face_clip_factory(tmp_path_factory.mktemp("smile") / "smile.mp4", 110, events=[(40, 70, "mouth", 3.0)],
+                             noise=1.0)
+    source = FaceVideo(path)
+    return stable_video(source, EncoderChannelsConfig(), 16), aligned_crops(source, 160), source.fps
+
+
+def project_windows(kind: str, encoder, smiling_face):
+    """{granularity: (encoder input [W, 3, T, S, S], every layer's tokens)} as the project makes them: the encoder
+    channels' motion view (finetune.encoder.features.encode_video) or the heads' RGB windows (video_curves)."""
+    from data.faces.motion_view import stream_windows, view_stream
+    from finetune.encoder.features import grid_windows, layer_tokens
+    from finetune.heads.predict import window_batch
+    from finetune.windows import default_granularities, video_windows
+    from spotting.channels.encoder import EncoderChannelsConfig
+
+    sv, crops, fps = smiling_face
+    view = EncoderChannelsConfig().view
+    out = {}
+    for g in default_granularities():
+        if kind == "motion":
+            x = torch.from_numpy(stream_windows(view_stream(sv, view), grid_windows(len(sv.crops), sv.rate_hz, g, 16),
+                                                view))
+        else:
+            x = window_batch(crops, video_windows("v", len(crops), fps, g.span_s, g.hop_s, 16))
+        with torch.no_grad():
+            layers = [layer_tokens(encoder, x, name) for name in ("embed", "block0", "block1", "final")]
+        out[g.name] = x, layers
+    return out
+
+
+@pytest.mark.parametrize("kind", ["motion", "rgb"])
+def test_processor_and_model_in_a_torch_and_transformers_client_give_the_projects_input_and_features(
+        kind, smiling_face, tmp_path, one_torch_thread):
+    """The release is used as a transformers user would, in an environment holding torch, transformers and their
+    requirements only (tests/clean_env.py): AutoProcessor on the stabilised grey face (motion) or the aligned
+    crops (rgb), AutoModel on its output. Both equal what the project feeds and gets from the encoder."""
+    import numpy as np
+    from clean_env import make_site, run
+
+    from data.common.config import replace
+
+    encoder = perturbed_encoder(2)
+    if kind == "motion":
+        encoder = LGIEncoder(replace(encoder.cfg, {"input": "motion"})).eval()
+        encoder.load_state_dict(perturbed_encoder(2).state_dict())
+    out = tmp_path / "release"
+    assert release.main(["--checkpoint", str(save_encoder(encoder, tmp_path / "encoder")), "--out", str(out)]) == 0
+    assert json.loads((out / "release.json").read_text())["processor"] == kind
+    sv, crops, fps = smiling_face
+    frames = tmp_path / "frames.npy"
+    np.save(frames, sv.crops if kind == "motion" else crops)
+    site = make_site(tmp_path / "clean" / "site")
+    saved = tmp_path / "client.npz"
+    proc = run(Path(__file__).with_name("clean_client.py"), site, out, frames, "none" if kind == "motion" else fps,
+               saved, env={"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["importable"] == []  # nothing of SpotMAE, OpenCV, PIL, torchvision, timm, pandas, scipy
+    assert report["classes"] == ["SpotMAEProcessor", "SpotMAEModel"] and report["output"] == "BaseModelOutput"
+    assert all(m.startswith("transformers_modules.") for m in report["modules"])
+    client = np.load(saved)
+    for name, (x, layers) in project_windows(kind, encoder, smiling_face).items():
+        assert np.array_equal(client[f"{name}.pixel_values"], x.numpy().transpose(0, 2, 1, 3, 4)), name
+        assert np.array_equal(client[f"{name}.last_hidden_state"], layers[-1].flatten(1, 3).numpy()), name
+        for hidden, tokens in zip(client[f"{name}.hidden_states"], layers[:-1]):
+            assert np.array_equal(hidden, tokens.flatten(1, 3).numpy()), name

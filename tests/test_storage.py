@@ -4,6 +4,7 @@ corrupt and missing objects, relative paths under `ray job submit`, and pretrain
 their shards from S3, checkpoint into it, lose a worker and resume from it."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -83,6 +84,19 @@ def test_pack_to_s3_writes_the_local_bytes_and_resumes(s3, ramp_shards, s3_ramp)
     rebuilt = sorted(n for n in local["shards"] if fs.info(f"{out}/{n}")["LastModified"] != before.get(n))
     assert rebuilt == [shard_name(1), shard_name(2)]
     assert read_manifest(out)["complete"] and read_manifest(out)["shards"] == local["shards"]
+
+
+def test_pack_with_two_workers_into_a_fresh_prefix_finishes_in_one_run(s3, ramp_shards):
+    """Pool workers upload the shards and their done records; the parent builds the manifest from the records
+    the workers return, never from a listing of the prefix it may have cached before they wrote (issue 30:
+    the first pack into an empty prefix ended in a TypeError, the same command run again completed)."""
+    out = s3.url("fresh_pool")
+    cfg = dataclasses.replace(same_pack(ramp_shards, out), workers=2)
+    pack(cfg, progress=False)
+    remote, local = read_manifest(out), read_manifest(ramp_shards)
+    assert remote["complete"] and remote["num_clips"] == RAMP_CLIPS
+    assert remote["shards"] == local["shards"]  # the same bytes as the in-process pack
+    assert verify_shards(out) == []
 
 
 # ---- loading -----------------------------------------------------------------------------------------------

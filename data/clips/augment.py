@@ -7,7 +7,8 @@ the box sits at one of 13 fixed positions (corners, centre, edge midpoints, quar
 """
 from __future__ import annotations
 
-import cv2
+import functools
+
 import numpy as np
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -43,6 +44,8 @@ def crop_resize(frames: np.ndarray, box: tuple[int, int, int, int], out_size: in
                 out: np.ndarray | None = None) -> np.ndarray:
     """Crop uint8 frames [T, H, W, 3] to `box`, resize each to out_size x out_size (bilinear), into `out`
     when given (e.g. a slot of a batch array: saves a copy per view)."""
+    import cv2  # here, not at the top: the model (pretrain.targets) imports this module on machines without it
+
     x0, y0, w, h = box
     crop = frames[:, y0:y0 + h, x0:x0 + w]
     if out is None:
@@ -62,6 +65,18 @@ def multi_scale_crop(frames: np.ndarray, out_size: int, rng: np.random.Generator
     return crop_resize(frames, crop_box(h, w, out_size, rng, scales, max_distort), out_size)
 
 
+@functools.lru_cache(maxsize=16)
+def channel_values(values: tuple[float, ...], device):
+    """A per-channel constant as a float32 tensor [C, 1, 1, 1] on `device` (broadcasts over [..., C, T, H, W]).
+
+    Made once per device: building it from a Python tuple on a GPU is a blocking host-to-device copy, which
+    would put a host synchronisation into every train step that (un)normalises (and break CUDA graph capture).
+    """
+    import torch
+
+    return torch.tensor(values, dtype=torch.float32, device=device).view(len(values), 1, 1, 1)
+
+
 def normalise(video, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     """uint8 torch video [..., 3, T, H, W] (channels at dim -4) -> contiguous float32 (x / 255 - mean) / std.
 
@@ -69,9 +84,7 @@ def normalise(video, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     """
     import torch
 
-    shape = (3, 1, 1, 1)
-    m = torch.tensor(mean, dtype=torch.float32, device=video.device).view(shape)
-    s = torch.tensor(std, dtype=torch.float32, device=video.device).view(shape)
+    m, s = channel_values(tuple(mean), video.device), channel_values(tuple(std), video.device)
     # one pass converts and makes the result contiguous, whatever the input's strides
     out = video.to(torch.float32, memory_format=torch.contiguous_format)
     return out.div_(255.0).sub_(m).div_(s)

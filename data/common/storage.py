@@ -50,6 +50,7 @@ def filesystem(location):
 def read_bytes(location) -> bytes:
     """The whole file; FileNotFoundError when it is not there."""
     fs, path = filesystem(location)
+    fs.invalidate_cache(path)  # another process may have written it since this one listed its folder
     return fs.cat_file(path)
 
 

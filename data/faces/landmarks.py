@@ -39,6 +39,13 @@ def detect_faces(image: np.ndarray, upsample: int = 1) -> list[tuple[int, int, i
     return sorted(boxes, key=lambda b: -(b[2] - b[0]) * (b[3] - b[1]))
 
 
+def detect_faces_scored(image: np.ndarray, upsample: int = 1) -> list[tuple[tuple[int, int, int, int], float]]:
+    """(box, detector score) of every face, in the detector's order; a score near 0 is often not a face."""
+    detector, _ = _dlib_models()
+    rects, scores, _ = detector.run(np.ascontiguousarray(image), upsample, 0.0)
+    return [((r.left(), r.top(), r.right(), r.bottom()), float(s)) for r, s in zip(rects, scores)]
+
+
 def predict_landmarks(image: np.ndarray, box) -> np.ndarray:
     """68 (x, y) landmarks, float32 [68, 2], inside a face box."""
     import dlib

@@ -79,22 +79,36 @@ def lighting_normalise(crops: np.ndarray, method: str = "plane", reference: np.n
                        mask: np.ndarray | None = None) -> np.ndarray:
     """float32 [N, S, S] grey in [0, 255] with the illumination change relative to `reference` removed.
 
-    "plane": per frame, log(frame / reference) over the face mask is fitted by a + b x + c y (least squares, two
-    rounds, the second ignoring the 20% largest residuals so expression changes do not bend the fit) and the
-    frame is divided by exp(plane). "gain": a only. "highpass": frame / blur(frame) * mean (reference-free).
+    "plane" and "gain": `divide_lighting`. "highpass": frame / blur(frame) * mean (reference-free).
     """
     if method not in LIGHTING:
         raise ConfigError(f"unknown lighting {method!r}", field="lighting", fix=f"use one of {LIGHTING}")
     x = crops.astype(np.float32)
     if method == "none":
         return x
-    n, s, _ = x.shape
     if method == "highpass":
-        out = np.empty_like(x)
-        for i in range(n):
-            blur = cv2.GaussianBlur(x[i], (0, 0), s / 16)
-            out[i] = x[i] / np.maximum(blur, 4.0) * 128.0
-        return out
+        return highpass_normalise(x)
+    return divide_lighting(x, method, reference, mask)
+
+
+def highpass_normalise(x: np.ndarray) -> np.ndarray:
+    """float32 frames [N, S, S] divided by their own blur (sigma S / 16), times 128."""
+    out = np.empty_like(x)
+    for i in range(len(x)):
+        blur = cv2.GaussianBlur(x[i], (0, 0), x.shape[1] / 16)
+        out[i] = x[i] / np.maximum(blur, 4.0) * 128.0
+    return out
+
+
+def divide_lighting(x: np.ndarray, method: str, reference: np.ndarray | None = None,
+                    mask: np.ndarray | None = None) -> np.ndarray:
+    """float32 frames [N, S, S] divided by their illumination relative to `reference` (default: the median frame).
+
+    "plane": per frame, log(frame / reference) over the face mask is fitted by a + b x + c y (least squares, two
+    rounds, the second ignoring the 20% largest residuals so expression changes do not bend the fit) and the
+    frame is divided by exp(plane). "gain": a only. Plain numpy: the released processor runs a copy of it.
+    """
+    n, s, _ = x.shape
     if reference is None:
         reference = np.median(x[:: max(1, n // 200)], axis=0)
     if mask is None:

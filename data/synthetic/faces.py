@@ -3,10 +3,13 @@
 An identity is built once per subject: dlib landmarks on the source image, the similarity onto the canonical
 points, a per-subject colour and geometry variation, a canvas (output frame plus a margin for head motion) in
 canonical coordinates, and one smooth displacement field per action unit. A frame is then a linear combination of
-those fields, so rendering never touches landmarks again.
+those fields, so rendering never touches landmarks again. With `appearance.enabled`, the identity also holds one
+shading layer per AU (data/synthetic/appearance.py), drawn from its own seed stream so the warp-only draws stay
+as they were.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -16,6 +19,8 @@ from data.common.assets import carphone_video
 from data.common.errors import DataError
 from data.common.video_io import read_frames
 from data.faces import landmarks as lm
+from data.synthetic import real_faces
+from data.synthetic.appearance import au_layers
 
 # Action units we animate. Expression AUs come first; blink and jaw drive the distractors.
 ACTION_UNITS = ("brow_raise", "inner_brow_raise", "brow_lower", "eye_narrow",
@@ -49,6 +54,7 @@ class Identity:
     landmarks: np.ndarray   # float32 [68, 2]: neutral landmarks in output-frame (canonical) coordinates
     fields: np.ndarray      # float32 [K, C/2, C/2, 2]: displacement per unit amplitude of each AU, half resolution
     params: dict            # the colour / geometry draws, for the meta file
+    shading: np.ndarray | None = None  # float32 [K, C, C]: each AU's shading at full activation; None = warp only
 
     @property
     def iod(self) -> float:
@@ -66,7 +72,8 @@ def _read_rgb(path) -> np.ndarray:
 
 @functools.lru_cache(maxsize=16)
 def source_image(name: str) -> np.ndarray:
-    """RGB uint8 image of a built-in face ('astronaut', 'grace_hopper', 'carphone:N') or an image file."""
+    """RGB uint8 image of a built-in face ('astronaut', 'grace_hopper', 'carphone:N'), a real-face source
+    (data.synthetic.real_faces, e.g. 'insightface_t1:2') or an image file."""
     if name == "astronaut":
         from skimage import data as skdata
 
@@ -78,11 +85,15 @@ def source_image(name: str) -> np.ndarray:
     if name.startswith("carphone:"):
 
         return read_frames(carphone_video(), [int(name.split(":", 1)[1])])[0]
+    if real_faces.is_real(name):
+        return real_faces.photograph(name)
     return _read_rgb(name)
 
 
 @functools.lru_cache(maxsize=16)
 def source_landmarks(name: str) -> np.ndarray:
+    if real_faces.is_real(name):  # a photograph with several faces: the setup found which is which
+        return real_faces.landmarks(name)
     image = source_image(name)
     found = lm.face_landmarks(image, upsample=1 if min(image.shape[:2]) < 300 else 0)
     if found is None:
@@ -238,4 +249,16 @@ def build_identity(cfg, subject_index: int) -> Identity:
     landmarks = (neutral + shape_disp).astype(np.float32)
     params = {"source": source, "flipped": flipped, **geo, **colour,
               "shape": [[float(v) for v in row] for row in shape_disp[[0, 8, 16, 19]]]}
-    return Identity(source, flipped, base, margin, landmarks, au_fields(landmarks, margin, canvas), params)
+    identity = Identity(source, flipped, base, margin, landmarks, au_fields(landmarks, margin, canvas), params)
+    return with_appearance(identity, cfg, subject_index) if cfg.appearance.enabled else identity
+
+
+def with_appearance(identity: Identity, cfg, subject_index: int) -> Identity:
+    """The identity with its AU shading layers (zero for AUs without one); their draws join its params."""
+    canvas = identity.base.shape[0]
+    rng = np.random.default_rng([cfg.seed, 3, subject_index])
+    layers, params = au_layers(identity.landmarks, identity.margin, canvas, cfg.appearance, rng)
+    shading = np.zeros((len(ACTION_UNITS), canvas, canvas), np.float32)
+    for name, layer in layers.items():
+        shading[AU_INDEX[name]] = layer
+    return dataclasses.replace(identity, shading=shading, params={**identity.params, **params})

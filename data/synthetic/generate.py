@@ -26,6 +26,7 @@ from data.common.tables import INTERVAL_COLUMNS, VIDEO_COLUMNS, write_intervals,
 from data.common.video_io import video_info, write_mp4
 from data.synthetic import motion
 from data.synthetic.config import (
+    AppearanceConfig,
     BlinkConfig,
     EventConfig,
     HeadConfig,
@@ -39,8 +40,8 @@ from data.synthetic.faces import build_identity
 from data.synthetic.render import render_frames
 
 __all__ = ["SyntheticConfig", "IdentityConfig", "EventConfig", "BlinkConfig", "TalkConfig", "HeadConfig",
-           "LightConfig", "load_synthetic_config", "generate", "render_video", "video_ids", "neutral_landmarks",
-           "read_meta"]
+           "LightConfig", "AppearanceConfig", "load_synthetic_config", "generate", "render_video", "video_ids",
+           "neutral_landmarks", "read_meta"]
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,8 @@ def render_video(cfg: SyntheticConfig, subject_index: int, video_index: int, ide
     light = motion.illumination(rng, cfg, times)
     noise_sigma = float(rng.uniform(*cfg.noise_sigma))
     curves = motion.au_curves(events, blinks, talking, times)
-    frames = render_frames(identity, curves, pose, light, noise_sigma, cfg.size, rng)
+    shading = motion.appearance_weights(curves, cfg.appearance.full_at_iod) if cfg.appearance.enabled else None
+    frames = render_frames(identity, curves, pose, light, noise_sigma, cfg.size, rng, shading)
     blink_frames = sorted({f for b in blinks for f in range(b["onset"] + 1, b["offset"])})
     meta = {
         "subject": subject_id(subject_index), "video": video_id(subject_index, video_index),
@@ -96,19 +98,28 @@ def render_video(cfg: SyntheticConfig, subject_index: int, video_index: int, ide
     return frames, meta
 
 
+def _content(config) -> dict | None:
+    """What decides a folder's videos: its config less where it lives. Appearance that is off (or absent: a folder
+    written before the option existed) is warp-only, whatever strengths the section holds."""
+    if not isinstance(config, dict):
+        return None
+    config = {k: v for k, v in config.items() if k != "out_dir"}
+    appearance = config.get("appearance")
+    if not (isinstance(appearance, dict) and appearance.get("enabled")):
+        config["appearance"] = {"enabled": False}
+    return config
+
+
 def _check_out_dir(cfg: SyntheticConfig, out: Path, force: bool) -> None:
     """Refuse to resume into a folder made from a different config (the videos would not match)."""
     saved = out / "config.yaml"
     if force or not saved.is_file():
         return
     try:
-        previous = yaml.safe_load(saved.read_text())
+        previous = _content(yaml.safe_load(saved.read_text()))
     except yaml.YAMLError:
         previous = None
-    current = yaml.safe_load(yaml.safe_dump(to_dict(cfg)))
-    if isinstance(previous, dict):  # where the folder lives does not change its content
-        previous.pop("out_dir", None)
-    current.pop("out_dir", None)
+    current = _content(yaml.safe_load(yaml.safe_dump(to_dict(cfg))))
     if previous != current:
         keys = sorted(k for k in set(current) | set(previous or {})
                       if (previous or {}).get(k) != current.get(k))

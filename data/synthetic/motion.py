@@ -240,3 +240,16 @@ def au_curves(events, blinks, talking, times: np.ndarray) -> np.ndarray:
         curves[:, AU_INDEX["blink"]] += b["closure"] * rise_decay(b["onset"], b["apex"], b["offset"], n)
     curves[:, AU_INDEX["jaw_open"]] += talking_curve(talking, times)
     return curves
+
+
+def appearance_weights(curves: np.ndarray, full_at_iod: float) -> np.ndarray:
+    """[T, K] in [0, 1]: how far each AU's appearance layer is drawn in, from its activation curve.
+
+    Linear in the activation, so a layer rises and falls with the warp (onset-apex-offset) and a micro event's
+    lines are faint; full at the activation a macro event of amplitude `full_at_iod` gives the AU (its largest
+    emotion weight; the jaw's talking amplitude and the blink's closure directly).
+    """
+    weight = {name: max((aus[name] for aus in EMOTION_AUS.values() if name in aus), default=1.0)
+              for name in ACTION_UNITS}
+    full = np.array([full_at_iod * weight[name] for name in ACTION_UNITS], np.float32)
+    return np.clip(curves / full, 0, 1).astype(np.float32)

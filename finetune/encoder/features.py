@@ -17,22 +17,20 @@ and digest of the research prototype (finetune/motion_features.py), so its cache
 from __future__ import annotations
 
 import hashlib
-import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from data.common.atomic import atomic_path, write_text
+from data.common.atomic import write_text
 from data.common.errors import ConfigError
+from data.common.npz_cache import read_npz, write_npz
 from data.faces import landmarks as lmk
 from data.faces import stabilise as st
 from data.faces.motion_view import MotionViewConfig, stream_windows, view_stream
 from data.flow.regions import canonical_landmarks
 from finetune.encoder.load import encoder_digest
 from finetune.windows import DEFAULT_GRANULARITIES, Granularity, batches, video_windows
-
-log = logging.getLogger(__name__)
 
 REGION_NAMES = ("brows", "eyes", "nose", "mouth", "rest")
 
@@ -123,10 +121,13 @@ def layer_tokens(encoder, video: torch.Tensor, layer: str) -> torch.Tensor:
     return local.reshape(b, -1, d)[:, encoder.raster_from_region].view(b, *grid, d)
 
 
+FEATURE_ARRAYS = ("rows", "regions", "region_std")  # pool_tokens' outputs, as encode_video returns and caches them
+
+
 @torch.no_grad()
 def encode_video(encoder, sv: st.StableVideo, view: MotionViewConfig, grans=DEFAULT_GRANULARITIES,
                  batch_size: int = 16) -> dict[str, dict[str, np.ndarray]]:
-    """{gran name: {"rows", "regions", "region_std"}} on the grid of one stabilised video."""
+    """{gran name: {FEATURE_ARRAYS name: array}} on the grid of one stabilised video."""
     encoder.eval()
     cfg = encoder.cfg
     stream = view_stream(sv, view)
@@ -134,7 +135,7 @@ def encode_video(encoder, sv: st.StableVideo, view: MotionViewConfig, grans=DEFA
     out = {}
     for g in grans:
         windows = grid_windows(len(stream.frames), sv.rate_hz, g, cfg.frames)
-        parts = {"rows": [], "regions": [], "region_std": []}
+        parts = {name: [] for name in FEATURE_ARRAYS}
         for chunk in batches(windows, batch_size):
             video = torch.from_numpy(stream_windows(stream, chunk, view))
             for name, value in zip(parts, pool_tokens(layer_tokens(encoder, video, view.layer).float(), weights)):
@@ -154,19 +155,10 @@ def feature_path(root: Path, gran: Granularity, video: str) -> Path:
 
 
 def _read_features(path: Path, num_steps: int) -> dict[str, np.ndarray] | None:
-    """A cached granularity, or None when absent, unreadable or for another grid length."""
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            out = {k: z[k].astype(np.float32) for k in z.files}
-    except (OSError, ValueError) as e:
-        log.warning("re-encoding %s: unreadable cache (%s)", path, e)
-        return None
-    if set(out) != {"rows", "regions", "region_std"} or any(len(v) != num_steps for v in out.values()):
-        log.warning("re-encoding %s: cached for another grid", path)
-        return None
-    return out
+    """A cached granularity (stored as float16), or None when absent, unreadable or for another grid length."""
+    z = read_npz(path, FEATURE_ARRAYS, lambda z: None if all(len(z[k]) == num_steps for k in FEATURE_ARRAYS)
+                 else f"cached for another grid (not {num_steps} steps)")
+    return None if z is None else {k: z[k].astype(np.float32) for k in FEATURE_ARRAYS}
 
 
 def _half(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -186,7 +178,6 @@ def load_or_encode(encoder, sv: st.StableVideo, view: MotionViewConfig, cache_di
         fresh = encode_video(encoder, sv, view, todo)
         for g in todo:
             out[g.name] = _half(fresh[g.name])
-            with atomic_path(feature_path(root, g, sv.video), suffix=".npz") as tmp, open(tmp, "wb") as f:
-                np.savez(f, **{k: v.astype(np.float16) for k, v in out[g.name].items()})
+            write_npz(feature_path(root, g, sv.video), {k: v.astype(np.float16) for k, v in out[g.name].items()})
         write_text(root / "input.json", view.key())
     return out

@@ -3,7 +3,8 @@
 An encoder source is one of:
   - None: a freshly initialised encoder (the "from scratch" ablation) of a named config;
   - a safetensors file, or a folder holding model.safetensors, with config.json beside it (the ModelConfig, or a
-    release's config.json, which holds the same fields);
+    release's config.json, which holds the same fields), or the Hub id of a release in the local Hub cache
+    (data.common.hub);
   - a pretraining checkpoint folder written by pretrain/train_loop.py: a Ray run folder (checkpoint_* inside), one
     Ray checkpoint_* folder, or a DeepSpeed folder (`latest` + <tag>/mp_rank_00_model_states.pt), with the run's
     config beside `latest` (pretrain.config.RUN_CONFIG). The module weights come from mp_rank_00_model_states.pt
@@ -25,6 +26,7 @@ import torch
 from data.common.atomic import atomic_path, read_json, write_json
 from data.common.config import build, to_dict
 from data.common.errors import ConfigError, DataError
+from data.common.hub import resolve_model
 from pretrain.checkpoint_commit import problems
 from pretrain.config import PretrainConfig, read_run_config
 from pretrain.lgi_former import LGIEncoder
@@ -155,7 +157,7 @@ def check_torch_file(path, field: str, fix: str) -> None:
 def read_state(source, field: str = "model.encoder") -> tuple[dict[str, torch.Tensor], ModelConfig]:
     """Encoder tensors and the model config stored beside them; errors name `field` (the setting or option that
     gave `source`)."""
-    path = Path(source)
+    path = resolve_model(source, field)  # a Hub id: its snapshot in the local Hub cache
     if not path.exists():
         raise DataError("encoder weights not found", path=path, field=field,
                         fix="pass an existing checkpoint folder or safetensors file, or null for scratch")

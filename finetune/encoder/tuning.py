@@ -30,7 +30,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from scipy.stats import rankdata
+from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
@@ -48,14 +48,15 @@ log = logging.getLogger(__name__)
 
 
 def roc_auc(score: np.ndarray, label: np.ndarray) -> float:
-    """Probability that a random positive scores above a random negative one (ties count half); NaN without both
-    classes. The early-stopping score here and the encoder probe's (benchmarks/encoder_probe.py)."""
-    pos = np.asarray(label) > 0.5
-    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-    if n_pos == 0 or n_neg == 0:
+    """Probability that a random positive scores above a random negative one (ties count half): scikit-learn's
+    roc_auc_score; NaN without both classes or with a score that is not finite (a diverged head), where
+    scikit-learn would warn or raise. The early-stopping score here and the encoder probe's
+    (benchmarks/encoder_probe.py)."""
+    positive = np.asarray(label) > 0.5
+    score = np.asarray(score)
+    if positive.all() or not positive.any() or not np.isfinite(score).all():
         return float("nan")
-    ranks = rankdata(score)
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(roc_auc_score(positive, score))
 
 
 @dataclasses.dataclass
@@ -139,7 +140,8 @@ Stats = dict  # (video index, granularity name) -> (mean [F], std [F]) of the po
 
 def pooled_features(encoder, video: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Model input [B, C, T, S, S] -> [B, T', F]: each tubelet's region means and spreads of the final tokens (what
-    the detector reads with the default pooling; spotting.evaluation.loso refuses tuning for other layers and poolings)."""
+    the detector reads with the default pooling; spotting.evaluation.loso refuses tuning for other layers and
+    poolings)."""
     _, regions, spread = mf.pool_tokens(encoder.forward_all(video), weights)
     return torch.cat([regions.flatten(2), spread.flatten(2)], -1)
 

@@ -18,7 +18,8 @@ from finetune.windows import Granularity, check_granularities, default_granulari
 class FinetuneModelConfig(Config):
     encoder: str | None = None  # pretraining checkpoint folder, safetensors file/folder, or null = from scratch
     # the architecture comes with the encoder (checkpoints carry their model config); a name given here must
-    # match it. From scratch: this named config (pretrain.model_config.named_config), null = finetune.encoder.load.SCRATCH_MODEL.
+    # match it. From scratch: this named config (pretrain.model_config.named_config), null =
+    # finetune.encoder.load.SCRATCH_MODEL.
     name: str | None = None
     pool_rows: int = setting(2, ge=1)  # feature rows kept after pooling: 2 = upper / lower face, 1 = pool everything
     head_hidden: int = setting(64, ge=1)

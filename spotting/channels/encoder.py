@@ -26,6 +26,7 @@ from data.faces import stabilise as st
 from data.faces.face_video import FaceVideo
 from data.faces.motion_view import MotionViewConfig
 from finetune.encoder import features as mf
+from finetune.encoder.load import checkpoint_run_config, find_checkpoint_states
 from finetune.windows import Granularity, check_granularities, default_granularities, sample_step
 from spotting.channels.vocabulary import ANY, ENCODER, Channel
 
@@ -112,7 +113,8 @@ def stable_video(source: FaceVideo, cfg: EncoderChannelsConfig, frames: int, cac
     return st.prepare(source, cfg.stabilisation, cache_dirs(cache_dir, cfg.stabilisation)[0])
 
 
-def encoder_channels(source: FaceVideo, encoder, cfg: EncoderChannelsConfig, cache_dir=None) -> dict[Channel, np.ndarray]:
+def encoder_channels(source: FaceVideo, encoder, cfg: EncoderChannelsConfig,
+                     cache_dir=None) -> dict[Channel, np.ndarray]:
     """{Channel(ENCODER, ANY, "<granularity>.<region or band>", "mean<i>" | "std<i>"): float32 [num_frames]}:
     the pooled encoder features of every granularity at the video's own frames, each standardised over the video.
 
@@ -127,3 +129,23 @@ def encoder_channels(source: FaceVideo, encoder, cfg: EncoderChannelsConfig, cac
         curves = per_video_standardise(x[steps].astype(np.float64))
         out.update({Channel(ENCODER, ANY, source, signal): curves[:, i] for i, (source, signal) in enumerate(names)})
     return out
+
+
+VIEW_FIELDS = ("lighting", "contrast", "gain", "diff_lag_s", "running_tau_s", "channels")  # what the encoder saw
+
+
+def check_pretraining_view(source, encoder, view: MotionViewConfig) -> None:
+    """An encoder pretrained on the motion view must be read through the view it learned: a pretraining
+    checkpoint records it (its run config's `motion`); an exported encoder does not, and is taken as given."""
+    if encoder.cfg.input != "motion" or source is None or not Path(source).is_dir():
+        return
+    try:
+        learned = checkpoint_run_config(find_checkpoint_states(Path(source))).motion
+    except DataError:
+        return  # not a pretraining run folder (an encoder folder with its config.json)
+    differ = {f: (getattr(learned, f), getattr(view, f)) for f in VIEW_FIELDS
+              if getattr(learned, f) != getattr(view, f)}
+    if differ:
+        raise ConfigError(f"the encoder was pretrained on another motion view: {differ} (pretrained, read)",
+                          path=source, field="encoder_channels.view",
+                          fix=" ".join(f"encoder_channels.view.{f}={v[0]}" for f, v in differ.items()))

@@ -46,12 +46,14 @@ class Channel:
 
 @dataclasses.dataclass
 class VideoFeatures:
-    """Everything a spotter reads about one video: its per-frame curves by channel."""
+    """Everything a spotter reads about one video: its per-frame curves by channel (and, from the causal channels
+    of spotting.live, which frames had a face: a live decision never spans a frame without one)."""
     subject: str
     video: str
     fps: float
     num_frames: int
     curves: dict[Channel, np.ndarray]
+    face: np.ndarray | None = None  # bool [num_frames]; None: every frame
 
     def channels(self, sets: tuple[str, ...], kind: str) -> list[Channel]:
         """The channels of `sets` that speak for type `kind`, in name order (the order fits are stored in)."""

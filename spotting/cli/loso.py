@@ -6,8 +6,7 @@ import argparse
 import json
 
 from data.common.config import load_config
-from data.common.storage import shared_locations
-from spotting.evaluation.loso import LosoConfig, run_loso
+from spotting.evaluation.loso import LosoConfig, located, run_loso
 
 
 def main(argv: list[str]) -> int:
@@ -15,8 +14,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--config", help="YAML config (configs/spotting/loso.yaml)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. parallel=false")
     args = parser.parse_args(argv)
-    cfg = shared_locations(load_config(args.config, LosoConfig, args.overrides),
-                           ("out", "finetune.feature_cache", "finetune.model.encoder"), args.config)
+    cfg = located(load_config(args.config, LosoConfig, args.overrides), args.config)
     result = run_loso(cfg)
     print(json.dumps({k: v["megc"]["overall"] for k, v in result.items()}))
     return 0

@@ -1,6 +1,6 @@
 """A temporal expression detector over a whole video's time axis (the ActionFormer / TriDet family, small).
 
-Input: a feature sequence [C, N] on a time grid of `rate_hz` steps per second (spotting.detector_inputs puts a
+Input: a feature sequence [C, N] on a time grid of `rate_hz` steps per second (spotting.detector.inputs puts a
 video's channels there, whatever its frame rate). Output: scored candidate intervals in seconds
 (spotting.detector.decode turns them into typed intervals).
 

@@ -2,13 +2,17 @@
 subjects only, saved in the spotter folder `python -m spotting spot` reads.
 
 Input: a video's channels (spotting.channels: any of the sets, read in channel-name order), put on the detector's
-time grid (`on_grid`: frames averaged into grid steps, or
-interpolated when the video is slower than the grid) and standardised with the training videos' statistics.
+time grid and standardised with the training videos' statistics (spotting.detector.inputs). The channels are
+read by one detector (`groups` empty: early fusion) or by one detector per group of channel sets (late fusion:
+e.g. the flow cues and the encoder features apart), whose outputs are mixed with weights chosen on the inner
+folds. The weight grid holds each group alone, so a group that does not help the training subjects' inner folds
+gets weight 0: a fold can never be made worse by a channel set on the subjects it learns from.
 Fitting (`fit_reader`): the training subjects are split leave-one-subject-out again (inner folds); an inner
-detector per inner fold scores its held-out training subject at each training length in `steps_grid`; the
-length, each class's suppression (`nms_grid`) and score threshold are chosen where the pooled inner F1 is best,
-from those out-of-sample boxes only. Then `final_models` detectors are trained on every training subject for that
-length; their outputs are averaged before decoding. Nothing about a subject outside `items` is read.
+detector per group and inner fold scores its held-out training subject at each training length in `steps_grid`;
+the length, the group weights, each class's suppression (`nms_grid`) and score threshold are chosen where the
+pooled inner F1 is best, from those out-of-sample boxes only. Then `final_models` detectors per group (with a
+weight above 0) are trained on every training subject for that length; a group's outputs are averaged before
+they are mixed. Nothing about a subject outside `items` is read.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 from safetensors.torch import load_file, save_file
+from tqdm import tqdm
 
 from data.common.atomic import atomic_path, write_json
 from data.common.checksums import check_folder, folder_record
@@ -29,10 +34,10 @@ from data.common.errors import ConfigError, DataError
 from data.common.tables import empty_intervals
 from data.faces.stabilise import grid_length
 from spotting import intervals as iv
-from spotting.channels.encoder import per_video_standardise
-from spotting.channels.vocabulary import CHANNEL_SETS, ENCODER, Channel, VideoFeatures, design
+from spotting.channels.vocabulary import CHANNEL_SETS, Channel, ChannelSet, VideoFeatures
 from spotting.detector import decode as dd
 from spotting.detector import model as dt
+from spotting.detector.inputs import Normaliser, events_on_grid
 from spotting.detector.select import choose
 from spotting.evaluation.protocol import loso_splits
 
@@ -49,8 +54,12 @@ class DetectorReaderConfig(Config):
     nms_grid: list[str] = dataclasses.field(default_factory=lambda: ["hard:0.3", "soft:0.5"])
     threshold_grid: int = setting(40, ge=2)  # score thresholds tried: quantiles of the inner boxes' scores
     micro_inside_macro: float = setting(0.5, ge=0, le=1)
-    final_models: int = setting(1, ge=1)  # detectors trained on all training subjects, outputs averaged
+    final_models: int = setting(1, ge=1)  # detectors trained on all training subjects per group, outputs averaged
     encoder_pca: int = setting(64, ge=0)  # encoder channels -> this many principal components (0: all)
+    # late fusion: one detector per group of channel sets, e.g. [[cues, flow], [encoder]]; empty: one detector
+    # reads every channel set of the config (early fusion)
+    groups: list[list[ChannelSet]] = dataclasses.field(default_factory=list)
+    weight_step: float = setting(0.25, gt=0, le=1)  # the group weights tried: multiples of this summing to 1
 
     def check(self) -> None:
         if not self.steps_grid:
@@ -60,84 +69,47 @@ class DetectorReaderConfig(Config):
                 dd.parse_nms(spec or "")
             except ValueError as e:
                 raise ConfigError(str(e), field="nms_grid", fix="e.g. [soft:0.5, hard:0.3]") from None
+        if any(not g for g in self.groups):
+            raise ConfigError("a group needs at least one channel set", field="groups",
+                              fix="e.g. [[cues, flow], [encoder]]")
+        if abs(round(1 / self.weight_step) * self.weight_step - 1) > 1e-9:
+            raise ConfigError(f"{self.weight_step} does not divide 1", field="weight_step", fix="e.g. 0.25 or 0.5")
 
 
-# ---- inputs on the grid ----------------------------------------------------------------------------------------
+# ---- groups and their mixing -----------------------------------------------------------------------------------
 
-def on_grid(x: np.ndarray, fps: float, rate_hz: float) -> np.ndarray:
-    """Per-frame channels [T, C] -> [C, N] on the grid: the mean of the frames inside each grid step (a video
-    at the grid rate is unchanged), or linear interpolation at the step centres for a slower video."""
-    t, n = x.shape[0], grid_length(x.shape[0], fps, rate_hz)
-    if fps >= rate_hz:
-        step = np.minimum((np.arange(t) * rate_hz / fps).astype(np.int64), n - 1)
-        total = np.zeros((n, x.shape[1]))
-        np.add.at(total, step, x)
-        count = np.bincount(step, minlength=n)[:, None]
-        return (total / np.maximum(count, 1)).T.astype(np.float32)
-    centres = (np.arange(n) + 0.5) / rate_hz * fps - 0.5
-    return np.stack([np.interp(centres, np.arange(t), x[:, c]) for c in range(x.shape[1])]).astype(np.float32)
+def group_channels(item: VideoFeatures, sets: tuple[str, ...], groups: list[list[str]]) -> list[list[Channel]]:
+    """The channels each detector reads: one group of every set read, or the configured groups."""
+    out = [item.all_channels(tuple(g)) for g in (groups or [list(sets)])]
+    empty = [list(g) for g, channels in zip(groups or [list(sets)], out) if not channels]
+    if empty:
+        raise DataError(f"no channels of sets {empty} to detect from", field="channels",
+                        fix=f"name channel sets the videos have, of {list(CHANNEL_SETS)}")
+    return out
 
 
-PCA_STEPS = 4000  # time steps (evenly spaced) the principal directions are computed from: enough for 64
+def weight_grid(groups: int, step: float) -> list[tuple[float, ...]]:
+    """Every weight vector of multiples of `step` summing to 1, the first group's heaviest first (ties in inner
+    F1 then go to it: the flow cues, when they come first)."""
+    units = round(1 / step)
+
+    def split(total: int, n: int):
+        if n == 1:
+            yield (total,)
+            return
+        for first in range(total, -1, -1):
+            for rest in split(total - first, n - 1):
+                yield (first,) + rest
+
+    return [tuple(u * step for u in w) for w in split(units, groups)]
 
 
-def principal_directions(x: np.ndarray, k: int) -> np.ndarray:
-    """[k, C]: the leading principal directions of channels x [C, N]."""
-    x = x[:, np.linspace(0, x.shape[1] - 1, min(x.shape[1], PCA_STEPS)).astype(np.int64)]
-    xc = x - x.mean(1, keepdims=True)
-    _, vecs = np.linalg.eigh((xc @ xc.T) / xc.shape[1])
-    return vecs[:, ::-1][:, :k].T.astype(np.float32)
-
-
-@dataclasses.dataclass
-class Normaliser:
-    """The channels a detector reads and how they become its input [C, N] on the grid. Encoder channels come
-    first: with `basis`, projected on the leading principal directions of the training videos (thousands of
-    pooled features, strongly correlated, would otherwise dominate the detector's first layer and its cost) and
-    standardised per video again. Every other channel is standardised with the training videos' mean and std."""
-    channels: list[Channel]
-    mean: list[float]  # of the channels that are not encoder channels, in `channels` order
-    std: list[float]
-    basis: list[list[float]] | None = None  # [k, encoder channels]
-
-    @property
-    def groups(self) -> tuple[list[Channel], list[Channel]]:
-        return ([c for c in self.channels if c.set == ENCODER], [c for c in self.channels if c.set != ENCODER])
-
-    @property
-    def width(self) -> int:
-        encoder, other = self.groups
-        return (len(self.basis) if self.basis else len(encoder)) + len(other)
-
-    @classmethod
-    def fit(cls, items: list[VideoFeatures], channels: list[Channel], rate_hz: float, pca: int = 0) -> Normaliser:
-        norm = cls(channels, [], [])
-        encoder, other = norm.groups
-        if other:
-            cat = np.concatenate([on_grid(design(it, other), it.fps, rate_hz) for it in items], 1)
-            norm.mean, norm.std = cat.mean(1).tolist(), (cat.std(1) + 1e-6).tolist()
-        if encoder and 0 < pca < len(encoder):
-            cat = np.concatenate([on_grid(design(it, encoder), it.fps, rate_hz) for it in items], 1)
-            norm.basis = principal_directions(cat, pca).tolist()
-        return norm
-
-    def apply(self, item: VideoFeatures, rate_hz: float) -> np.ndarray:
-        encoder, other = self.groups
-        parts = []
-        if encoder:
-            x = on_grid(design(item, encoder), item.fps, rate_hz)
-            parts.append(per_video_standardise((np.asarray(self.basis, np.float32) @ x).T).T if self.basis else x)
-        if other:
-            x = on_grid(design(item, other), item.fps, rate_hz)
-            parts.append((x - np.array(self.mean)[:, None]) / np.array(self.std)[:, None])
-        return np.concatenate(parts, 0).astype(np.float32)
-
-
-def events_on_grid(gt_video: pd.DataFrame, fps: float, rate_hz: float) -> np.ndarray:
-    """A video's ground-truth rows -> [E, 3] (onset step, end step exclusive, class index) on the grid."""
-    rows = [(int(r.onset) / fps * rate_hz, (int(r.offset) + 1) / fps * rate_hz, dt.CLASSES.index(str(r.type)))
-            for r in gt_video.itertuples(index=False)]
-    return np.asarray(rows, np.float32).reshape(-1, 3)
+def mix(raws: list, weights) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Several groups' raw outputs of one sequence (each an ensemble average) mixed with `weights`."""
+    used = [(w, r) for w, r in zip(weights, raws) if w > 0]
+    if len(used) == 1:
+        return used[0][1]
+    return [(sum(w * r[i][0] for w, r in used), sum(w * r[i][1] for w, r in used)) for i in range(len(used[0][1]))]
 
 
 def train_and_score(train: list[VideoFeatures], test: list[VideoFeatures], gt: pd.DataFrame, channels, cfg,
@@ -157,9 +129,10 @@ def train_and_score(train: list[VideoFeatures], test: list[VideoFeatures], gt: p
     return out
 
 
-def candidates(runs: list[dict[str, list]], items: list[VideoFeatures], dcfg: dt.DetectorConfig) -> dict:
-    """Several detectors' raw outputs of each video -> averaged -> unsuppressed candidates {video: [M, 4]}."""
-    return {it.video: dd.decode(dd.average_outputs([r[it.video] for r in runs]),
+def candidates(runs: list[dict[str, list]], weights, items: list[VideoFeatures], dcfg: dt.DetectorConfig) -> dict:
+    """Each group's raw outputs of each video ({video: raw}, one dict per group) mixed -> unsuppressed candidates
+    {video: [M, 4]}."""
+    return {it.video: dd.decode(mix([r[it.video] for r in runs], weights),
                                 grid_length(it.num_frames, it.fps, dcfg.rate_hz), dcfg) for it in items}
 
 
@@ -167,15 +140,16 @@ def candidates(runs: list[dict[str, list]], items: list[VideoFeatures], dcfg: dt
 
 @dataclasses.dataclass
 class DetectorReader:
-    """A fitted detector reader: its config, input channels and their normalisation, the choices made on the
-    inner folds (training length, per-class suppression and threshold) and the trained detectors."""
+    """A fitted detector reader: its config, each group's input channels and their normalisation, the choices made
+    on the inner folds (training length, group weights, per-class suppression and threshold) and each group's
+    trained detectors (none for a group of weight 0)."""
     config: DetectorReaderConfig
-    norm: Normaliser
+    norms: list[Normaliser]
     selection: dict
-    models: list[dt.TemporalDetector]
+    models: list[list[dt.TemporalDetector]]
 
     READS: ClassVar[tuple[str, ...]] = CHANNEL_SETS  # every set: it learns which channel speaks for which type
-    FORMAT: ClassVar[int] = 2  # 1: channel sets named "model" and "cue", the selection's "checkpoint"
+    FORMAT: ClassVar[int] = 2  # 1: one group; channel sets named "model" and "cue", the selection's "checkpoint"
     FILE: ClassVar[str] = "detector.json"
 
     @staticmethod
@@ -185,14 +159,24 @@ class DetectorReader:
 
     @property
     def channel_sets(self) -> set[str]:
-        return {c.set for c in self.norm.channels}
+        return {c.set for norm in self.norms for c in norm.channels}
+
+    @property
+    def weights(self) -> list[float]:
+        return self.selection.get("weights", [1.0])
+
+    def raw(self, item: VideoFeatures) -> list:
+        """The mixed raw outputs of one video: each group's ensemble average, weighted."""
+        rate = self.config.detector.rate_hz
+        raws = [dd.average_outputs([dt.raw_outputs(m, norm.apply(item, rate)) for m in models]) if w > 0 else None
+                for norm, models, w in zip(self.norms, self.models, self.weights)]
+        return mix(raws, self.weights)
 
     def boxes(self, item: VideoFeatures) -> np.ndarray:
         """Suppressed boxes [M, 4] (onset_s, end_s, score, class) of one video."""
         dcfg = self.config.detector
-        x = self.norm.apply(item, dcfg.rate_hz)
-        cand = candidates([{item.video: dt.raw_outputs(m, x)} for m in self.models], [item], dcfg)
-        return dd.suppress_all(cand[item.video], self.selection["nms"])
+        cand = dd.decode(self.raw(item), grid_length(item.num_frames, item.fps, dcfg.rate_hz), dcfg)
+        return dd.suppress_all(cand, self.selection["nms"])
 
     def curves(self, item: VideoFeatures) -> dict[str, np.ndarray]:
         """Per-frame score of each type: the best suppressed box covering the frame."""
@@ -216,19 +200,20 @@ class DetectorReader:
         return pd.concat(frames, ignore_index=True)
 
     def to_dict(self) -> dict:
-        return {"format": self.FORMAT, "config": to_dict(self.config), "selection": self.selection,
-                "channels": [dataclasses.asdict(c) for c in self.norm.channels],
-                "mean": self.norm.mean, "std": self.norm.std, "basis": self.norm.basis}
+        groups = [{"channels": [dataclasses.asdict(c) for c in n.channels], "mean": n.mean, "std": n.std,
+                   "basis": n.basis, "models": len(m)} for n, m in zip(self.norms, self.models)]
+        return {"format": self.FORMAT, "config": to_dict(self.config), "selection": self.selection, "groups": groups}
 
     def save(self, folder) -> Path:
-        """FOLDER/detector_<i>.safetensors, then FOLDER/detector.json (last: with their checksums)."""
+        """FOLDER/detector_<group>_<i>.safetensors, then FOLDER/detector.json (last: with their checksums)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         names = []
-        for i, model in enumerate(self.models):
-            names.append(f"detector_{i}.safetensors")
-            with atomic_path(folder / names[-1]) as tmp:
-                save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+        for g, models in enumerate(self.models):
+            for i, model in enumerate(models):
+                names.append(f"detector_{g}_{i}.safetensors")
+                with atomic_path(folder / names[-1]) as tmp:
+                    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
         write_json(folder / self.FILE, {**self.to_dict(), "files": folder_record(folder, names)})
         return folder
 
@@ -246,55 +231,80 @@ class DetectorReader:
                             field="format", fix=fix)
         check_folder(folder, raw["files"], fix)
         cfg = build(DetectorReaderConfig, raw["config"], str(path), "config.")
-        norm = Normaliser([Channel(**c) for c in raw["channels"]], raw["mean"], raw["std"], raw["basis"])
-        models = []
-        for name in sorted(raw["files"]):
-            model = dt.TemporalDetector(norm.width, cfg.detector)
-            model.load_state_dict(load_file(str(folder / name)))
-            models.append(model.eval())
-        return cls(cfg, norm, raw["selection"], models)
+        norms, models = [], []
+        for g, group in enumerate(raw["groups"]):
+            norms.append(Normaliser([Channel(**c) for c in group["channels"]], group["mean"], group["std"],
+                                    group["basis"]))
+            models.append([_load_detector(folder / f"detector_{g}_{i}.safetensors", norms[-1].width, cfg.detector)
+                           for i in range(group["models"])])
+        return cls(cfg, norms, raw["selection"], models)
 
 
-def inner_selection(items: list[VideoFeatures], gt: pd.DataFrame, channels: list[Channel],
-                    cfg: DetectorReaderConfig) -> dict:
-    """Training length, per-class suppression and threshold from leave-one-subject-out detectors over `items`."""
+def _load_detector(path: Path, width: int, dcfg: dt.DetectorConfig) -> dt.TemporalDetector:
+    model = dt.TemporalDetector(width, dcfg)
+    model.load_state_dict(load_file(str(path)))
+    return model.eval()
+
+
+# ---- fitting ---------------------------------------------------------------------------------------------------
+
+def inner_runs(items: list[VideoFeatures], gt: pd.DataFrame, groups: list[list[Channel]],
+               cfg: DetectorReaderConfig) -> dict[int, list[dict]]:
+    """{training length: per group {video: raw outputs}}: every training subject scored by detectors trained on
+    the other training subjects (inner LOSO)."""
     subjects = sorted({it.subject for it in items})
     if len(subjects) < 2:
-        log.warning("one training subject: the detector's thresholds are chosen on its own training videos")
+        log.warning("one training subject: the detector's choices are made on its own training videos")
         splits = [(subjects, subjects[0])]
     else:
         splits = [(list(s.train), s.test) for s in loso_splits(subjects)]
-    cands: dict[int, dict] = {c: {} for c in cfg.steps_grid}
-    for train_subjects, test in splits:
+    runs: dict[int, list[dict]] = {c: [{} for _ in groups] for c in cfg.steps_grid}
+    for train_subjects, test in tqdm(splits, desc="detector inner folds", unit="fold", leave=False):
         train = [it for it in items if it.subject in train_subjects]
         test_items = [it for it in items if it.subject == test]
-        run = train_and_score(train, test_items, gt, channels, cfg, 0, sorted(cfg.steps_grid))
-        for c in cfg.steps_grid:
-            cands[c].update(candidates([run[c]], test_items, cfg.detector))
-    choices = {c: choose(cands[c], items, gt, cfg.nms_grid, cfg.threshold_grid, cfg.micro_inside_macro)
-               for c in cfg.steps_grid}
-    best = max(cfg.steps_grid, key=lambda c: (choices[c]["inner_overall_f1"], -c))
-    return {"steps": best, **choices[best],
-            "tried": {str(c): round(choices[c]["inner_overall_f1"], 4) for c in cfg.steps_grid}}
+        for g, channels in enumerate(groups):
+            run = train_and_score(train, test_items, gt, channels, cfg, 0, sorted(cfg.steps_grid))
+            for c in cfg.steps_grid:
+                runs[c][g].update(run[c])
+    return runs
+
+
+def inner_selection(items: list[VideoFeatures], gt: pd.DataFrame, groups: list[list[Channel]],
+                    cfg: DetectorReaderConfig) -> dict:
+    """Training length, group weights, per-class suppression and threshold from inner-fold detectors."""
+    runs = inner_runs(items, gt, groups, cfg)
+    weights = weight_grid(len(groups), cfg.weight_step)
+    choices = {}
+    for steps in cfg.steps_grid:
+        for w in weights:
+            cands = candidates(runs[steps], w, items, cfg.detector)
+            choices[steps, w] = choose(cands, items, gt, cfg.nms_grid, cfg.threshold_grid, cfg.micro_inside_macro)
+    # ties: the first group's heavier weight (the grid's order), then the shorter training
+    best = max(choices, key=lambda key: (choices[key]["inner_overall_f1"], key[1][0], -key[0]))
+
+    def name(key):
+        return str(key[0]) if len(groups) == 1 else f"{key[0]}@" + ",".join(f"{v:g}" for v in key[1])
+
+    return {"steps": best[0], "weights": list(best[1]), **choices[best],
+            "tried": {name(key): round(choice["inner_overall_f1"], 4) for key, choice in choices.items()}}
 
 
 def fit_reader(items: list[VideoFeatures], gt: pd.DataFrame, sets: tuple[str, ...],
                cfg: DetectorReaderConfig) -> DetectorReader:
-    """Inner-fold choices, then `final_models` detectors on every video of `items` (training subjects only:
-    only the rows of `gt` whose video is in `items` are read)."""
+    """Inner-fold choices, then `final_models` detectors per used group on every video of `items` (training
+    subjects only: only the rows of `gt` whose video is in `items` are read)."""
     if not items:
         raise DataError("no training videos to fit the detector on", field="detector",
                         fix="each fold needs at least one training subject")
     gt = gt[gt["video"].isin({it.video for it in items})]
-    channels = items[0].all_channels(sets)
-    if not channels:
-        raise DataError(f"no channels of sets {list(sets)} to detect from", field="channels",
-                        fix=f"name channel sets the videos have, of {list(CHANNEL_SETS)}")
-    selection = inner_selection(items, gt, channels, cfg)
+    groups = group_channels(items[0], sets, cfg.groups)
+    selection = inner_selection(items, gt, groups, cfg)
     rate = cfg.detector.rate_hz
-    norm = Normaliser.fit(items, channels, rate, cfg.encoder_pca)
-    xs = [norm.apply(it, rate) for it in items]
     events = [events_on_grid(gt[gt["video"] == it.video], it.fps, rate) for it in items]
-    models = [dt.train_detector(xs, events, dataclasses.replace(cfg.detector, seed=FINAL_SEED + i),
-                                selection["steps"]).eval() for i in range(cfg.final_models)]
-    return DetectorReader(cfg, norm, selection, models)
+    norms, models = [], []
+    for channels, w in zip(groups, selection["weights"]):
+        norms.append(Normaliser.fit(items, channels, rate, cfg.encoder_pca))
+        xs = [norms[-1].apply(it, rate) for it in items]
+        models.append([dt.train_detector(xs, events, dataclasses.replace(cfg.detector, seed=FINAL_SEED + i),
+                                         selection["steps"]).eval() for i in range(cfg.final_models)] if w > 0 else [])
+    return DetectorReader(cfg, norms, selection, models)

@@ -18,6 +18,7 @@ the same videos (<out>/baseline_*), and (final_model) a spotter trained on every
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -31,9 +32,12 @@ import torch
 from tqdm import tqdm
 
 from data.common.atomic import read_json, write_json, write_text
-from data.common.config import Config, setting, to_dict
+from data.common.config import Config, replace, setting, to_dict
 from data.common.dataset import read_dataset
 from data.common.errors import ConfigError
+from data.common.hub import is_repo_id, resolve_model
+from data.common.storage import shared_locations
+from data.common.tables import empty_intervals
 from finetune import store
 from finetune.encoder.load import load_encoder
 from finetune.encoder.tuning import EncoderTuningConfig, check_tuning
@@ -45,13 +49,16 @@ from finetune.heads.train import build_heads, fit_heads, train_head, video_label
 from spotting.baseline import BaselineConfig
 from spotting.channels import tuned
 from spotting.channels.builder import ChannelBuilder
-from spotting.channels.encoder import EncoderChannelsConfig, stable_video
+from spotting.channels.causal import CAUSAL_SETS, CausalConfig
+from spotting.channels.encoder import EncoderChannelsConfig, check_pretraining_view, stable_video
 from spotting.channels.heads import head_channels
 from spotting.channels.vocabulary import CUES, ENCODER, FLOW, HEADS, Channel, ChannelSet, VideoFeatures, video_features
 from spotting.detector.reader import DetectorReaderConfig
 from spotting.evaluation import protocol
 from spotting.evaluation.metric import format_variants
 from spotting.evaluation.plots import plot_timeline, plot_tuning
+from spotting.intervals import to_frame
+from spotting.live.decide import decide_video
 from spotting.logistic import LogisticConfig
 from spotting.readers import READERS
 from spotting.spotter import save_channels
@@ -91,6 +98,10 @@ class LosoConfig(Config):
     # label efficiency: each fold trains on only this many of the other subjects (spotting.evaluation.protocol.
     # loso_splits); null: all of them. The final model (final_model) still learns from every subject.
     train_subjects: int | None = setting(None, ge=1)
+    # causal: the channels `spotting live` computes (spotting.live: running statistics, flow from past pairs) and
+    # its sliding-window decisions (`live`), so LOSO scores the live spotter; cues and flow only
+    causal: bool = False
+    live: CausalConfig = dataclasses.field(default_factory=CausalConfig)
 
     @property
     def sets(self) -> tuple[str, ...]:
@@ -107,8 +118,16 @@ class LosoConfig(Config):
         if unread:
             raise ConfigError(f"the {self.reader} reader cannot read {unread}: it reads {list(reads)}",
                               field="channels", fix=f"drop {unread}, or reader=detector (it reads every set)")
+        stray = sorted({s for g in self.detector.groups for s in g} - set(self.sets))
+        if stray:
+            raise ConfigError(f"detector.groups name channel sets {stray} that channels does not read",
+                              field="detector.groups", fix=f"add them to channels, or group only {list(self.sets)}")
         if self.tuned():
             self._check_tuning()
+        if self.causal and (self.reader != "detector" or set(self.sets) - set(CAUSAL_SETS)):
+            raise ConfigError(f"live spotting (causal=true) reads the detector on {list(CAUSAL_SETS)}, got reader "
+                              f"{self.reader!r} on {list(self.sets)}", field="causal",
+                              fix=f"set reader=detector and channels={list(CAUSAL_SETS)}, or causal=false")
         if {HEADS, ENCODER} & set(self.sets) and self.finetune.train.mode != "frozen":
             raise ConfigError(f"LOSO's heads and encoder channels read a frozen encoder, got mode "
                               f"{self.finetune.train.mode!r}", field="finetune.train.mode",
@@ -131,7 +150,20 @@ class LosoConfig(Config):
 
     def builder(self, out: Path, encoder=None) -> ChannelBuilder:
         """The label-free channel sets of this config; caches under `out` (cues, tracks) and the encoder cache."""
-        return ChannelBuilder(self.sets, self.baseline, self.encoder_channels, encoder, out, encoder_cache_dir(self, out))
+        return ChannelBuilder(self.sets, self.baseline, self.encoder_channels, encoder, out,
+                              encoder_cache_dir(self, out), live=self.live if self.causal else None)
+
+
+PATH_FIELDS = ("out", "finetune.feature_cache", "finetune.model.encoder")  # paths every fold must find
+
+
+def located(cfg: LosoConfig, source=None) -> LosoConfig:
+    """`cfg` with its paths as every Ray worker names them (data.common.storage.shared_location), a Hub id
+    encoder first resolved to its snapshot in the local Hub cache (data.common.hub)."""
+    encoder = cfg.finetune.model.encoder
+    if encoder and is_repo_id(encoder):
+        cfg = replace(cfg, {"finetune.model.encoder": str(resolve_model(encoder, "finetune.model.encoder"))})
+    return shared_locations(cfg, PATH_FIELDS, source)
 
 
 def encoder_cache_dir(cfg: LosoConfig, out: Path) -> Path:
@@ -152,6 +184,7 @@ class Shared:
     tubelet: int
     encoder: object | None = None  # as loaded; encoder_tuning starts from it in every fold
     builder: ChannelBuilder | None = None
+    faces: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # causal: frames with a face
 
 
 def set_fold_threads(cfg: LosoConfig) -> None:
@@ -187,8 +220,9 @@ def features_for(shared: Shared, videos: list[str], heads: dict | None) -> list[
     items = []
     for v in videos:
         r = rows.loc[v]
-        items.append(video_features(str(r["subject"]), v, r["fps"], r["num_frames"], shared.channels.get(v),
-                                    head_channels(heads[v]) if heads else None))
+        item = video_features(str(r["subject"]), v, r["fps"], r["num_frames"], shared.channels.get(v),
+                              head_channels(heads[v]) if heads else None)
+        items.append(dataclasses.replace(item, face=shared.faces.get(v)))
     return items
 
 
@@ -229,6 +263,21 @@ def fit_fold_reader(cfg: LosoConfig, shared: Shared, train_subjects: list[str]) 
     return READERS[cfg.reader].fit(features_for(shared, videos, curves), gt_train, cfg.sets, settings), split
 
 
+def predict(cfg: LosoConfig, reader, items: list[VideoFeatures]) -> tuple[pd.DataFrame, list[dict]]:
+    """The reader's intervals of `items`: offline, or (causal) decided on a stream as `spotting live` decides,
+    with when each was decided (stream seconds)."""
+    if not cfg.causal:
+        return reader.predict(items), []
+    frames, decisions = [empty_intervals(with_score=True)], []
+    for it in items:
+        found = decide_video(reader, it, it.face, cfg.live)
+        decisions += [{"video": it.video, "fps": it.fps, **dataclasses.asdict(d.interval), "decided_s": d.decided_s}
+                      for d in found]
+        frames.append(to_frame(sorted((d.interval for d in found), key=lambda i: (i.onset, i.type)), it.subject,
+                               it.video))
+    return pd.concat(frames, ignore_index=True), decisions
+
+
 @dataclasses.dataclass
 class ReaderFolds:
     """The fold runner of the SpotMAE spotter (spotting.evaluation.protocol): the encoder (when tuned), heads
@@ -241,9 +290,10 @@ class ReaderFolds:
         shared, _, tuning = tuned_shared(cfg, self.shared, train)
         reader, inner = fit_fold_reader(cfg, shared, train)
         heads_on = inner.get("inner_train", train) if not cfg.retrain_on_all else train
-        pred = reader.predict(heldout_features(cfg, shared, split.test, heads_on))
+        pred, decisions = predict(cfg, reader, heldout_features(cfg, shared, split.test, heads_on))
         chosen = reader.selection if cfg.reader == "detector" else reader.to_dict()
-        files = {f"{cfg.reader}_fit.json": reader.to_dict(), **({"encoder_tuning.json": tuning} if tuning else {})}
+        files = {f"{cfg.reader}_fit.json": reader.to_dict(), **({"encoder_tuning.json": tuning} if tuning else {}),
+                 **({"live_decisions.json": {"decisions": decisions}} if cfg.causal else {})}
         summary = {k: tuning[k] for k in ("fitted", "early_stopping", "best_epoch", "best_val_auc")} if tuning else {}
         return protocol.FoldResult(pred, {**inner, cfg.reader: chosen, **summary}, files)
 
@@ -277,24 +327,30 @@ def prepare(cfg: LosoConfig, out: Path) -> Shared:
     videos, gt = read_dataset(ft.data.root, "finetune.data.root")
     encoder = (load_encoder(ft.model.encoder, ft.model.name, ft.train.seed)
                if ENCODER in cfg.sets or HEADS in cfg.sets else None)
+    if ENCODER in cfg.sets:
+        check_pretraining_view(ft.model.encoder, encoder, cfg.encoder_channels.view)
     builder = cfg.builder(out, encoder)
     if cfg.tuned():
         check_tuning(cfg.encoder_tuning, encoder)
         builder = dataclasses.replace(builder, sets=tuple(s for s in cfg.sets if s != ENCODER))
-    channels, features = {}, None
+    channels, features, faces = {}, None, {}
     for r in tqdm(list(videos.itertuples(index=False)), desc="channels", unit="video"):
         source = builder.source(r.path, str(r.video), float(r.fps))
-        channels[str(r.video)] = builder.channels(source)
+        if cfg.causal:
+            channels[str(r.video)], faces[str(r.video)] = builder.causal(source)
+        else:
+            channels[str(r.video)] = builder.channels(source)
         if cfg.tuned():  # each fold makes its own encoder channels from these streams (tuned_shared)
             stable_video(source, cfg.encoder_channels, encoder.cfg.frames, builder.encoder_cache)
         if HEADS in cfg.sets:
-            one = compute_features(encoder, videos[videos["video"] == r.video], ft, ft.feature_cache or out / "features",
+            one = compute_features(encoder, videos[videos["video"] == r.video], ft,
+                                   ft.feature_cache or out / "features",
                                    frames_of=lambda _: model_frames(source.frames, encoder.cfg.img_size))
             features = one if features is None else features.merge(one)
         source.release()
     dim, tubelet = (encoder.cfg.dim, encoder.cfg.tubelet) if HEADS in cfg.sets else (0, 1)
     return Shared(videos, gt, channels, features, video_labels(videos, gt), dim, tubelet, encoder,
-                  dataclasses.replace(builder, sets=cfg.sets))
+                  dataclasses.replace(builder, sets=cfg.sets), faces)
 
 
 def final_model(cfg: LosoConfig, shared: Shared, out: Path) -> Path:
@@ -316,11 +372,31 @@ def final_model(cfg: LosoConfig, shared: Shared, out: Path) -> Path:
     heads = build_heads(encoder, ft)
     if HEADS in cfg.sets:
         fit_heads(heads, shared.features, shared.labels, protocol.videos_of(shared.videos, subjects), ft)
-    save_channels(folder, cfg.sets, cfg.baseline, cfg.encoder_channels)
+    save_channels(folder, cfg.sets, cfg.baseline, cfg.encoder_channels, cfg.live if cfg.causal else None)
     store.save_spotter(heads, ft, folder, {"reader": cfg.reader, "subjects": subjects,
                                            "encoder_source": ft.model.encoder, "encoder_tuned": tuning is not None,
                                            "training_fps": store.fps_range(shared.videos), **split})
     return folder
+
+
+@contextlib.contextmanager
+def final_model_alongside(cfg: LosoConfig, shared: Shared, out: Path):
+    """The final model (final_model) fitted while the folds run, as one more Ray task beside them, when they run
+    in parallel; after them otherwise."""
+    if not (cfg.final_model and cfg.parallel) or store.is_complete(out / "model"):
+        yield
+        if cfg.final_model:
+            final_model(cfg, shared, out)
+        return
+    import ray
+
+    with protocol.ray_folds(cfg.cpus_per_fold):
+        done = ray.remote(num_cpus=cfg.cpus_per_fold)(final_model).remote(cfg, shared, out)
+        yield
+        log.info("waiting for the final model (fitted on every subject beside the folds)")
+        while not ray.wait([done], timeout=protocol.HEARTBEAT_S)[0]:
+            log.info("final model: still fitting")
+        ray.get(done)
 
 
 def run_loso(cfg: LosoConfig, runner: Callable[[LosoConfig, Shared], protocol.FoldRunner] | None = None) -> dict:
@@ -331,9 +407,10 @@ def run_loso(cfg: LosoConfig, runner: Callable[[LosoConfig, Shared], protocol.Fo
     shared = prepare(cfg, out)
     subjects = protocol.subjects_of(shared.videos, cfg.finetune.data.root)
     runner = runner or ReaderFolds
-    spotter = protocol.evaluate_folds(runner(cfg, shared), subjects, shared.gt, out, parallel=cfg.parallel,
-                                      cpus_per_fold=cfg.cpus_per_fold, desc="LOSO folds",
-                                      train_subjects=cfg.train_subjects)
+    with final_model_alongside(cfg, shared, out):
+        spotter = protocol.evaluate_folds(runner(cfg, shared), subjects, shared.gt, out, parallel=cfg.parallel,
+                                          cpus_per_fold=cfg.cpus_per_fold, desc="LOSO folds",
+                                          train_subjects=cfg.train_subjects)
     # the flow cues are the baseline's own curves: its flow is read from the cue cache
     base = protocol.baseline_result(cfg.baseline, shared.videos, shared.gt, out, out / "cues", prefix="baseline_")
     text = (format_variants(spotter.metrics, "LOSO spotter") + "\n"
@@ -345,8 +422,6 @@ def run_loso(cfg: LosoConfig, runner: Callable[[LosoConfig, Shared], protocol.Fo
     if cfg.tuned():
         plot_tuning({f.name: read_json(f / "encoder_tuning.json") for f in sorted((out / "folds").iterdir())
                      if (f / "encoder_tuning.json").is_file()}, out / "encoder_tuning.png")
-    if cfg.final_model:
-        final_model(cfg, shared, out)
     log.info("LOSO over %d subjects in %.1f s -> %s", len(subjects), time.perf_counter() - t0, out)
     print(text)
     return {"spotter": spotter.metrics, "baseline": base.metrics}

@@ -15,6 +15,7 @@ LOSO (spotting.evaluation.loso), the published methods (spotting.published.compa
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -34,6 +35,7 @@ from spotting.evaluation.metric import evaluate, evaluate_variants
 
 log = logging.getLogger(__name__)
 FOLD_DONE = "fold.json"
+HEARTBEAT_S = 10.0  # a log line at least this often while Ray folds run (a fold takes minutes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,20 +129,33 @@ def run_folds(runner: FoldRunner, splits: list[Split], folder: Path, gt: pd.Data
         return
     import ray
 
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=max(1, cpus_per_fold * min(len(todo), 2)), include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
-    try:
+    with ray_folds(cpus_per_fold):
         remote = ray.remote(num_cpus=cpus_per_fold)(run_fold)
         runner_ref = ray.put(runner)
         pending = {remote.remote(runner_ref, split): split for split in todo}
+        t0 = time.perf_counter()
         with tqdm(total=len(todo), desc=f"{desc} (ray)", unit="fold") as bar:
             while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=HEARTBEAT_S)
+                if not done:  # a fold takes minutes: say the run is alive
+                    log.info("%s: %d of %d finished, %.0f s", desc, bar.n, len(todo), time.perf_counter() - t0)
+                    continue
                 split = pending.pop(done[0])
                 _save_fold(folder / "folds" / split.test, ray.get(done[0]), gt)
                 bar.update(1)
+
+
+@contextlib.contextmanager
+def ray_folds(cpus_per_fold: int):
+    """A local Ray for fold tasks (two at a time), or the one already running; shut down only if started here."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=max(1, cpus_per_fold * 2), include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+    try:
+        yield
     finally:
         if started:
             ray.shutdown()

@@ -1,7 +1,8 @@
 """The published methods on one dataset folder, through the evaluation protocol (`python -m spotting published`,
 spotting.cli.published).
 
-Each method is a fold runner of spotting.evaluation.protocol: the same leave-one-subject-out folds as spotting.evaluation.loso (one fold
+Each method is a fold runner of spotting.evaluation.protocol: the same leave-one-subject-out folds as
+spotting.evaluation.loso (one fold
 per subject, subjects in sorted order, the test subject's labels read only for scoring) and the same metric.
 Writes <out>/<method>/folds/<subject>/{predictions.csv, fold.json} (a finished fold is skipped on a rerun),
 <out>/<method>/predictions.csv + metrics.json, and with method "all" the comparison table <out>/comparison.md
@@ -37,7 +38,8 @@ COLUMNS_DOC = ("Macro / micro / overall F1: our `megc` metric variant (one-to-on
                "recognition macro-F1 over the true positives (spot-then-recognize methods only). Time: wall "
                "seconds for all folds on this machine (2 shared cores: noisy), training and inference; the "
                "published methods' shared ROI flow images are computed once beforehand and not included, the "
-               "baseline's flow is; SpotMAE: this invocation of spotting.evaluation.loso, which reuses folds finished by an "
+               "baseline's flow is; SpotMAE: this invocation of spotting.evaluation.loso, which reuses folds "
+               "finished by an "
                "earlier one.")
 
 
@@ -88,7 +90,8 @@ def baseline_row(cfg: PublishedConfig, videos: pd.DataFrame, gt: pd.DataFrame, o
 
 
 def spotmae_row(cfg: PublishedConfig, out: Path) -> protocol.Row:
-    """The SpotMAE spotter through spotting.evaluation.loso on the same data folder (its own folds = ours: one per subject),
+    """The SpotMAE spotter through spotting.evaluation.loso on the same data folder (its own folds = ours: one per
+    subject),
     or a row that says why it failed: the other rows cost minutes and are kept either way (the failure is logged
     with its traceback, shown in the table, and makes the command exit 1)."""
     label = "SpotMAE (LOSO spotter)"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data.common.atomic import atomic_path
 from data.common.errors import DataError
+from data.common.npz_cache import read_npz, write_npz
 from data.common.video_io import read_frames
 from data.faces import landmarks as lmk
 from data.flow import regions as fl
@@ -86,12 +86,13 @@ def load_or_compute(path, cache: Path, ks: list[int], size: int, method: str = "
     out, missing = {}, []
     for k in ks:
         file = cache.with_name(f"{cache.stem}_k{k}_s{size}.npz")
-        if file.is_file():
-            with np.load(file, allow_pickle=False) as z:
-                if str(z["params"]) == _cache_params(k, size, method):
-                    out[k] = z["images"]
-                    continue
-        missing.append((k, file))
+        params = _cache_params(k, size, method)
+        cached = read_npz(file, ("images", "params"),
+                          lambda z, want=params: None if str(z["params"]) == want else "made with other settings")
+        if cached is not None:
+            out[k] = cached["images"]
+        else:
+            missing.append((k, file))
     if not missing:
         return out
     grey, _ = fl.read_grey(path)
@@ -101,19 +102,16 @@ def load_or_compute(path, cache: Path, ks: list[int], size: int, method: str = "
     points = video_landmarks(first, (first.shape[1], first.shape[0]), "auto", path)
     for k, file in missing:
         out[k] = video_images(grey, points, k, size, method, progress)
-        with atomic_path(file, suffix=".npz") as tmp:
-            np.savez(tmp, images=out[k], params=_cache_params(k, size, method))
+        write_npz(file, {"images": out[k], "params": _cache_params(k, size, method)})
     return out
 
 
 def appearance_features(path, cache, size: int = 16) -> np.ndarray:
     """[T, size * size] float32: each grey frame shrunk to size x size minus the video's median frame, so the
     identity's face drops out and what is left is how the face looks now compared with its rest state."""
-    cache = Path(cache)
-    if cache.is_file():
-        with np.load(cache, allow_pickle=False) as z:
-            if int(z["size"]) == size:
-                return z["features"]
+    cached = read_npz(cache, ("features", "size"), lambda z: None if int(z["size"]) == size else "another size")
+    if cached is not None:
+        return cached["features"]
     import cv2
 
     grey, _ = fl.read_grey(path)
@@ -121,6 +119,5 @@ def appearance_features(path, cache, size: int = 16) -> np.ndarray:
         raise DataError("video has no frames", path=path, fix="re-encode or drop the video")
     small = np.stack([cv2.resize(g, (size, size), interpolation=cv2.INTER_AREA) for g in grey]).astype(np.float32)
     features = (small - np.median(small, axis=0)).reshape(len(small), -1) / 255.0
-    with atomic_path(cache, suffix=".npz") as tmp:
-        np.savez(tmp, features=features.astype(np.float32), size=size)
+    write_npz(cache, {"features": features.astype(np.float32), "size": size})
     return features.astype(np.float32)
