@@ -26,8 +26,11 @@ $(FACES): $(STAMP) data/synthetic/real_faces.py data/synthetic/real_faces_setup.
 demo: setup
 	$(BIN)/python -m launch demo
 
+# The tests marked slow (long end-to-end runs beside the one kept in tests/test_e2e.py) run with
+# `make test PYTEST_ARGS=` (everything) or `-m slow`; the ten slowest are listed after every run.
+PYTEST_ARGS ?= -m 'not slow'
 test: setup
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=10 $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
