@@ -68,6 +68,8 @@ def test_label_efficiency_rows_pair_scratch_and_pretrained_runs(tmp_path):
         for name in ("metrics.json", "baseline_metrics.json"):
             (folder / name).write_text(json.dumps({"megc": {"macro": part, "micro": part, "overall": part}}))
         (folder / "config.json").write_text("{}")
+        for name in ("predictions.csv", "baseline_predictions.csv"):  # no intervals: no same-type copies
+            (folder / name).write_text("subject,video,onset,apex,offset,type,emotion,score\n")
 
     for k, (scratch, pretrained) in {2: (0.3, 0.45), 5: (0.5, 0.5)}.items():
         finished_run(tmp_path / f"train{k}" / "detector_encoder_scratch", scratch)

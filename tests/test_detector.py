@@ -184,6 +184,11 @@ def test_a_saved_detector_gives_the_same_boxes_and_refuses_a_damaged_file(bump_s
     (tmp_path / "model" / "detector.json").write_text(json.dumps({"format": 99}))
     with pytest.raises(DataError, match="format 99"):
         ds.DetectorReader.load(tmp_path / "model")
+    old_layout = {**spotter.to_dict(), "files": {}}  # a file from before late fusion: no "groups"
+    del old_layout["groups"]
+    (tmp_path / "model" / "detector.json").write_text(json.dumps(old_layout))
+    with pytest.raises(DataError, match="no groups in the detector file"):
+        ds.DetectorReader.load(tmp_path / "model")
 
 
 def test_bad_detector_settings_are_refused():

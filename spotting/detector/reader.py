@@ -229,6 +229,10 @@ class DetectorReader:
         if raw.get("format") != cls.FORMAT:
             raise DataError(f"detector format {raw.get('format')}; this version reads {cls.FORMAT}", path=path,
                             field="format", fix=fix)
+        missing = [k for k in ("files", "config", "groups", "selection") if k not in raw]
+        if missing:  # written by a version before late fusion (no "groups"), or cut short by hand
+            raise DataError(f"no {', '.join(missing)} in the detector file (written by another version?)", path=path,
+                            field=missing[0], fix=fix)
         check_folder(folder, raw["files"], fix)
         cfg = build(DetectorReaderConfig, raw["config"], str(path), "config.")
         norms, models = [], []
