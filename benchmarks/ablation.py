@@ -44,20 +44,21 @@ from spotting.evaluation.loso import LosoConfig, run_loso  # noqa: E402
 from spotting.intervals import count_copies  # noqa: E402
 
 LATE = [["cues", "flow"], ["encoder"]]  # late fusion's two detectors: the cues', the encoder's
+EARLY = {"detector.groups": []}  # one detector on every set read (configs/spotting/loso.yaml fuses late)
 # name: (table label, changes to the LOSO config)
 VARIANTS = {
-    "logistic_cues": ("logistic reader of flow cues", {"reader": "logistic", "channels": ["cues"]}),
-    "detector_cues": ("detector on flow cues only", {"channels": ["cues", "flow"]}),
+    "logistic_cues": ("logistic reader of flow cues", {"reader": "logistic", "channels": ["cues"], **EARLY}),
+    "detector_cues": ("detector on flow cues only", {"channels": ["cues", "flow"], **EARLY}),
     "detector_encoder_scratch": ("detector on encoder features only, scratch", {
-        "finetune.model.encoder": None, "channels": ["encoder"]}),
-    "detector_encoder_pretrained": ("detector on encoder features only, pretrained", {"channels": ["encoder"]}),
-    "detector_full": ("detector on flow cues + encoder features (full system)", {"finetune.model.encoder": None}),
-    "detector_full_pretrained": ("full system, pretrained encoder", {}),
+        "finetune.model.encoder": None, "channels": ["encoder"], **EARLY}),
+    "detector_encoder_pretrained": ("detector on encoder features only, pretrained", {"channels": ["encoder"], **EARLY}),
+    "detector_full": ("detector on flow cues + encoder features (early fusion)", {"finetune.model.encoder": None, **EARLY}),
+    "detector_full_pretrained": ("early fusion, pretrained encoder", {**EARLY}),
     "detector_encoder_tuned": ("detector on encoder features only, encoder tuned per fold (scratch)", {
-        "finetune.model.encoder": None, "channels": ["encoder"], "encoder_tuning.mode": "partial"}),
-    "detector_full_tuned": ("full system, encoder tuned per fold (scratch)", {
-        "finetune.model.encoder": None, "encoder_tuning.mode": "partial"}),
-    "detector_heads": ("detector on flow cues + spotting heads' curves", {"channels": ["cues", "flow", "heads"]}),
+        "finetune.model.encoder": None, "channels": ["encoder"], "encoder_tuning.mode": "partial", **EARLY}),
+    "detector_full_tuned": ("early fusion, encoder tuned per fold (scratch)", {
+        "finetune.model.encoder": None, "encoder_tuning.mode": "partial", **EARLY}),
+    "detector_heads": ("detector on flow cues + spotting heads' curves", {"channels": ["cues", "flow", "heads"], **EARLY}),
     "late_fusion": ("late fusion: cues detector + encoder detector, weight chosen on inner folds (scratch)", {
         "finetune.model.encoder": None, "detector.groups": LATE}),
     "late_fusion_pretrained": ("late fusion, pretrained encoder", {"detector.groups": LATE}),

@@ -46,7 +46,7 @@ def pooled_auc(items: list[VideoFeatures], labels: dict[str, np.ndarray], channe
 
 
 def probe(cfg, out: Path, label: str, encoder: str | None) -> dict:
-    cfg = replace(cfg, {"parallel": False, "reader": "detector", "channels": ["cues", "flow", "heads"],
+    cfg = replace(cfg, {"parallel": False, "reader": "detector", "channels": ["cues", "flow", "heads"], "detector.groups": [],
                         "finetune.feature_cache": str(out / "features"), "finetune.model.encoder": encoder})
     shared = prepare(cfg, out)
     # LOSO's inner cross-fitting over every subject: each video scored by heads trained without its subject
@@ -62,7 +62,8 @@ def probe(cfg, out: Path, label: str, encoder: str | None) -> dict:
 
 
 def stabilised_probe(cfg, out: Path, label: str, encoder: str | None) -> dict:
-    cfg = replace(cfg, {"parallel": False, "channels": ["encoder"], "finetune.model.encoder": encoder})
+    cfg = replace(cfg, {"parallel": False, "channels": ["encoder"], "detector.groups": [],
+                        "finetune.model.encoder": encoder})
     shared = prepare(cfg, out)
     items = features_for(shared, [str(v) for v in shared.videos["video"]], None)
     channels = items[0].all_channels((ENCODER,))

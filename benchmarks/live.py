@@ -72,7 +72,8 @@ def summary(values) -> dict:
 def run_f1(args) -> None:
     out = Path(args.out)
     base = replace(load_config(args.config, LosoConfig, args.overrides),
-                   {"channels": ["cues", "flow"], "final_model": args.final_model, "parallel": False})
+                   {"channels": ["cues", "flow"], "detector.groups": [], "final_model": args.final_model,
+                    "parallel": False})
     for name, changes in RUNS.items():
         cfg = replace(base, {**changes, "out": str((out / name).resolve())})
         t0 = time.perf_counter()

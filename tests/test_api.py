@@ -118,6 +118,10 @@ def test_a_loso_config_from_yaml_and_dotted_changes_is_checked(tmp_path):
                                                             "channels": ["cues"], "reader": "logistic"})
     assert isinstance(cfg, LosoConfig) and cfg.finetune.data.root == str(tmp_path) and cfg.sets == ("cues",)
     assert cfg.finetune.train.epochs == 30  # the YAML's value, kept
+    # the YAML fuses late; narrowing the channel sets then asks for groups of what is read, naming the way out
+    assert loso_config(REPO / "configs/spotting/loso.yaml", {}).detector.groups == [["cues", "flow"], ["encoder"]]
+    with pytest.raises(ConfigError, match=r"\['encoder'\].*detector.groups=\[\]"):
+        loso_config(REPO / "configs/spotting/loso.yaml", {"channels": ["cues", "flow"]})
     with pytest.raises(ConfigError, match="no_such_key"):
         loso_config(None, {"finetune.no_such_key": 1})
     with pytest.raises(ConfigError, match="logistic reader cannot read"):

@@ -45,7 +45,7 @@ def test_ablation_table_lists_the_baseline_then_each_variant():
                                              "same_type_copies": {**copies, "spotter": 0}}})
     lines = text.splitlines()
     assert lines[2].startswith("| flow-only baseline") and "0.250" in lines[2]
-    assert "full system" in lines[4] and "| 0.750 | 0.750 | 0.750 | 3/1/2 |" in lines[4]
+    assert "early fusion" in lines[4] and "| 0.750 | 0.750 | 0.750 | 3/1/2 |" in lines[4]
     assert lines[-1] == "Same-type copies (IoU >= 0.5) in the pooled predictions: baseline 0; detector_cues 2; " \
                         "detector_full 0."
 

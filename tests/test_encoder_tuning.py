@@ -138,7 +138,7 @@ def test_each_epoch_draws_the_event_share_and_augmentation_is_seeded():
 
 
 @pytest.mark.parametrize("overrides, match", [
-    (["encoder_tuning.mode=partial", "channels=[cues,flow]"], "not read"),
+    (["encoder_tuning.mode=partial", "channels=[cues,flow]", "detector.groups=[]"], "not read"),
     (["encoder_tuning.mode=partial", "channels=[cues,flow,encoder,heads]"], "RGB features"),
     (["encoder_tuning.mode=sometimes"], "mode"),
     (["encoder_tuning.mode=partial", "encoder_channels.pool=2bands"], "pooled as"),

@@ -119,9 +119,10 @@ class LosoConfig(Config):
             raise ConfigError(f"the {self.reader} reader cannot read {unread}: it reads {list(reads)}",
                               field="channels", fix=f"drop {unread}, or reader=detector (it reads every set)")
         stray = sorted({s for g in self.detector.groups for s in g} - set(self.sets))
-        if stray:
+        if stray and self.reader == "detector":  # the logistic reader has no groups
             raise ConfigError(f"detector.groups name channel sets {stray} that channels does not read",
-                              field="detector.groups", fix=f"add them to channels, or group only {list(self.sets)}")
+                              field="detector.groups", fix=f"detector.groups=[] (one detector on {list(self.sets)}), "
+                                                           f"or add them to channels")
         if self.tuned():
             self._check_tuning()
         if self.causal and (self.reader != "detector" or set(self.sets) - set(CAUSAL_SETS)):
