@@ -1,5 +1,6 @@
-"""Label efficiency: the detector on encoder features only (`--systems encoder`) and the full system (`full`: flow
-cues + encoder features), with 2, 3 and 5 training subjects per fold, pretrained vs scratch encoder. Each
+"""Label efficiency: the detector on encoder features only (`--systems encoder`) and the full system (`full`: late
+fusion of a flow-cue detector and an encoder detector, configs/spotting/loso.yaml's), with 2, 3 and 5 training
+subjects per fold, pretrained vs scratch encoder. Each
 (system, k, encoder) is one benchmarks/ablation.py variant run with `train_subjects=k`
 (spotting.evaluation.protocol.loso_splits: the k subjects after the held-out one), in OUT/train<k>.
 
@@ -23,7 +24,7 @@ from data.common.atomic import write_json, write_text  # noqa: E402
 from launch.model_card import markdown_table  # noqa: E402
 
 PAIRS = {"encoder": ("detector_encoder_scratch", "detector_encoder_pretrained"),
-         "full": ("detector_full", "detector_full_pretrained")}
+         "full": ("late_fusion", "late_fusion_pretrained")}
 
 
 def f1(result: dict, kind: str, variant: str = "megc") -> float:

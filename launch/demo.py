@@ -239,7 +239,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         metrics = {"baseline": json.loads((loso_dir / "baseline_metrics.json").read_text()),
                    "spotmae": json.loads((loso_dir / "metrics.json").read_text())}
         predictions = loso_dir / "predictions.csv"
-        summary.update(loso=str(loso_dir), model=str(loso_dir / "model"),
+        summary.update(loso=str(loso_dir), model=str(loso_dir / "model"), encoder_weights=encoder_weights(loso_dir),
                        predictions={"baseline": str(loso_dir / "baseline_predictions.csv"),
                                     "spotmae": str(predictions)})
         if cfg.spot_new_video:
@@ -257,13 +257,24 @@ def run_demo(cfg: DemoConfig) -> dict:
     return {**summary, "results": metrics, "table": table}
 
 
+def encoder_weights(loso_dir: Path) -> list[float] | None:
+    """The encoder detector's weight each fold chose (late fusion: the second group's), or None (one detector)."""
+    weights = [json.loads(f.read_text())["detector"].get("weights") for f in sorted(loso_dir.glob("folds/*/fold.json"))]
+    return [w[-1] for w in weights] if weights and all(w and len(w) > 1 for w in weights) else None
+
+
 def labels(summary: dict) -> dict[str, str]:
-    """Row labels that say what each spotter read, and what its encoder saw in pretraining."""
+    """Row labels that say what each spotter read, what its encoder saw in pretraining, and, with late fusion, the
+    weight each fold gave the encoder's detector."""
     pre = summary.get("pretrain")
     encoder = (f"LGI pretrained {pre['steps']} steps on the {pre['input']} view, target {pre['target']}" if pre
                else "LGI from scratch")
+    weights = summary.get("encoder_weights")
+    if weights is None:
+        return {"baseline": "flow baseline (no learning)", "spotmae": f"SpotMAE: detector on flow cues + {encoder}, LOSO"}
     return {"baseline": "flow baseline (no learning)",
-            "spotmae": f"SpotMAE: detector on flow cues + {encoder}, LOSO"}
+            "spotmae": f"SpotMAE: late fusion of flow cues and {encoder} (encoder weight per fold "
+                       f"{', '.join(f'{w:g}' for w in weights)}), LOSO"}
 
 
 def results_table(metrics: dict, names: dict[str, str]) -> str:

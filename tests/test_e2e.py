@@ -49,6 +49,10 @@ def test_every_stage_leaves_its_artifacts(chain, capsys):
     # every held-out subject was spotted by its own fold
     assert sorted(p.name for p in (loso / "folds").iterdir()) == ["s01", "s02", "s03"]
     assert set(read_predictions(loso / "predictions.csv")["subject"].astype(str)) <= {"s01", "s02", "s03"}
+    # the default full system fuses late: each fold chose the encoder detector's weight, and the table says so
+    weights = summary["encoder_weights"]
+    assert len(weights) == 3 and all(w in (0, 0.25, 0.5, 0.75, 1) for w in weights)
+    assert "late fusion" in (out / "results.txt").read_text()
 
 
 def test_pretraining_ran_with_finite_loss_and_a_checkpoint(chain):
