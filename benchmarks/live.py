@@ -122,22 +122,23 @@ def run_realtime(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     video = wide_video(Path(tempfile.mkdtemp(prefix="live_rt_")), args.minutes)
     info = video_info(video)
-    proc = subprocess.Popen([sys.executable, "-m", "spotting", "live", str(video), "--model", args.model,
-                             "--realtime", "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+    log = out / "live_stderr.log"  # a file, not a pipe: nobody reads a pipe while the child runs
+    with log.open("w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "spotting", "live", str(video), "--model", args.model,
+                                 "--realtime", "--out", str(out)], stdout=subprocess.DEVNULL, stderr=err)
     t0, memory = time.monotonic(), []
     while proc.poll() is None:
         mb = rss_mb(proc.pid)
         if mb is not None:
             memory.append((round(time.monotonic() - t0, 1), round(mb, 1)))
         time.sleep(1.0)
-    err = proc.stderr.read()
     summary = json.loads((out / f"{video.stem}.json").read_text())
     after2 = [mb for t, mb in memory if t >= 120]
     print(json.dumps({"benchmark": "live_realtime", "size": f"{info['width']}x{info['height']}", "fps": info["fps"],
                       "minutes": args.minutes, "frames": info["num_frames"], "read": summary["frames_read"],
                       "dropped": summary["frames_dropped"],
                       "dropped_share": round(summary["frames_dropped"] / max(1, summary["frames_read"]), 5),
+                      "ticks_repeated": summary["frames_repeated"], "ticks_unseen": summary["ticks_unseen"],
                       "frames_per_second": summary["frames_per_second"], "wall_s": summary["wall_s"],
                       "latency_p50_s": summary["latency_p50_s"], "latency_p95_s": summary["latency_p95_s"],
                       "rss_mb_at_2min": after2[0] if after2 else None,
@@ -145,7 +146,7 @@ def run_realtime(args) -> None:
                       "rss_mb_end": memory[-1][1] if memory else None, "returncode": proc.returncode}), flush=True)
     (out / "rss.json").write_text(json.dumps(memory))
     if proc.returncode:
-        print(err[-2000:], file=sys.stderr)
+        print(log.read_text()[-2000:], file=sys.stderr)
 
 
 def main(argv=None) -> int:

@@ -123,7 +123,17 @@ def test_a_face_lost_for_seconds_ends_its_segment_and_no_interval_spans_the_gap(
     assert after.max() > 0  # motion is measured again after the face came back
 
 
-def test_a_rate_that_changes_is_read_at_the_spotters_rate(causal_loso):
+@pytest.fixture
+def tracker_calls(monkeypatch):
+    """How often the real tracker ran (each call still tracks)."""
+    from data.faces.track import Tracker
+
+    calls, step = [], Tracker.step
+    monkeypatch.setattr(Tracker, "step", lambda self, frame: calls.append(1) or step(self, frame))
+    return calls
+
+
+def test_a_rate_that_changes_is_read_at_the_spotters_rate(causal_loso, tracker_calls):
     cfg, shared = causal_loso
     frames = read_frames(Path(cfg.finetune.data.root) / shared.videos.iloc[2].path)
     spotter = LiveSpotter.from_folder(Path(cfg.out) / "model")
@@ -131,7 +141,25 @@ def test_a_rate_that_changes_is_read_at_the_spotters_rate(causal_loso):
     for frame, t in zip(frames, stamps):
         spotter.push(frame, float(t))
     assert spotter.stats.frames_in == 135 and spotter.stats.ticks == 90 + 89 and spotter.stats.repeated == 44
-    assert spotter.stats.gaps == 0
+    assert spotter.stats.gaps == 0 and spotter.stats.unseen == 0
+    assert len(tracker_calls) == 135  # a repeated frame's face is where it was: it is not tracked again
+
+
+def test_a_silent_source_is_a_gap_without_tracking_and_the_face_is_found_again(causal_loso, tracker_calls):
+    """A source silent for 2 s (or frames dropped by a spotter that fell behind): the ticks in between have no
+    frame, cost no tracking, and end the face segment; the next frame starts a new one."""
+    cfg, shared = causal_loso
+    frames = read_frames(Path(cfg.finetune.data.root) / shared.videos.iloc[2].path)[:150]
+    spotter = LiveSpotter.from_folder(Path(cfg.out) / "model")
+    found = []
+    for i, frame in enumerate(frames):
+        found += spotter.push(frame, i / 30.0 + (2.0 if i >= 60 else 0.0))
+    found += spotter.finish()
+    assert spotter.stats.gaps == 1 and spotter.stats.unseen == 60 and spotter.stats.repeated == 0
+    assert spotter.stats.ticks == 150 + 60 and len(tracker_calls) == 150
+    assert spotter.channels.aligner.segment == 1
+    for d in found:
+        assert d.interval.offset < 60 or d.interval.onset >= 120, d
 
 
 class StallingStream(http.server.BaseHTTPRequestHandler):
@@ -181,6 +209,15 @@ def test_a_url_that_cannot_be_opened_is_one_error_line(causal_loso):
     assert "Traceback" not in run.stderr
     with pytest.raises(DataError, match="no such video file"):
         FrameSource("missing.mp4")
+
+
+def test_a_file_source_gives_the_frames_every_offline_stage_decodes(tiny_spotting_set):
+    """Read from one open decoder a frame at a time (no chunked re-opening and seeking), the same pixels."""
+    path = tiny_spotting_set / "videos" / "s01_v01.mp4"
+    with FrameSource(path) as source:
+        frames = list(source)
+    assert np.array_equal(np.stack([f for f, _ in frames]), read_frames(path))
+    assert [t for _, t in frames] == [i / source.fps for i in range(len(frames))] and source.stats.ended == "end of file"
 
 
 def test_frames_that_arrive_too_fast_are_dropped_and_counted(tiny_spotting_set):

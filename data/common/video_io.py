@@ -143,6 +143,14 @@ def read_frames(source, indices=None, width: int = -1, height: int = -1) -> np.n
     return vr.get_batch(indices).asnumpy()
 
 
+def iter_frames(source):
+    """RGB uint8 frames [H, W, 3] one at a time, in order, from one open reader: a stream's memory stays one
+    frame, and nothing is decoded twice (each `read_frames` call opens the file and seeks from a key frame)."""
+    vr = _reader(source)
+    for _ in range(len(vr)):
+        yield vr.next().asnumpy()
+
+
 # Every suffix the readers (decord, PyAV) open; folder searches of every stage use this one list.
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
 

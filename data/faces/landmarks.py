@@ -31,6 +31,11 @@ def _dlib_models():
     return dlib.get_frontal_face_detector(), dlib.shape_predictor(str(dlib_landmark_model()))
 
 
+def load_models() -> None:
+    """Load dlib's detector and predictor now: a live stream must not stall for them on its first frame."""
+    _dlib_models()
+
+
 def detect_faces(image: np.ndarray, upsample: int = 1) -> list[tuple[int, int, int, int]]:
     """Face boxes (x0, y0, x1, y1) in an RGB or grey uint8 image, largest first."""
     detector, _ = _dlib_models()

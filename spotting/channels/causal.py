@@ -74,7 +74,7 @@ class FaceAligner:
     """Frames in, aligned grey crops out, one frame late (the landmark smoothing looks one frame ahead)."""
 
     def __init__(self, fps: float, cfg: CausalConfig):
-        self.size = cfg.size
+        self.size, self.detect_every = cfg.size, cfg.detect_every
         self.tracker = Tracker(cfg.detect_every, None, 15)
         self.lost_after = max(0, round(cfg.lost_after_s * fps))
         self.recent: collections.deque = collections.deque(maxlen=3)  # (index, frame, raw landmarks or None)
@@ -82,9 +82,17 @@ class FaceAligner:
         self.missing = 0
         self.segment, self.matrix = -1, None
 
-    def push(self, index: int, frame: np.ndarray) -> list[AlignedFrame]:
-        found = self.tracker.step(frame)
-        self.recent.append((index, frame, None if found is None else found[0]))
+    def push(self, index: int, frame: np.ndarray | None, repeat: bool = False) -> list[AlignedFrame]:
+        """`frame` None: no frame at this index (a silent source), so no face, and the tracker starts afresh
+        after it. `repeat`: the previous index's frame again (a slower source), whose face is where it was."""
+        if frame is None:
+            self.tracker, raw = Tracker(self.detect_every, None, 15), None
+        elif repeat and self.recent:
+            raw = self.recent[-1][2]  # the tracker would fit the same face again: the cost of a tick, for nothing
+        else:
+            found = self.tracker.step(frame)
+            raw = None if found is None else found[0]
+        self.recent.append((index, frame, raw))
         if len(self.recent) < 2:
             return []
         prev = self.recent[0][2] if len(self.recent) == 3 else None
@@ -101,6 +109,9 @@ class FaceAligner:
         return [self._align(index, frame, prev, cur, None)]
 
     def _align(self, index, frame, prev, cur, nxt) -> AlignedFrame:
+        if frame is None:
+            self.last, self.matrix = None, None  # nothing seen: the face segment ends here
+            return AlignedFrame(index, None, None, self.segment)
         if cur is not None:
             landmarks, self.missing = smooth3(prev, cur, nxt), 0
         elif self.last is not None and self.missing < self.lost_after:
@@ -226,9 +237,10 @@ class CausalChannels:
         """Frames between a frame's arrival and its values being final."""
         return self.cues.kmax + 1
 
-    def push(self, frame: np.ndarray) -> list[tuple[int, np.ndarray, bool]]:
+    def push(self, frame: np.ndarray | None, repeat: bool = False) -> list[tuple[int, np.ndarray, bool]]:
+        """The next frame (None: none at this tick; `repeat`: the previous one again, see FaceAligner.push)."""
         out = []
-        for aligned in self.aligner.push(self.count, frame):
+        for aligned in self.aligner.push(self.count, frame, repeat):
             out += self.cues.push(aligned)
         self.count += 1
         return out

@@ -20,10 +20,9 @@ from pathlib import Path
 import cv2
 
 from data.common.errors import DataError
-from data.common.video_io import read_frames, video_info
+from data.common.video_io import iter_frames, video_info
 
 END = object()  # the reader's last queue item
-CHUNK = 64  # frames per decode call of a file
 
 
 @dataclasses.dataclass
@@ -84,8 +83,7 @@ class FrameSource:
     def _decoded(self):
         """RGB frames as they are decoded."""
         if self.is_file:
-            for first in range(0, self.total, CHUNK):
-                yield from read_frames(self.name, range(first, min(self.total, first + CHUNK)))
+            yield from iter_frames(self.name)
             self.stats.ended = "end of file"
             return
         while True:

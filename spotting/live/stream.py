@@ -8,9 +8,11 @@
 
 Frames are resampled onto the spotter's fixed rate (`live.rate_hz`) by their timestamps: each tick takes the
 newest frame that arrived by then, so a camera whose rate changes, or a slower one, is read at one rate (a
-frame repeated for a slower camera shows no motion, as the face did not move between its captures). A gap in the
-timestamps longer than `live.lost_after_s` is treated as a face lost: the face segment ends there and no interval
-spans it. The channels (spotting.channels.causal) and the decisions (spotting.live.decide) are the ones LOSO's
+frame repeated for a slower camera shows no motion, as the face did not move between its captures; it is not
+tracked again). A gap in the timestamps longer than `live.lost_after_s` (a silent source, or frames the source
+dropped while the spotter was behind) is a face lost: its ticks have no frame, cost no tracking and no flow, the
+face segment ends there and no interval spans it. So a spotter that fell behind catches up instead of paying
+full price for every tick it missed. The channels (spotting.channels.causal) and the decisions (spotting.live.decide) are the ones LOSO's
 causal mode scores, so a file played through here gives LOSO's intervals for it.
 """
 from __future__ import annotations
@@ -20,6 +22,7 @@ import dataclasses
 import numpy as np
 
 from data.common.errors import ConfigError
+from data.faces import landmarks as lmk
 from spotting import spotter as spotters
 from spotting.channels.causal import CausalChannels
 from spotting.live.decide import Decision, StreamDecider
@@ -31,6 +34,7 @@ class StreamStats:
     ticks: int = 0  # frames processed at the spotter's rate
     repeated: int = 0  # ticks that reused the previous frame (a slower or stalled source)
     gaps: int = 0  # timestamp gaps treated as a lost face
+    unseen: int = 0  # ticks inside those gaps (no frame, no face)
 
 
 class LiveSpotter:
@@ -44,6 +48,7 @@ class LiveSpotter:
         self.start: float | None = None
         self.last: np.ndarray | None = None
         self._reset()
+        lmk.load_models()
 
     @classmethod
     def from_folder(cls, folder) -> LiveSpotter:
@@ -81,18 +86,19 @@ class LiveSpotter:
             out += self.decider.push(values, face)
         return out + self.decider.finish()
 
-    def _tick(self, frame: np.ndarray, repeated: bool) -> list[Decision]:
+    def _tick(self, frame: np.ndarray | None, repeated: bool) -> list[Decision]:
         self.stats.ticks += 1
-        self.stats.repeated += int(repeated)
+        self.stats.repeated += int(repeated and frame is not None)
+        self.stats.unseen += int(frame is None)
         out = []
-        for _, values, face in self.channels.push(frame):
+        for _, values, face in self.channels.push(frame, repeat=repeated):
             out += self.decider.push(values, face)
         return out
 
     def _gap(self, due: int) -> list[Decision]:
-        """The source was silent for longer than a face may be missed: blank ticks (no face) up to `due`."""
-        blank = np.zeros_like(self.last)
+        """The source was silent for longer than a face may be missed: ticks without a frame up to `due`. They
+        cost no tracking and no flow, so a spotter that fell behind catches up instead of falling further."""
         out = []
         while self.stats.ticks < due:
-            out += self._tick(blank, repeated=True)
+            out += self._tick(None, repeated=False)
         return out
