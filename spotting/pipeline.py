@@ -10,6 +10,7 @@ they are already aligned).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 
 import numpy as np
@@ -27,6 +28,26 @@ from spotting.live.decide import decide_video
 
 STAGES = ("decode + faces", "channels", "heads", "intervals")
 SCORE = "fused"  # the reader's per-frame score of a type, in the curves: "fused.<type>" ("fused__<type>" on disk)
+log = logging.getLogger(__name__)
+
+# A video this many times faster or slower than every training video gets a warning. The detector works in seconds
+# and the flow's frame gaps follow the rate, but the channels' statistics were learnt at the training rates (a 200
+# fps video given to a 30 fps spotter: the macro expression found, the micro missed; issue 29). 1.5 lets 25 and
+# 30 fps mix without a word.
+RATE_TOLERANCE = 1.5
+
+
+def rate_warning(training_fps: list[float] | None, fps: float) -> str | None:
+    """Why `fps` is far from the rates [lowest, highest] a spotter was trained at (RATE_TOLERANCE), or None."""
+    if not training_fps or not fps:
+        return None
+    low, high = training_fps
+    if low / RATE_TOLERANCE <= fps <= high * RATE_TOLERANCE:
+        return None
+    trained = f"{low:g} fps" if low == high else f"{low:g}-{high:g} fps"
+    return (f"the video runs at {fps:g} fps, the spotter was trained on {trained} videos: expect missed or extra "
+            f"intervals (micro-expressions first); train on videos at this rate to spot it reliably")
+
 
 
 class StageClock:
@@ -86,6 +107,9 @@ def spot_source(spotter, source: FaceVideo, aligned: bool = False, clock: StageC
 
     aligned: the frames are already face-aligned crops (no alignment; the heads read them as they are).
     clock: where stage times go (a fresh one, without a progress bar, when None)."""
+    problem = rate_warning(spotter.training_fps, source.fps)
+    if problem:
+        log.warning("%s: %s", source.path or source.name, problem)
     clock = clock or StageClock(f"spot {source.name}", progress=False)
     size = spotter.encoder.cfg.img_size
     if aligned:

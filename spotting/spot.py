@@ -64,11 +64,10 @@ def spot(video, model_dir, out_dir, already_aligned: bool = False) -> dict:
     video = Path(video)
     names = output_names(video.stem)
     outputs = OwnedOutputs(out_dir, [n for role, n in names.items() if role != "aligned" or not already_aligned])
-    info = video_info(video)  # a file that does not open as a video is refused before the model is read
+    video_info(video)  # a file that does not open as a video is refused before the model is read
     clock = StageClock(f"spot {video.name}")
     folder = resolve_model(model_dir, "--model")
     spotter = spotters.load(folder)
-    spotters.warn_rate(spotter, info["fps"], video)
     result = spot_source(spotter, spotter.builder().source(video, video.stem, progress=True), already_aligned,
                          clock)
     clock.bar.close()

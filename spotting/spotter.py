@@ -10,7 +10,6 @@ scores alone (`default_reader`).
 from __future__ import annotations
 
 import dataclasses
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,6 @@ from spotting.readers import fitted_reader
 
 CHANNELS_FILE = "channels.json"
 
-log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -86,34 +84,7 @@ class Spotter:
             if not fps or fps <= 0:
                 raise DataError("frames need their frame rate", field="fps", fix="pass fps=<frames per second>")
             source = self.builder().source(None, name or "frames", float(fps), progress, frames=frames)
-        warn_rate(self, source.fps, source.name)
         return spot_source(self, source, aligned, StageClock(f"spot {source.name}", progress))
-
-
-# A video this many times faster or slower than every training video gets a warning. The detector works in seconds
-# and the flow's frame gaps follow the rate, but the channels' statistics were learnt at the training rates (a 200
-# fps video given to a 30 fps spotter: the macro expression found, the micro missed; issue 29). 1.5 lets 25 and
-# 30 fps mix without a word.
-RATE_TOLERANCE = 1.5
-
-
-def rate_warning(training_fps: list[float] | None, fps: float) -> str | None:
-    """Why `fps` is far from the rates [lowest, highest] a spotter was trained at (RATE_TOLERANCE), or None."""
-    if not training_fps or not fps:
-        return None
-    low, high = training_fps
-    if low / RATE_TOLERANCE <= fps <= high * RATE_TOLERANCE:
-        return None
-    trained = f"{low:g} fps" if low == high else f"{low:g}-{high:g} fps"
-    return (f"the video runs at {fps:g} fps, the spotter was trained on {trained} videos: expect missed or extra "
-            f"intervals (micro-expressions first); train on videos at this rate to spot it reliably")
-
-
-def warn_rate(spotter: Spotter, fps: float, video) -> None:
-    """Log rate_warning, naming the video."""
-    problem = rate_warning(spotter.training_fps, fps)
-    if problem:
-        log.warning("%s: %s", video, problem)
 
 
 def save_channels(folder, sets, baseline: BaselineConfig, encoder_channels: EncoderChannelsConfig,

@@ -159,7 +159,7 @@ def test_the_same_video_spotted_twice_gives_the_same_output(spotter, carphone_cl
 def test_a_video_far_from_the_training_rate_gets_a_warning(spotter, tmp_path):
     """issue 29: a 200 fps video given to a spotter trained at 30 fps found the macro and missed the micro without
     a word. The spotter folder records its training videos' rates; spot names both."""
-    from spotting.spotter import rate_warning
+    from spotting.pipeline import rate_warning
 
     model = damaged_copy(spotter, tmp_path)
     manifest = json.loads((model / "spotter.json").read_text())

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from conftest import TINY_DETECTOR_OVERRIDES
 
-from data.common.video_io import read_frames, write_mp4
+from data.common.video_io import read_frames
 from data.faces.face_video import FaceVideo
 from data.common.errors import DataError
 from spotting.baseline import BaselineConfig
