@@ -49,7 +49,6 @@ def rate_warning(training_fps: list[float] | None, fps: float) -> str | None:
             f"intervals (micro-expressions first); train on videos at this rate to spot it reliably")
 
 
-
 class StageClock:
     """Seconds per pipeline stage, shown as a progress bar over STAGES."""
 

@@ -35,7 +35,6 @@ from spotting.readers import fitted_reader
 CHANNELS_FILE = "channels.json"
 
 
-
 @dataclasses.dataclass
 class Spotter:
     """A trained spotter: `Spotter.from_pretrained(folder or Hub id)`, then `spot(video or frames)`."""

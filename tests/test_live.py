@@ -217,7 +217,8 @@ def test_a_file_source_gives_the_frames_every_offline_stage_decodes(tiny_spottin
     with FrameSource(path) as source:
         frames = list(source)
     assert np.array_equal(np.stack([f for f, _ in frames]), read_frames(path))
-    assert [t for _, t in frames] == [i / source.fps for i in range(len(frames))] and source.stats.ended == "end of file"
+    assert [t for _, t in frames] == [i / source.fps for i in range(len(frames))]
+    assert source.stats.ended == "end of file"
 
 
 def test_frames_that_arrive_too_fast_are_dropped_and_counted(tiny_spotting_set):

@@ -75,18 +75,21 @@ class FaceAligner:
 
     def __init__(self, fps: float, cfg: CausalConfig):
         self.size, self.detect_every = cfg.size, cfg.detect_every
-        self.tracker = Tracker(cfg.detect_every, None, 15)
+        self.tracker = self._new_tracker()
         self.lost_after = max(0, round(cfg.lost_after_s * fps))
         self.recent: collections.deque = collections.deque(maxlen=3)  # (index, frame, raw landmarks or None)
         self.last: np.ndarray | None = None  # the last smoothed landmarks, carried over short misses
         self.missing = 0
         self.segment, self.matrix = -1, None
 
+    def _new_tracker(self) -> Tracker:
+        return Tracker(self.detect_every, None, 15)
+
     def push(self, index: int, frame: np.ndarray | None, repeat: bool = False) -> list[AlignedFrame]:
         """`frame` None: no frame at this index (a silent source), so no face, and the tracker starts afresh
         after it. `repeat`: the previous index's frame again (a slower source), whose face is where it was."""
         if frame is None:
-            self.tracker, raw = Tracker(self.detect_every, None, 15), None
+            self.tracker, raw = self._new_tracker(), None
         elif repeat and self.recent:
             raw = self.recent[-1][2]  # the tracker would fit the same face again: the cost of a tick, for nothing
         else:

@@ -106,7 +106,8 @@ def main(argv: list[str]) -> int:
     latency = np.array([r["latency_s"] for r in records]) if records else np.zeros(0)
     summary = {"source": args.source, "model": args.model, "rate_hz": rate, "ticks": spotter.stats.ticks,
                "frames_read": source.stats.read, "frames_dropped": source.stats.dropped,
-               "frames_repeated": spotter.stats.repeated, "gaps": spotter.stats.gaps, "ticks_unseen": spotter.stats.unseen,
+               "frames_repeated": spotter.stats.repeated, "gaps": spotter.stats.gaps,
+               "ticks_unseen": spotter.stats.unseen,
                "ended": "interrupted" if interrupted else source.stats.ended, "wall_s": round(wall, 3),
                "frames_per_second": round(spotter.stats.frames_in / max(wall, 1e-9), 2),
                "latency_p50_s": round(float(np.median(latency)), 3) if len(latency) else None,

@@ -43,7 +43,7 @@ class FrameSource:
                             fix="pass a video file, a camera index (0) or a stream URL (rtsp://..., http://...)")
         if self.is_file:
             info = video_info(self.name)  # a file that does not decode: one DataError naming it
-            self.capture, self.fps, self.total = None, info["fps"], info["num_frames"]
+            self.capture, self.fps = None, info["fps"]
         else:
             self.capture = cv2.VideoCapture(int(self.name) if self.name.isdigit() else self.name)
             if not self.capture.isOpened():

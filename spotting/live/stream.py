@@ -12,8 +12,9 @@ frame repeated for a slower camera shows no motion, as the face did not move bet
 tracked again). A gap in the timestamps longer than `live.lost_after_s` (a silent source, or frames the source
 dropped while the spotter was behind) is a face lost: its ticks have no frame, cost no tracking and no flow, the
 face segment ends there and no interval spans it. So a spotter that fell behind catches up instead of paying
-full price for every tick it missed. The channels (spotting.channels.causal) and the decisions (spotting.live.decide) are the ones LOSO's
-causal mode scores, so a file played through here gives LOSO's intervals for it.
+full price for every tick it missed. The channels (spotting.channels.causal) and the decisions
+(spotting.live.decide) are the ones LOSO's causal mode scores, so a file played through here gives LOSO's
+intervals for it.
 """
 from __future__ import annotations
 
@@ -88,7 +89,7 @@ class LiveSpotter:
 
     def _tick(self, frame: np.ndarray | None, repeated: bool) -> list[Decision]:
         self.stats.ticks += 1
-        self.stats.repeated += int(repeated and frame is not None)
+        self.stats.repeated += int(repeated)
         self.stats.unseen += int(frame is None)
         out = []
         for _, values, face in self.channels.push(frame, repeat=repeated):
